@@ -1,0 +1,196 @@
+"""The LevelDB-style immutable table that both TF checkpoint formats use for their index.
+
+Layout (tensorflow/core/lib/io/format.h, table_builder.cc):
+- file = data blocks, a metaindex block, an index block, then a 48-byte footer:
+  metaindex handle + index handle (varint64 offset, varint64 size each), zero padding to 40
+  bytes, then the magic 0xdb4775248b80fb57 as fixed64 little-endian.
+- every block is followed by a 5-byte trailer: compression type (0 = none) and the masked
+  crc32c of block bytes + type byte.
+- a block is a run of entries (varint32 shared key bytes, unshared key bytes, value length,
+  key delta, value), then uint32 restart offsets and their uint32 count.
+- index block entries map a separator key (>= the last key of a block) to that block's handle.
+- compression type 1 is raw snappy: a varint uncompressed length, then literals and
+  back-references (tag low bits: 0 literal, 1/2/3 copy with a 1/2/4-byte offset).
+Notes: TF's bundle writer leaves blocks uncompressed, but some tools (e.g. TF Serving test
+data) wrote snappy index blocks. Checksums of every block read are verified, so a flipped
+byte is caught before it is interpreted.
+"""
+import bisect
+import mmap
+import os
+import struct
+
+import google_crc32c
+
+from ..errors import Corrupt, FormatError, Unsupported
+
+MAGIC = 0xDB4775248B80FB57
+FOOTER_SIZE = 48
+_MASK_DELTA = 0xA282EAD8
+
+
+def unmask_crc(masked):
+    rot = (masked - _MASK_DELTA) & 0xFFFFFFFF
+    return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
+
+
+def mask_crc(crc):
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def _varint(buf, pos, limit):
+    result = shift = 0
+    while pos < limit:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            break
+    raise FormatError("bad varint")
+
+
+def map_file(path):
+    """Read-only memory map of a whole file (an empty bytes object for an empty file)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return b""
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def is_table(path):
+    """True when the file ends in the table magic."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() < FOOTER_SIZE:
+                return False
+            f.seek(-8, os.SEEK_END)
+            return struct.unpack("<Q", f.read(8))[0] == MAGIC
+    except OSError:
+        return False
+
+
+class Table:
+    """Sorted key -> value entries of one table file, read through a memory map."""
+
+    def __init__(self, path):
+        self.path = path
+        self.buf = map_file(path)
+        if len(self.buf) < FOOTER_SIZE:
+            raise FormatError(f"{path}: too short to be a checkpoint table "
+                              f"({len(self.buf)} bytes)")
+        footer = self.buf[-FOOTER_SIZE:]
+        if struct.unpack("<Q", footer[40:])[0] != MAGIC:
+            raise FormatError(f"{path}: not a TensorFlow checkpoint table (bad magic)")
+        _, pos = _varint(footer, 0, 40)
+        _, pos = _varint(footer, pos, 40)
+        offset, pos = _varint(footer, pos, 40)
+        size, pos = _varint(footer, pos, 40)
+        index = list(self._entries(self._block(offset, size)))
+        self._index_keys = [k for k, _ in index]
+        self._handles = []
+        for _, handle in index:
+            off, p = _varint(handle, 0, len(handle))
+            sz, _ = _varint(handle, p, len(handle))
+            self._handles.append((off, sz))
+
+    def _block(self, offset, size):
+        end = offset + size
+        if end + 5 > len(self.buf):
+            raise FormatError(f"{self.path}: block at {offset}+{size} runs past the end of "
+                              f"the file ({len(self.buf)} bytes); the file is truncated")
+        data = self.buf[offset:end]
+        kind = self.buf[end]
+        stored = struct.unpack_from("<I", self.buf, end + 1)[0]
+        if unmask_crc(stored) != google_crc32c.extend(google_crc32c.value(data), bytes([kind])):
+            raise Corrupt(f"{self.path}: checksum mismatch in block at offset {offset}")
+        if kind == 1:
+            return _unsnappy(data, self.path)
+        if kind != 0:
+            raise Unsupported(f"{self.path}: table block compressed with unknown type {kind}")
+        return data
+
+    def _entries(self, block):
+        n = len(block)
+        if n < 4:
+            raise FormatError(f"{self.path}: block too short")
+        restarts = struct.unpack_from("<I", block, n - 4)[0]
+        limit = n - 4 - 4 * restarts
+        if restarts == 0 or limit < 0:
+            raise FormatError(f"{self.path}: bad block restart count {restarts}")
+        pos, key = 0, b""
+        while pos < limit:
+            # one-byte varints are the common case; fall back for longer ones
+            shared = block[pos]
+            if shared < 128 and pos + 2 < limit and block[pos + 1] < 128 and block[pos + 2] < 128:
+                unshared, vlen, pos = block[pos + 1], block[pos + 2], pos + 3
+            else:
+                shared, pos = _varint(block, pos, limit)
+                unshared, pos = _varint(block, pos, limit)
+                vlen, pos = _varint(block, pos, limit)
+            vstart = pos + unshared
+            vend = vstart + vlen
+            if shared > len(key) or vend > limit:
+                raise FormatError(f"{self.path}: bad entry in table block")
+            key = key[:shared] + block[pos:vstart]
+            yield key, block[vstart:vend]
+            pos = vend
+
+    def items(self, start=b""):
+        """(key, value) pairs in key order, from the first key >= start."""
+        first = bisect.bisect_left(self._index_keys, start) if start else 0
+        for offset, size in self._handles[first:]:
+            for key, value in self._entries(self._block(offset, size)):
+                if key >= start:
+                    yield key, value
+
+    def close(self):
+        if isinstance(self.buf, mmap.mmap):
+            self.buf.close()
+
+
+def _unsnappy(data, path):
+    """Decompress one raw snappy block."""
+    size, pos = _varint(data, 0, len(data))
+    if size > 64 * len(data) + 1024:
+        raise FormatError(f"{path}: snappy block claims {size} bytes")
+    out = bytearray()
+    n = len(data)
+    try:
+        while pos < n:
+            tag = data[pos]
+            pos += 1
+            kind = tag & 3
+            if kind == 0:
+                length = tag >> 2
+                if length >= 60:
+                    extra = length - 59
+                    length = int.from_bytes(data[pos:pos + extra], "little")
+                    pos += extra
+                length += 1
+                if pos + length > n:
+                    raise IndexError
+                out += data[pos:pos + length]
+                pos += length
+                continue
+            if kind == 1:
+                length, offset = ((tag >> 2) & 7) + 4, ((tag >> 5) << 8) | data[pos]
+                pos += 1
+            else:
+                width = 2 if kind == 2 else 4
+                length, offset = (tag >> 2) + 1, int.from_bytes(data[pos:pos + width], "little")
+                pos += width
+            if not 0 < offset <= len(out):
+                raise IndexError
+            start = len(out) - offset
+            for i in range(length):   # copies may overlap what they produce
+                out.append(out[start + i])
+    except IndexError:
+        raise Corrupt(f"{path}: corrupt snappy block") from None
+    if len(out) != size:
+        raise Corrupt(f"{path}: snappy block holds {len(out)} bytes, not {size}")
+    return bytes(out)

@@ -1,0 +1,122 @@
+"""TF V1 checkpoints (2015-2017): one sstable file of SavedTensorSlices messages.
+
+- key "" holds SavedTensorSlices.meta: every tensor's name, full shape, dtype and the slices
+  saved for it (a whole tensor is one slice covering every dimension).
+- every other key is a slice key (slices.py) whose value is SavedTensorSlices.data: the
+  tensor name, the slice, and a TensorProto with the values in its typed repeated field
+  (float_val, int_val, ...) or in tensor_content.
+Notes: large tensors may be split into several slices even when not partitioned; slices of
+one tensor share a key prefix, so reading one tensor seeks to it and reads no other.
+"""
+
+from ..errors import Corrupt, CkptError, FormatError, Unsupported
+from ..variable import TF_DTYPES, Variable, numpy_dtype
+from . import slices
+from .base import Reader
+from .protos import SAVED_TENSOR_SLICES, decode, raw_extents, shape_of
+from .sstable import Table
+
+# dtype -> TensorProto field holding its values when tensor_content is empty
+_VALUE_FIELD = {
+    "float32": "float_val", "float64": "double_val", "int64": "int64_val", "bool": "bool_val",
+    "complex64": "scomplex_val", "complex128": "dcomplex_val", "float16": "half_val",
+    "bfloat16": "half_val", "uint32": "uint32_val", "uint64": "uint64_val",
+}
+
+
+class TFV1Reader(Reader):
+    format = "tf-v1"
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.files = [path]
+        self._table = Table(path)
+        first = next(self._table.items(), None)
+        if first is None or first[0] != b"":
+            raise FormatError(f"{path}: no tensor list (not a V1 checkpoint)")
+        meta = decode(first[1], SAVED_TENSOR_SLICES).get("meta")
+        if meta is None:
+            raise FormatError(f"{path}: no tensor list (not a V1 checkpoint)")
+        for t in sorted(meta.get("tensor", []), key=lambda t: t.get("name", "")):
+            name, code = t.get("name", ""), t.get("dtype", 0)
+            if code not in TF_DTYPES:
+                raise FormatError(f"{path}: tensor {name!r} has unknown dtype {code}")
+            dtype, itemsize = TF_DTYPES[code]
+            shape = shape_of(t.get("shape", {}))
+            if any(d < 0 for d in shape):
+                raise FormatError(f"{path}: tensor {name!r} has shape {list(shape)}")
+            parts = tuple(slices.explicit(raw_extents(s, len(shape)), shape)
+                          for s in t.get("slice", []))
+            nelem = 1
+            for d in shape:
+                nelem *= d
+            partitioned = parts if len(parts) > 1 else ()
+            self.variables[name] = Variable(name, shape, dtype, nelem * itemsize, partitioned)
+
+    def read(self, name):
+        var = self.variable(name)
+        prefix = slices.name_prefix(name)
+        pieces = []
+        for key, value in self._table.items(start=prefix):
+            if not key.startswith(prefix):
+                break
+            data = decode(value, SAVED_TENSOR_SLICES).get("data", {})
+            extents = slices.explicit(raw_extents(data.get("slice", {}), len(var.shape)),
+                                      var.shape)
+            shape = tuple(n for _, n in extents)
+            pieces.append((extents, _tensor_values(name, var.dtype, shape,
+                                                   data.get("data", {}))))
+        if not pieces:
+            raise FormatError(f"tensor {name!r} is listed but no data is stored for it")
+        if len(pieces) == 1 and pieces[0][1].shape == var.shape:
+            return pieces[0][1]
+        return slices.assemble(var.shape, numpy_dtype(var.dtype), pieces, name)
+
+    def problems(self, progress=None):
+        """Every block's checksum, then every tensor's decoding."""
+        try:
+            for _ in self._table.items():
+                pass
+        except CkptError as e:
+            yield str(e)
+            return
+        yield from super().problems(progress)
+
+    def close(self):
+        self._table.close()
+
+
+def _tensor_values(name, dtype, shape, proto):
+    """A TensorProto's values as an array of `shape`."""
+    import numpy as np
+
+    nelem = int(np.prod(shape, dtype=np.int64))
+    npd = numpy_dtype(dtype)
+    if dtype in ("resource", "variant"):
+        raise Unsupported(f"tensor {name!r} is a {dtype} tensor, which has no portable value")
+    if "content" in proto and dtype != "string":
+        content = proto["content"]
+        if len(content) != nelem * npd.itemsize:
+            raise Corrupt(f"tensor {name!r}: {len(content)} bytes do not hold shape "
+                          f"{list(shape)}")
+        return np.frombuffer(content, dtype=npd).reshape(shape)
+    if dtype == "string":
+        values = proto.get("string_val", [])
+    else:
+        values = proto.get(_VALUE_FIELD.get(dtype, "int_val"), [])
+    if dtype in ("float16", "bfloat16"):
+        arr = np.array(values, dtype=np.uint16).view(npd)
+    elif dtype in ("complex64", "complex128"):
+        arr = np.array(values, dtype=npd.type(0).real.dtype).view(npd)
+    elif dtype == "string":
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = values
+    else:
+        arr = np.array(values).astype(npd) if values else np.array([], dtype=npd)
+    if arr.size == 1 and nelem > 1:
+        arr = np.full(nelem, arr[0], dtype=npd)
+    if arr.size != nelem:
+        raise Corrupt(f"tensor {name!r}: {arr.size} values stored for shape {list(shape)}")
+    return arr.reshape(shape)
+
+

@@ -1,0 +1,223 @@
+"""TF V2 checkpoint bundles: `P.index` plus `P.data-SSSSS-of-NNNNN` shards.
+
+- `P.index` is an sstable (see sstable.py). Key "" holds a BundleHeaderProto (num_shards,
+  endianness, version); every other key is a tensor name whose value is a BundleEntryProto
+  (dtype, shape, shard_id, offset, size, masked crc32c of the bytes, slices).
+- a numeric tensor is `size` raw bytes at `offset` in its shard, C order, in the header's
+  endianness; `size` must equal elements x item size.
+- a string tensor is varint64 lengths of all elements, a 4-byte masked crc32c of those
+  length bytes, then the strings back to back.
+Notes: scalars have an empty shape; empty tensors have size 0. A partitioned variable has an
+entry with its full shape and `slices` but no bytes; each slice's bytes sit under an
+OrderedCode key (slices.py), which sorts before all names and is not listed as a tensor.
+Index-only checkpoints (data shards absent) list fine; reading a value names the missing file.
+"""
+import os
+from math import prod
+
+import google_crc32c
+
+from ..errors import Corrupt, FormatError, NotFound, Unsupported
+from ..variable import TF_DTYPES, Variable, numpy_dtype
+from . import slices
+from .base import Reader
+from .protos import BUNDLE_ENTRY, BUNDLE_HEADER, decode, raw_extents, shape_of
+from .sstable import Table, map_file, unmask_crc
+
+
+GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+
+
+def shard_name(prefix, shard, num_shards):
+    return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
+
+
+class TFV2Reader(Reader):
+    format = "tf-v2"
+
+    def __init__(self, prefix):
+        super().__init__(prefix)
+        self.index_path = prefix + ".index"
+        self._table = Table(self.index_path)
+        self._slice_entries = {}
+        self._shards = {}
+        entries = self._table.items()
+        first = next(entries, None)
+        if first is None or first[0] != b"":
+            raise FormatError(f"{self.index_path}: no bundle header (not a V2 checkpoint index)")
+        header = decode(first[1], BUNDLE_HEADER)
+        self.num_shards = header.get("num_shards", 0)
+        self.big_endian = header.get("endianness", 0) == 1
+        if not 0 <= self.num_shards <= 100000:
+            raise FormatError(f"{self.index_path}: absurd shard count {self.num_shards}")
+        self.data_paths = [shard_name(prefix, i, self.num_shards)
+                           for i in range(self.num_shards)]
+        self.files = [self.index_path] + self.data_paths
+        variables = self.variables
+        for key, value in entries:
+            entry = decode(value, BUNDLE_ENTRY)
+            if key[:1] == b"\x00":
+                self._slice_entries[key] = entry
+                continue
+            name = key.decode("utf-8", "backslashreplace")
+            variables[name] = self._variable(name, entry)
+        if GRAPH_KEY in variables:
+            self.format = "tf-object"   # the object graph is read by tf_object.objects()
+
+    def _variable(self, name, entry):
+        code = entry.get("dtype", 0)
+        if code not in TF_DTYPES:
+            raise FormatError(f"{self.index_path}: tensor {name!r} has unknown dtype {code}")
+        dtype, itemsize = TF_DTYPES[code]
+        shape = shape_of(entry.get("shape", {}))
+        if any(d < 0 for d in shape):
+            raise FormatError(f"{self.index_path}: tensor {name!r} has shape {list(shape)}")
+        size = entry.get("size", 0)
+        nelem = 1
+        for d in shape:
+            nelem *= d
+        if entry.get("slices"):
+            raw = tuple(raw_extents(s, len(shape)) for s in entry["slices"])
+            return Variable(name, shape, dtype, nelem * itemsize,
+                            tuple(slices.explicit(r, shape) for r in raw), (entry, raw))
+        if itemsize and size != nelem * itemsize:
+            raise FormatError(f"{self.index_path}: tensor {name!r} claims shape {list(shape)} "
+                              f"{dtype} ({nelem * itemsize} bytes) but holds {size} bytes")
+        shard = entry.get("shard_id", 0)
+        if not 0 <= shard < max(self.num_shards, 1) or entry.get("offset", 0) < 0:
+            raise FormatError(f"{self.index_path}: tensor {name!r} points at shard {shard} "
+                              f"offset {entry.get('offset', 0)}; the bundle has "
+                              f"{self.num_shards} shards")
+        return Variable(name, shape, dtype, size, (), (entry, None))
+
+    def _shard(self, shard):
+        buf = self._shards.get(shard)
+        if buf is None:
+            path = self.data_paths[shard] if shard < len(self.data_paths) else None
+            if path is None or not os.path.isfile(path):
+                raise NotFound(f"data file {path} is missing (the index lists tensors stored "
+                               "there; was only the .index copied?)")
+            buf = self._shards[shard] = map_file(path)
+        return buf
+
+    def _bytes(self, name, entry):
+        """The stored bytes of one entry, bounds-checked against its shard file."""
+        shard, offset, size = entry.get("shard_id", 0), entry.get("offset", 0), \
+            entry.get("size", 0)
+        buf = self._shard(shard)
+        if offset + size > len(buf):
+            raise Corrupt(f"tensor {name!r}: bytes {offset}..{offset + size} lie past the end "
+                          f"of {self.data_paths[shard]} ({len(buf)} bytes)")
+        return buf, offset, size
+
+    def read(self, name):
+        var = self.variable(name)
+        pieces = []
+        for (entry, shape), extents in zip(self._pieces(var), var.slices or [None]):
+            if entry is None:
+                raise FormatError(f"tensor {name!r}: slice {list(extents)} is listed but "
+                                  "not stored")
+            pieces.append((extents, self._array(name, var.dtype, shape, entry)))
+        if not var.slices:
+            return pieces[0][1]
+        return slices.assemble(var.shape, numpy_dtype(var.dtype), pieces, name)
+
+    def _array(self, name, dtype, shape, entry):
+        import numpy as np
+
+        if dtype in ("resource", "variant"):
+            raise Unsupported(f"tensor {name!r} is a {dtype} tensor, which has no portable "
+                              "value")
+        buf, offset, size = self._bytes(name, entry)
+        if dtype == "string":
+            return _strings(name, buf[offset:offset + size], shape)
+        npd = numpy_dtype(dtype)
+        count = size // npd.itemsize
+        if count * npd.itemsize != size or count != int(np.prod(shape, dtype=np.int64)):
+            raise Corrupt(f"tensor {name!r}: {size} bytes do not hold shape {list(shape)}")
+        if count == 0:
+            return np.empty(shape, dtype=npd)
+        if self.big_endian:
+            npd = npd.newbyteorder(">")
+        return np.frombuffer(buf, dtype=npd, count=count, offset=offset).reshape(shape)
+
+    def _pieces(self, var):
+        """(entry or None, shape) for each stored piece of a variable."""
+        entry, raw = var.where
+        if not var.slices:
+            return [(entry, var.shape)]
+        return [(self._slice_entries.get(slices.slice_key(var.name, r)),
+                 tuple(n for _, n in extents)) for r, extents in zip(raw, var.slices)]
+
+    def problems(self, progress=None):
+        """Check every tensor's crc32c and bounds, and that every shard is present."""
+        for path in self.data_paths:
+            if not os.path.isfile(path):
+                yield f"missing data file {path}"
+        for var in self:
+            for entry, shape in self._pieces(var):
+                try:
+                    if entry is None:
+                        raise Corrupt("a listed slice is not stored")
+                    buf, offset, size = self._bytes(var.name, entry)
+                    crc = _checksum(var.name, var.dtype, shape, buf[offset:offset + size])
+                    if crc != unmask_crc(entry.get("crc32c", 0)):
+                        raise Corrupt(f"crc32c mismatch: its bytes in "
+                                      f"{self.data_paths[entry.get('shard_id', 0)]} are corrupt")
+                except NotFound:
+                    pass   # reported once above, per missing file
+                except Corrupt as err:
+                    yield f"{var.name}: {err}" if var.name not in str(err) else str(err)
+            if progress:
+                progress(var.nbytes)
+
+    def close(self):
+        self._table.close()
+        for buf in self._shards.values():
+            try:
+                buf.close()
+            except (BufferError, AttributeError):
+                pass   # arrays still view it; the map closes when they go
+
+
+def _string_lengths(name, data, n):
+    """The n varint64 lengths at the start of a string tensor, and where they end."""
+    lengths, pos = [], 0
+    for _ in range(n):
+        length = shift = 0
+        while True:
+            if pos >= len(data) or shift > 63:
+                raise Corrupt(f"tensor {name!r}: string lengths run past its bytes")
+            b = data[pos]
+            pos += 1
+            length |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+        lengths.append(length)
+    if pos + 4 + sum(lengths) > len(data):
+        raise Corrupt(f"tensor {name!r}: strings run past its {len(data)} bytes")
+    return lengths, pos
+
+
+def _strings(name, data, shape):
+    """Decode a V2 string tensor into an object array of bytes."""
+    import numpy as np
+
+    lengths, pos = _string_lengths(name, data, prod(shape))
+    pos += 4   # masked crc32c of the lengths
+    out = np.empty(len(lengths), dtype=object)
+    for i, length in enumerate(lengths):
+        out[i] = data[pos:pos + length]
+        pos += length
+    return out.reshape(shape)
+
+
+def _checksum(name, dtype, shape, data):
+    """crc32c as TF computes it: the raw bytes, except that a string tensor's lengths count
+    as uint32 little-endian rather than as the varints stored."""
+    if dtype != "string":
+        return google_crc32c.value(data)
+    lengths, pos = _string_lengths(name, data, prod(shape))
+    packed = b"".join(min(n, 0xFFFFFFFF).to_bytes(4, "little") for n in lengths)
+    return google_crc32c.extend(google_crc32c.value(packed), data[pos:])

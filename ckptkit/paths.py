@@ -1,0 +1,151 @@
+"""Turn whatever path a user typed into one checkpoint: its format and where its files are.
+
+Accepted: a V2 prefix (`model.ckpt-1000`), any of its files (`.index`, `.data-*`, `.meta`),
+a V1 file, `.h5`/`.keras`/`.weights.h5`, `.npz`, `.safetensors`, a directory (its `checkpoint`
+state file; a state path from another machine falls back to the same basename here; without a
+usable state, the newest checkpoint found), or a SavedModel directory (its variables/).
+"""
+import os
+import re
+from dataclasses import dataclass
+from glob import escape, glob
+
+from .errors import FormatError, NotFound
+from .formats.sstable import is_table
+
+_V2_MEMBER = re.compile(r"^(.*)\.(index|meta|data-\d{5}-of-\d{5})$", re.S)
+_STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.M)
+_OTHER = (".h5", ".hdf5", ".keras", ".npz", ".safetensors")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    kind: str          # "tf-v2" | "tf-v1" | "keras-h5" | "keras-zip" | "npz" | "safetensors"
+    path: str          # the V2 prefix, or the file
+    note: str = ""     # how a directory was resolved, when it needed a fallback
+
+
+def resolve(path):
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return _resolve_dir(path)
+    if os.path.isfile(path):
+        m = _V2_MEMBER.match(path)
+        if m and (m.group(2) == "index" or os.path.isfile(m.group(1) + ".index")):
+            return Resolved("tf-v2", m.group(1))
+        return Resolved(_sniff(path), path)
+    if os.path.isfile(path + ".index"):
+        return Resolved("tf-v2", path)
+    raise NotFound(f"no checkpoint at {path}{_nearby(path)}")
+
+
+def _sniff(path):
+    """The format of a single file, from its bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise NotFound(f"cannot read {path}: {e.strerror}") from None
+    lower = path.lower()
+    if head.startswith(_HDF5_MAGIC):
+        return "keras-h5"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "keras-zip" if lower.endswith(".keras") else "npz"
+    if len(head) >= 9 and head[8:9] == b"{" and lower.endswith(".safetensors"):
+        return "safetensors"
+    if is_table(path):
+        return "tf-v1"
+    if lower.endswith(".safetensors"):
+        return "safetensors"
+    shown = head[:8]
+    raise FormatError(f"{path} is not a checkpoint ckptkit knows (starts with {shown!r}; "
+                      "expected a TF table, HDF5, zip/npz or safetensors)")
+
+
+def _resolve_dir(d):
+    variables = os.path.join(d, "variables", "variables")
+    if os.path.isfile(variables + ".index"):
+        return Resolved("tf-v2", variables)
+    note = ""
+    state = os.path.join(d, "checkpoint")
+    if os.path.isfile(state):
+        named = _state_path(state)
+        if named is not None:
+            for candidate in _candidates(d, named):
+                if os.path.isfile(candidate + ".index"):
+                    return Resolved("tf-v2", candidate, note=_moved(named, candidate))
+                if os.path.isfile(candidate) and is_table(candidate):
+                    return Resolved("tf-v1", candidate, note=_moved(named, candidate))
+            note = f"the checkpoint state names {named!r}, which is not here; "
+    found = _newest(d) or _single_file(d)
+    if found is None:
+        raise NotFound(f"no checkpoint in directory {d} (no usable `checkpoint` state file, "
+                       "no *.index, no V1 checkpoint, no .h5/.npz/.safetensors file)")
+    return Resolved(found.kind, found.path, note=note + f"using the newest, {found.path}"
+                    if note else "")
+
+
+def _state_path(state):
+    try:
+        with open(state, encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return None
+    m = _STATE_PATH.search(text)
+    if not m:
+        return None
+    return m.group(1).encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
+def _candidates(d, named):
+    """Where a state path may point: as written, relative to the directory, same basename."""
+    out = [named] if os.path.isabs(named) else [os.path.join(d, named)]
+    base = named.replace("\\", "/").rsplit("/", 1)[-1]
+    out.append(os.path.join(d, base))
+    return out
+
+
+def _moved(named, used):
+    if os.path.abspath(named) == os.path.abspath(used) or not os.path.isabs(named) and \
+            os.path.basename(named) == named:
+        return ""
+    return f"the checkpoint state names {named!r}; using {used} in this directory"
+
+
+def _step(prefix):
+    m = re.search(r"(\d+)$", prefix)
+    return int(m.group(1)) if m else -1
+
+
+def _newest(d):
+    prefixes = [p[: -len(".index")] for p in glob(os.path.join(escape(d), "*.index"))]
+    if os.path.isfile(os.path.join(d, ".index")):
+        prefixes.append(os.path.join(d, ""))
+    if prefixes:
+        best = max(prefixes, key=lambda p: (_step(p), os.path.getmtime(p + ".index"), p))
+        return Resolved("tf-v2", best)
+    files = [os.path.join(d, n) for n in sorted(os.listdir(d))]
+    tables = [f for f in files if os.path.isfile(f) and is_table(f)]
+    if tables:
+        return Resolved("tf-v1", max(tables, key=lambda p: (_step(p), os.path.getmtime(p), p)))
+    return None
+
+
+def _single_file(d):
+    """The one .h5/.keras/.npz/.safetensors file of a directory, if there is exactly one."""
+    files = [os.path.join(d, n) for n in sorted(os.listdir(d)) if n.lower().endswith(_OTHER)]
+    if len(files) > 1:
+        raise NotFound(f"directory {d} holds several checkpoints; name one: "
+                       f"{', '.join(os.path.basename(f) for f in files[:6])}")
+    return Resolved(_sniff(files[0]), files[0]) if files else None
+
+
+def _nearby(path):
+    """A hint listing files next to a missing path that share its start."""
+    d, base = os.path.split(path)
+    try:
+        names = sorted(n for n in os.listdir(d or ".") if base and n.startswith(base[:4]))
+    except OSError:
+        return ""
+    return f" (files nearby: {', '.join(names[:5])})" if names else ""

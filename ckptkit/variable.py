@@ -1,0 +1,72 @@
+"""The one Variable record every reader yields, and the dtype table.
+
+dtype names are numpy's (`float32`, `bfloat16`, `string` for tf.string). Numpy is imported only
+when a value is read, so listing a checkpoint never pays for it.
+"""
+from dataclasses import dataclass, field
+from math import prod
+
+# TF DataType enum -> (numpy-style name, bytes per element; 0 = variable-length)
+TF_DTYPES = {
+    1: ("float32", 4), 2: ("float64", 8), 3: ("int32", 4), 4: ("uint8", 1), 5: ("int16", 2),
+    6: ("int8", 1), 7: ("string", 0), 8: ("complex64", 8), 9: ("int64", 8), 10: ("bool", 1),
+    11: ("qint8", 1), 12: ("quint8", 1), 13: ("qint32", 4), 14: ("bfloat16", 2),
+    15: ("qint16", 2), 16: ("quint16", 2), 17: ("uint16", 2), 18: ("complex128", 16),
+    19: ("float16", 2), 20: ("resource", 0), 21: ("variant", 0), 22: ("uint32", 4),
+    23: ("uint64", 8), 24: ("float8_e5m2", 1), 25: ("float8_e4m3fn", 1),
+    26: ("float8_e4m3fnuz", 1), 27: ("float8_e4m3b11fnuz", 1), 28: ("float8_e5m2fnuz", 1),
+}
+ITEMSIZE = {name: size for name, size in TF_DTYPES.values()}
+ITEMSIZE.update({"object": 0})
+# quantized TF types are stored as their plain integer twins
+_STORAGE = {"qint8": "int8", "quint8": "uint8", "qint16": "int16", "quint16": "uint16",
+            "qint32": "int32"}
+_ML_DTYPES = {"bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz",
+              "float8_e4m3b11fnuz", "float8_e5m2fnuz"}
+FLOATING = {"float16", "bfloat16", "float32", "float64"}
+
+
+def numpy_dtype(name):
+    """The numpy dtype that holds a tensor of dtype `name` (ml_dtypes for bfloat16/float8)."""
+    import numpy as np
+
+    name = _STORAGE.get(name, name)
+    if name in _ML_DTYPES:
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+    if name == "string":
+        return np.dtype(object)
+    return np.dtype(name)
+
+
+def dtype_name(dtype):
+    """Our name for a numpy dtype (bytes/str arrays count as `string`)."""
+    if dtype.kind in "OSU":
+        return "string"
+    return dtype.name
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A tensor in a checkpoint: what it is, not its value.
+
+    `slices` lists the saved pieces of a partitioned variable as ((start, length), ...) per
+    piece, one pair per dimension; `where` is the reader's own pointer to the bytes.
+    """
+
+    name: str
+    shape: tuple
+    dtype: str
+    nbytes: int
+    slices: tuple = ()
+    where: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def size(self):
+        """Number of elements."""
+        return prod(self.shape)
+
+    def to_json(self):
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "nbytes": self.nbytes}

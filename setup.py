@@ -1,0 +1,25 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="ckptkit",
+    version="0.1.0",
+    description="Read, check, edit and fine-tune from TensorFlow checkpoints, without starting TF",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["ckptkit", "ckptkit.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "click>=8.1",
+        "numpy>=1.23",
+        "h5py>=3.8",
+        "google-crc32c>=1.5",
+        "ml_dtypes>=0.3",
+        "rich>=13",
+    ],
+    extras_require={
+        "tf": ["tensorflow-cpu>=2.16", "tf-keras>=2.16", "tf-slim>=1.1"],
+        "gpu": ["tensorflow[and-cuda]>=2.16", "tf-keras>=2.16", "tf-slim>=1.1"],
+        "dev": ["pytest>=7", "safetensors>=0.4"],
+    },
+    entry_points={"console_scripts": ["ckptkit=ckptkit.cli:main"]},
+)

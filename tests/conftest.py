@@ -1,0 +1,38 @@
+"""Shared fixtures: the real-checkpoint corpus and its oracle, and a CLI runner."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = Path(os.environ.get("CKPTKIT_CORPUS", ROOT.parent / "shared" / "corpus"))
+CORPUS_MISSING = f"real-checkpoint corpus not found at {CORPUS} (set CKPTKIT_CORPUS)"
+
+
+def corpus_cases():
+    """Case names of the corpus, or [] when it is absent (tests then skip with a reason)."""
+    if not (CORPUS / "oracle.json").is_file():
+        return []
+    return sorted(json.loads((CORPUS / "oracle.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def oracle():
+    if not (CORPUS / "oracle.json").is_file():
+        pytest.skip(CORPUS_MISSING)
+    return json.loads((CORPUS / "oracle.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    if not CORPUS.is_dir():
+        pytest.skip(CORPUS_MISSING)
+    return CORPUS
+
+
+@pytest.fixture
+def runner():
+    """Invoke the click CLI in-process: runner.invoke(cli, [...])."""
+    return CliRunner()
