@@ -1,0 +1,170 @@
+"""verify, diff and tensor statistics: pure results, no printing."""
+from dataclasses import dataclass, field
+
+from .errors import Corrupt
+
+_CHUNK = 1 << 20   # elements per step when streaming over a large tensor
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    format: str
+    tensors: int
+    nbytes: int
+    problems: list = field(default_factory=list)
+
+    @property
+    def ok(self):
+        return not self.problems
+
+
+def verify(path, progress=None):
+    """Check every checksum, size and file of a checkpoint; corrupt findings, not exceptions.
+
+    A checkpoint too broken to open at all (bad table checksum, lying sizes) is reported as
+    one problem; input that is no checkpoint at all still raises.
+    """
+    from .formats import open_checkpoint
+
+    try:
+        reader = open_checkpoint(path)
+    except Corrupt as e:
+        return VerifyReport(str(path), "?", 0, 0, [str(e)])
+    with reader:
+        total = sum(v.nbytes for v in reader)
+        problems = list(reader.problems(progress))
+        return VerifyReport(reader.path, reader.format, len(reader), total, problems)
+
+
+@dataclass(frozen=True)
+class Stats:
+    min: float
+    max: float
+    mean: float
+    std: float
+    nan: int
+    inf: int
+
+
+def tensor_stats(array):
+    """min/max/mean/std over finite values and NaN/Inf counts, streamed in chunks so a large
+    tensor never needs a float64 copy of itself. None for non-numeric tensors."""
+    import numpy as np
+
+    if array.dtype.kind not in "biufc" and array.dtype.name not in _EXTRA_FLOATS:
+        return None
+    flat = array.reshape(-1)
+    count = nan = inf = 0
+    total = total_sq = 0.0
+    lo, hi = float("inf"), float("-inf")
+    for start in range(0, flat.size, _CHUNK):
+        chunk = flat[start:start + _CHUNK]
+        chunk = np.abs(chunk) if chunk.dtype.kind == "c" else chunk.astype(np.float64)
+        finite = np.isfinite(chunk)
+        nan += int(np.isnan(chunk).sum())
+        inf += int(np.isinf(chunk).sum())
+        good = chunk[finite]
+        if good.size:
+            count += good.size
+            total += float(good.sum())
+            total_sq += float(np.square(good).sum())
+            lo, hi = min(lo, float(good.min())), max(hi, float(good.max()))
+    if not count:
+        return Stats(float("nan"), float("nan"), float("nan"), float("nan"), nan, inf)
+    mean = total / count
+    return Stats(lo, hi, mean, max(total_sq / count - mean * mean, 0.0) ** 0.5, nan, inf)
+
+
+_EXTRA_FLOATS = {"bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz",
+                 "float8_e4m3b11fnuz", "float8_e5m2fnuz"}
+
+
+@dataclass(frozen=True)
+class Change:
+    name: str                 # name in A (after prefix stripping)
+    shape_a: tuple
+    shape_b: tuple
+    dtype_a: str
+    dtype_b: str
+    max_abs: float = 0.0
+    rms: float = 0.0
+
+    @property
+    def kind(self):
+        if self.shape_a != self.shape_b:
+            return "shape"
+        if self.dtype_a != self.dtype_b:
+            return "dtype"
+        return "values"
+
+
+@dataclass
+class DiffReport:
+    only_a: list = field(default_factory=list)     # Variables
+    only_b: list = field(default_factory=list)
+    changed: list = field(default_factory=list)    # Changes
+    equal: int = 0
+
+    @property
+    def same(self):
+        return not (self.only_a or self.only_b or self.changed)
+
+
+def _strip(name, prefix):
+    return name[len(prefix):] if prefix and name.startswith(prefix) else name
+
+
+def diff(a, b, atol=0.0, rtol=0.0, strip_a="", strip_b="", progress=None):
+    """Compare two open readers by name (after stripping prefixes), shape, dtype and value.
+
+    Values count as equal when |a - b| <= atol + rtol * |b| everywhere (NaNs equal to NaNs);
+    across formats (V1 vs V2 vs npz) equal tensors compare equal.
+    """
+    names_a = {_strip(v.name, strip_a): v for v in a}
+    names_b = {_strip(v.name, strip_b): v for v in b}
+    report = DiffReport()
+    report.only_a = [names_a[n] for n in sorted(names_a.keys() - names_b.keys())]
+    report.only_b = [names_b[n] for n in sorted(names_b.keys() - names_a.keys())]
+    for name in sorted(names_a.keys() & names_b.keys()):
+        va, vb = names_a[name], names_b[name]
+        if va.shape != vb.shape or va.dtype != vb.dtype:
+            report.changed.append(Change(name, va.shape, vb.shape, va.dtype, vb.dtype))
+        else:
+            max_abs, rms, same = _compare(a.read(va.name), b.read(vb.name), atol, rtol)
+            if same:
+                report.equal += 1
+            else:
+                report.changed.append(Change(name, va.shape, vb.shape, va.dtype, vb.dtype,
+                                             max_abs, rms))
+        if progress:
+            progress(va.nbytes)
+    return report
+
+
+def _compare(x, y, atol, rtol):
+    """(max |x-y|, RMS of x-y, equal within tolerance), streamed in chunks."""
+    import numpy as np
+
+    x, y = x.reshape(-1), y.reshape(-1)
+    if x.dtype.kind in "OSU" or y.dtype.kind in "OSU":
+        same = x.shape == y.shape and all(p == q for p, q in zip(x.tolist(), y.tolist()))
+        return (0.0 if same else float("nan")), (0.0 if same else float("nan")), same
+    worst, sq, same = 0.0, 0.0, True
+    wide = np.complex128 if x.dtype.kind == "c" else np.float64
+    for start in range(0, x.size, _CHUNK):
+        xs, ys = x[start:start + _CHUNK], y[start:start + _CHUNK]
+        p, q = xs.astype(wide), ys.astype(wide)
+        with np.errstate(invalid="ignore", over="ignore"):
+            equal = (xs == ys) | (np.isnan(p) & np.isnan(q))   # exact, also for int64
+            delta = np.where(equal, 0.0, np.abs(p - q))
+            delta = np.where(np.isnan(delta), np.inf, delta)   # NaN against a number
+            same = same and bool(np.all(equal | (delta <= atol + rtol * np.abs(q))))
+        if delta.size:
+            worst = max(worst, float(delta.max()))
+            with np.errstate(over="ignore", invalid="ignore"):
+                sq += float(np.square(delta).sum())
+    rms = (sq / x.size) ** 0.5 if x.size else 0.0
+    return worst, rms, same
+
+

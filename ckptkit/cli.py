@@ -1,0 +1,312 @@
+"""ckptkit's command line: each command parses, calls one library function, renders."""
+import re
+import sys
+
+import click
+
+from . import __version__, render
+from .errors import CkptError
+from .formats import open_checkpoint
+from .scopes import role
+
+
+class Group(click.Group):
+    """Every failure becomes one line `ckptkit: error: ...` and its exit code, never a
+    traceback: CkptError (2, or 1 where a check failed), usage errors (2), OS errors (2)."""
+
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
+        code = 0
+        try:
+            rv = super().main(args, prog_name or "ckptkit", standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0
+        except click.UsageError as e:
+            cmd = e.ctx.command_path if e.ctx else "ckptkit"
+            code = _fail(f"{e.format_message()} (see '{cmd} --help')", 2)
+        except click.ClickException as e:
+            code = _fail(e.format_message(), 2)
+        except click.Abort:
+            code = _fail("aborted", 130)
+        except CkptError as e:
+            code = _fail(str(e), e.exit_code)
+        except BrokenPipeError:
+            sys.stderr.close()   # `ckptkit inspect ... | head`: the reader left, not an error
+            code = 0
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            code = _fail(f"{where}{e.strerror or e}", 2)
+        except MemoryError:
+            code = _fail("out of memory", 2)
+        except KeyboardInterrupt:
+            code = _fail("interrupted", 130)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _fail(message, code):
+    click.echo(f"ckptkit: error: {message}", err=True)
+    return code
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ckptkit")
+def cli():
+    """Read, check, edit and fine-tune from TensorFlow checkpoints, without starting TF.
+
+    PATH may be a checkpoint prefix (model.ckpt-1000), any of its files, a directory with a
+    `checkpoint` state file, a SavedModel directory, a V1 file, .h5/.keras, .npz or
+    .safetensors.
+
+    \b
+    Example:
+      ckptkit inspect pretrain/resnet_v1_50.ckpt
+    """
+
+
+def _note(reader, verbose):
+    if reader.note:
+        click.echo(f"note: {reader.note}", err=True)
+    if verbose:
+        click.echo(f"resolved {reader.format}: " + ", ".join(reader.files), err=True)
+
+
+def _selected(reader, pattern, no_optimizer):
+    try:
+        regex = re.compile(pattern) if pattern else None
+    except re.error as e:
+        raise CkptError(f"bad --filter regex {pattern!r}: {e}") from None
+    chosen = [v for v in reader if (regex is None or regex.search(v.name))
+              and not (no_optimizer and role(v.name) != "model")]
+    if regex is not None and not chosen:
+        raise CkptError(f"--filter {pattern!r} matches no tensor in {reader.path}")
+    return chosen
+
+
+def _printoptions(spec):
+    """'threshold=100,precision=4' -> numpy printoptions keyword arguments."""
+    out = {}
+    for item in filter(None, (spec or "").split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in ("threshold", "precision", "edgeitems", "linewidth", "suppress"):
+            raise CkptError(f"unknown print option {key!r} (threshold, precision, edgeitems, "
+                            "linewidth, suppress)")
+        try:
+            out[key] = value.strip().lower() in ("1", "true") if key == "suppress" \
+                else int(value)
+        except ValueError:
+            raise CkptError(f"print option {key} needs an integer, not {value!r}") from None
+    return out
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--flat", is_flag=True, help="One line per tensor instead of a scope tree.")
+@click.option("--depth", type=click.IntRange(1), help="Show the tree down to this depth.")
+@click.option("--filter", "pattern", metavar="REGEX", help="Only tensors whose name matches.")
+@click.option("--no-optimizer", is_flag=True,
+              help="Hide optimizer slots, EMA shadows, step counters and the object graph.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable listing.")
+@click.option("--tensor", metavar="NAME", help="Print one tensor's values and statistics.")
+@click.option("--printoptions", metavar="K=V,...",
+              help="numpy print options for --tensor, e.g. threshold=100000,precision=6.")
+@click.option("--stats", is_flag=True,
+              help="min/max/mean/std/NaN/Inf per tensor (reads every value, streaming).")
+@click.option("--objects", is_flag=True,
+              help="TF2 checkpoints: map keys to object attribute paths; slots marked.")
+@click.option("-v", "--verbose", is_flag=True, help="Name the files the path resolved to.")
+def inspect(path, flat, depth, pattern, no_optimizer, as_json, tensor, printoptions, stats,
+            objects, verbose):
+    """Show what a checkpoint holds: scopes, shapes, dtypes, parameter counts.
+
+    \b
+    Examples:
+      ckptkit inspect model.ckpt-1000
+      ckptkit inspect runs/a --filter 'Logits' --flat
+      ckptkit inspect model.ckpt --tensor resnet_v1_50/logits/biases
+      ckptkit inspect model.ckpt --json > vars.json
+    """
+    with open_checkpoint(path) as reader:
+        _note(reader, verbose)
+        if tensor is not None:
+            return _show_tensor(reader, tensor, _printoptions(printoptions), as_json)
+        if objects:
+            return _show_objects(reader, as_json)
+        chosen = _selected(reader, pattern, no_optimizer)
+        if stats:
+            return _show_stats(reader, chosen, as_json)
+        if as_json:
+            render.emit_json({
+                "path": reader.path, "format": reader.format,
+                "variables": [v.to_json() for v in chosen],
+                "total_params": sum(v.size for v in chosen),
+                "total_bytes": sum(v.nbytes for v in chosen)})
+            return 0
+        click.echo(f"{reader.path}  ({reader.format})")
+        lines = render.flat(chosen) if flat else render.tree(chosen, depth)
+        click.echo("\n".join(lines))
+        click.echo(render.summary(chosen))
+        hidden = len(reader) - len(chosen)
+        if no_optimizer and hidden:
+            click.echo(f"{hidden} optimizer/EMA/step tensors hidden")
+    return 0
+
+
+def _show_tensor(reader, name, options, as_json):
+    import numpy as np
+
+    from .checks import tensor_stats
+
+    var = reader.variable(name)
+    value = reader.read(name)
+    st = tensor_stats(value)
+    if as_json:
+        render.emit_json({**var.to_json(), "stats": st and st.__dict__,
+                          "values": value.tolist() if value.dtype.kind != "O" else
+                          [x.decode("utf-8", "backslashreplace") for x in value.reshape(-1)]})
+        return 0
+    click.echo(f"{var.name}  {render.shape(var.shape)}  {var.dtype}")
+    with np.printoptions(**options):
+        click.echo(str(value) if value.dtype.kind != "O" else repr(value))
+    if st:
+        click.echo(f"min {st.min:.6g}  max {st.max:.6g}  mean {st.mean:.6g}  std {st.std:.6g}"
+                   f"  nan {st.nan}  inf {st.inf}")
+    return 0
+
+
+def _show_stats(reader, chosen, as_json):
+    from .checks import tensor_stats
+
+    rows, records = [], []
+    with render.progress(sum(v.nbytes for v in chosen), "stats") as advance:
+        for v in chosen:
+            st = tensor_stats(reader.read(v.name))
+            advance(v.nbytes)
+            records.append({**v.to_json(), "stats": st and st.__dict__})
+            cells = [f"{x:.4g}" for x in (st.min, st.max, st.mean, st.std)] + \
+                [str(st.nan), str(st.inf)] if st else ["-"] * 6
+            rows.append([v.name, render.shape(v.shape), v.dtype, *cells])
+    if as_json:
+        render.emit_json(records)
+    else:
+        head = ["name", "shape", "dtype", "min", "max", "mean", "std", "nan", "inf"]
+        click.echo("\n".join(render.table([head] + rows, "lllrrrrrr")))
+    return 0
+
+
+def _show_objects(reader, as_json):
+    from .formats.tf_object import objects
+
+    attrs = objects(reader)
+    if as_json:
+        render.emit_json([a.__dict__ for a in attrs])
+        return 0
+    rows = [(a.key, a.path, a.full_name, f"slot {a.slot_of}" if a.slot_of else "")
+            for a in attrs]
+    click.echo("\n".join(render.table([("key", "object path", "name", "")] + rows)))
+    return 0
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def verify(path, as_json):
+    """Check every checksum, size and file; exit 1 and list what is corrupt.
+
+    V2: each tensor's crc32c, offsets against shard sizes, every shard present; V1 and all
+    table indexes: block checksums; npz: zip CRCs; every format: every tensor decodes.
+
+    \b
+    Example:
+      ckptkit verify pretrain/resnet_v1_50.ckpt
+    """
+    from .checks import verify as run_verify
+
+    total = _quiet_size(path)
+    with render.progress(total, "verify") as advance:
+        report = run_verify(path, advance)
+    if as_json:
+        render.emit_json({"path": report.path, "format": report.format, "ok": report.ok,
+                          "tensors": report.tensors, "bytes": report.nbytes,
+                          "problems": report.problems})
+    elif report.ok:
+        click.echo(f"OK {report.path} ({report.format}): {report.tensors} tensors, "
+                   f"{render.human_bytes(report.nbytes)} verified")
+    else:
+        click.echo(f"CORRUPT {report.path}: {len(report.problems)} problem(s)")
+        for p in report.problems:
+            click.echo(f"  {p}")
+    return 0 if report.ok else 1
+
+
+def _quiet_size(path):
+    """Bytes to verify, for the progress bar only (0 when unknown)."""
+    try:
+        with open_checkpoint(path) as reader:
+            return sum(v.nbytes for v in reader)
+    except (CkptError, OSError):
+        return 0
+
+
+@cli.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--atol", type=float, default=0.0, show_default=True,
+              help="Absolute tolerance for values.")
+@click.option("--rtol", type=float, default=0.0, show_default=True,
+              help="Relative tolerance for values.")
+@click.option("--strip-prefix-a", default="", metavar="PREFIX",
+              help="Remove this prefix from A's names before pairing.")
+@click.option("--strip-prefix-b", default="", metavar="PREFIX",
+              help="Remove this prefix from B's names before pairing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+def diff(a, b, atol, rtol, strip_prefix_a, strip_prefix_b, as_json):
+    """Compare two checkpoints of any formats; exit 1 when they differ.
+
+    Lines: `+ name shape` only in B, `- name shape` only in A, `! name` changed (shape,
+    dtype, or values beyond --atol/--rtol, with max abs and RMS difference).
+
+    \b
+    Examples:
+      ckptkit diff old.ckpt new.ckpt
+      ckptkit diff model.ckpt model.npz --atol 1e-6
+      ckptkit diff a.ckpt b.ckpt --strip-prefix-a InceptionV3/ --strip-prefix-b v3/
+    """
+    from .checks import diff as run_diff
+
+    with open_checkpoint(a) as ra, open_checkpoint(b) as rb:
+        for r in (ra, rb):
+            _note(r, False)
+        with render.progress(sum(v.nbytes for v in ra), "diff") as advance:
+            report = run_diff(ra, rb, atol, rtol, strip_prefix_a, strip_prefix_b, advance)
+    if as_json:
+        render.emit_json({
+            "only_a": [v.to_json() for v in report.only_a],
+            "only_b": [v.to_json() for v in report.only_b],
+            "changed": [{"name": c.name, "kind": c.kind, "shape_a": list(c.shape_a),
+                         "shape_b": list(c.shape_b), "dtype_a": c.dtype_a,
+                         "dtype_b": c.dtype_b, "max_abs": c.max_abs, "rms": c.rms}
+                        for c in report.changed],
+            "equal": report.equal})
+    else:
+        for v in report.only_b:
+            click.echo(f"+ {v.name} {render.shape(v.shape)}")
+        for v in report.only_a:
+            click.echo(f"- {v.name} {render.shape(v.shape)}")
+        for c in report.changed:
+            if c.kind == "shape":
+                what = f"shape {render.shape(c.shape_a)} -> {render.shape(c.shape_b)}"
+            elif c.kind == "dtype":
+                what = f"dtype {c.dtype_a} -> {c.dtype_b}"
+            else:
+                what = f"max abs {c.max_abs:.6g}, rms {c.rms:.6g}"
+            click.echo(f"! {c.name} {what}")
+        click.echo(f"{report.equal} equal, {len(report.changed)} changed, "
+                   f"{len(report.only_a)} only in A, {len(report.only_b)} only in B")
+    return 0 if report.same else 1
+
+
+def main():
+    cli.main()
+
+

@@ -1,0 +1,124 @@
+"""Text, tables and JSON for the CLI; progress bars only on a terminal."""
+import contextlib
+import json
+import sys
+
+import click
+
+from .scopes import role
+
+
+def number(n):
+    return f"{n:,}"
+
+
+def human_bytes(n):
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
+def shape(s):
+    return "[" + ",".join(str(d) for d in s) + "]"
+
+
+def emit_json(obj):
+    click.echo(json.dumps(obj, indent=1, allow_nan=True))
+
+
+def table(rows, align=None):
+    """Rows of strings as aligned columns; `align` is a string of 'l'/'r' per column."""
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    align = align or "l" * len(widths)
+    out = []
+    for r in rows:
+        cells = [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+def _label(name):
+    r = role(name)
+    return "" if r == "model" else r
+
+
+def tree(variables, depth=None):
+    """Variables grouped by scope, with tensor and parameter counts per scope.
+
+    Chains of scopes holding a single scope and no tensor are folded into one line
+    (resnet_v1_50/block1/unit_1/bottleneck_v1/ reads better than four nested ones).
+    """
+    root = {}
+    for v in variables:
+        node = root
+        *scopes, leaf = v.name.split("/")
+        for s in scopes:
+            node = node.setdefault(s + "/", {})
+        node[leaf] = v
+    rows = []
+
+    def totals(node):
+        count = params = 0
+        for child in node.values():
+            if isinstance(child, dict):
+                c, p = totals(child)
+                count, params = count + c, params + p
+            else:
+                count, params = count + 1, params + child.size
+        return count, params
+
+    def walk(node, indent, level):
+        for key in sorted(node):
+            child = node[key]
+            if isinstance(child, dict):
+                while len(child) == 1 and isinstance(next(iter(child.values())), dict):
+                    inner = next(iter(child))
+                    key, child = key + inner, child[inner]
+                count, params = totals(child)
+                rows.append((indent + key, f"{count} tensor{'s' * (count != 1)}", "",
+                             number(params), ""))
+                if depth is None or level + 1 < depth:
+                    walk(child, indent + "  ", level + 1)
+            else:
+                rows.append((indent + key, shape(child.shape), child.dtype,
+                             number(child.size), _label(child.name)))
+
+    walk(root, "", 0)
+    return table(rows, "lllrl")
+
+
+def flat(variables):
+    return table([(v.name, shape(v.shape), v.dtype, number(v.size), _label(v.name))
+                  for v in variables], "lllrl")
+
+
+def summary(variables):
+    """One line: counts, parameters and bytes, and how many are optimizer/EMA/step state."""
+    variables = list(variables)
+    params = sum(v.size for v in variables)
+    nbytes = sum(v.nbytes for v in variables)
+    by_role = {}
+    for v in variables:
+        by_role[role(v.name)] = by_role.get(role(v.name), 0) + 1
+    extra = ", ".join(f"{by_role[r]} {r}" for r in ("optimizer", "ema", "step", "meta")
+                      if r in by_role)
+    return (f"{len(variables)} tensors, {number(params)} parameters, {human_bytes(nbytes)}"
+            + (f" ({extra})" if extra else ""))
+
+
+@contextlib.contextmanager
+def progress(total, label):
+    """Yield advance(nbytes): a progress bar on a terminal, nothing in pipes or CI."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+
+    with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
