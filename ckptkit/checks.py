@@ -2,6 +2,7 @@
 from dataclasses import dataclass, field
 
 from .errors import Corrupt
+from .scopes import role
 
 _CHUNK = 1 << 20   # elements per step when streaming over a large tensor
 
@@ -115,14 +116,18 @@ def _strip(name, prefix):
     return name[len(prefix):] if prefix and name.startswith(prefix) else name
 
 
-def diff(a, b, atol=0.0, rtol=0.0, strip_a="", strip_b="", progress=None):
-    """Compare two open readers by name (after stripping prefixes), shape, dtype and value.
+def diff(a, b, atol=0.0, rtol=0.0, strip_a="", strip_b="", model_only=False, progress=None):
+    """Compare two open readers by name (after stripping prefixes), shape, dtype and value;
+    `model_only` leaves optimizer slots, EMA shadows and step counters out.
 
     Values count as equal when |a - b| <= atol + rtol * |b| everywhere (NaNs equal to NaNs);
     across formats (V1 vs V2 vs npz) equal tensors compare equal.
     """
-    names_a = {_strip(v.name, strip_a): v for v in a}
-    names_b = {_strip(v.name, strip_b): v for v in b}
+    def named(reader, prefix):
+        return {_strip(v.name, prefix): v for v in reader
+                if not model_only or role(v.name) == "model"}
+
+    names_a, names_b = named(a, strip_a), named(b, strip_b)
     report = DiffReport()
     report.only_a = [names_a[n] for n in sorted(names_a.keys() - names_b.keys())]
     report.only_b = [names_b[n] for n in sorted(names_b.keys() - names_a.keys())]

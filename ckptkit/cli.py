@@ -259,8 +259,10 @@ def _quiet_size(path):
               help="Remove this prefix from A's names before pairing.")
 @click.option("--strip-prefix-b", default="", metavar="PREFIX",
               help="Remove this prefix from B's names before pairing.")
+@click.option("--no-optimizer", is_flag=True,
+              help="Leave optimizer slots, EMA shadows and step counters out.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
-def diff(a, b, atol, rtol, strip_prefix_a, strip_prefix_b, as_json):
+def diff(a, b, atol, rtol, strip_prefix_a, strip_prefix_b, no_optimizer, as_json):
     """Compare two checkpoints of any formats; exit 1 when they differ.
 
     Lines: `+ name shape` only in B, `- name shape` only in A, `! name` changed (shape,
@@ -278,7 +280,8 @@ def diff(a, b, atol, rtol, strip_prefix_a, strip_prefix_b, as_json):
         for r in (ra, rb):
             _note(r, False)
         with render.progress(sum(v.nbytes for v in ra), "diff") as advance:
-            report = run_diff(ra, rb, atol, rtol, strip_prefix_a, strip_prefix_b, advance)
+            report = run_diff(ra, rb, atol, rtol, strip_prefix_a, strip_prefix_b,
+                              no_optimizer, advance)
     if as_json:
         render.emit_json({
             "only_a": [v.to_json() for v in report.only_a],

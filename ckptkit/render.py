@@ -40,16 +40,24 @@ def table(rows, align=None):
     return out
 
 
-def _label(name):
-    r = role(name)
-    return "" if r == "model" else r
+def _label(v):
+    """Role (when not a model weight) and, for a partitioned variable, its slice layout."""
+    r = role(v.name)
+    parts = [] if r == "model" else [r]
+    if v.slices:
+        parts.append(f"{len(v.slices)} slices " + " ".join(
+            "[" + ",".join(":" if s == 0 and n == d else f"{s}:{s + n}"
+                           for (s, n), d in zip(extents, v.shape)) + "]"
+            for extents in v.slices))
+    return "  ".join(parts)
 
 
 def tree(variables, depth=None):
     """Variables grouped by scope, with tensor and parameter counts per scope.
 
     Chains of scopes holding a single scope and no tensor are folded into one line
-    (resnet_v1_50/block1/unit_1/bottleneck_v1/ reads better than four nested ones).
+    (resnet_v1_50/block1/unit_1/bottleneck_v1/ reads better than four nested ones), and a
+    variable's optimizer slots / EMA shadow are named on its own line, not as a sub-scope.
     """
     root = {}
     for v in variables:
@@ -70,9 +78,21 @@ def tree(variables, depth=None):
                 count, params = count + 1, params + child.size
         return count, params
 
+    def companions(node, key):
+        """Names of the slots/EMA of variable `key`, when its `key/` scope holds only those."""
+        scope = node.get(key + "/")
+        if isinstance(scope, dict) and scope and all(
+                not isinstance(c, dict) and role(c.name) in ("optimizer", "ema")
+                for c in scope.values()):
+            return sorted(scope)
+        return None
+
     def walk(node, indent, level):
+        folded = {k + "/": companions(node, k) for k in node if not isinstance(node[k], dict)}
         for key in sorted(node):
             child = node[key]
+            if folded.get(key):
+                continue
             if isinstance(child, dict):
                 while len(child) == 1 and isinstance(next(iter(child.values())), dict):
                     inner = next(iter(child))
@@ -83,15 +103,17 @@ def tree(variables, depth=None):
                 if depth is None or level + 1 < depth:
                     walk(child, indent + "  ", level + 1)
             else:
+                extra = folded.get(key + "/")
                 rows.append((indent + key, shape(child.shape), child.dtype,
-                             number(child.size), _label(child.name)))
+                             number(child.size),
+                             "+ " + ", ".join(extra) if extra else _label(child)))
 
     walk(root, "", 0)
     return table(rows, "lllrl")
 
 
 def flat(variables):
-    return table([(v.name, shape(v.shape), v.dtype, number(v.size), _label(v.name))
+    return table([(v.name, shape(v.shape), v.dtype, number(v.size), _label(v))
                   for v in variables], "lllrl")
 
 

@@ -68,5 +68,8 @@ class Variable:
         return prod(self.shape)
 
     def to_json(self):
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
-                "nbytes": self.nbytes}
+        out = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+               "nbytes": self.nbytes}
+        if self.slices:
+            out["slices"] = [[list(e) for e in extents] for extents in self.slices]
+        return out
