@@ -24,7 +24,7 @@ def shape(s):
 
 
 def emit_json(obj):
-    click.echo(json.dumps(obj, indent=1, allow_nan=True))
+    click.echo(json.dumps(obj))
 
 
 def table(rows, align=None):
