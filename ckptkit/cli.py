@@ -1,4 +1,5 @@
 """ckptkit's command line: each command parses, calls one library function, renders."""
+import os
 import re
 import sys
 
@@ -38,6 +39,11 @@ class Group(click.Group):
             code = _fail("out of memory", 2)
         except KeyboardInterrupt:
             code = _fail("interrupted", 130)
+        except Exception as e:   # a bug of ours: still one line, the traceback on request
+            if os.environ.get("CKPTKIT_DEBUG"):
+                raise
+            code = _fail(f"internal error: {type(e).__name__}: {e} (please report it; "
+                         "CKPTKIT_DEBUG=1 shows the traceback)", 2)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -230,7 +236,8 @@ def verify(path, as_json):
                           "tensors": report.tensors, "bytes": report.nbytes,
                           "problems": report.problems})
     elif report.ok:
-        click.echo(f"OK {report.path} ({report.format}): {report.tensors} tensors, "
+        click.echo(f"OK {report.path} ({report.format}): "
+                   f"{render.plural(report.tensors, 'tensor')}, "
                    f"{render.human_bytes(report.nbytes)} verified")
     else:
         click.echo(f"CORRUPT {report.path}: {len(report.problems)} problem(s)")

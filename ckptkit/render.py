@@ -12,6 +12,10 @@ def number(n):
     return f"{n:,}"
 
 
+def plural(n, word):
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
 def human_bytes(n):
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
@@ -98,7 +102,7 @@ def tree(variables, depth=None):
                     inner = next(iter(child))
                     key, child = key + inner, child[inner]
                 count, params = totals(child)
-                rows.append((indent + key, f"{count} tensor{'s' * (count != 1)}", "",
+                rows.append((indent + key, plural(count, "tensor"), "",
                              number(params), ""))
                 if depth is None or level + 1 < depth:
                     walk(child, indent + "  ", level + 1)
@@ -127,7 +131,8 @@ def summary(variables):
         by_role[role(v.name)] = by_role.get(role(v.name), 0) + 1
     extra = ", ".join(f"{by_role[r]} {r}" for r in ("optimizer", "ema", "step", "meta")
                       if r in by_role)
-    return (f"{len(variables)} tensors, {number(params)} parameters, {human_bytes(nbytes)}"
+    return (f"{plural(len(variables), 'tensor')}, {number(params)} parameters, "
+            f"{human_bytes(nbytes)}"
             + (f" ({extra})" if extra else ""))
 
 

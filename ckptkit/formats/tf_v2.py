@@ -26,6 +26,7 @@ from .sstable import Table, map_file, unmask_crc
 
 
 GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_CHUNK = 8 << 20   # bytes per step when checksumming
 
 
 def shard_name(prefix, shard, num_shards):
@@ -160,7 +161,7 @@ class TFV2Reader(Reader):
                     if entry is None:
                         raise Corrupt("a listed slice is not stored")
                     buf, offset, size = self._bytes(var.name, entry)
-                    crc = _checksum(var.name, var.dtype, shape, buf[offset:offset + size])
+                    crc = _checksum(var.name, var.dtype, shape, buf, offset, size)
                     if crc != unmask_crc(entry.get("crc32c", 0)):
                         raise Corrupt(f"crc32c mismatch: its bytes in "
                                       f"{self.data_paths[entry.get('shard_id', 0)]} are corrupt")
@@ -213,11 +214,15 @@ def _strings(name, data, shape):
     return out.reshape(shape)
 
 
-def _checksum(name, dtype, shape, data):
-    """crc32c as TF computes it: the raw bytes, except that a string tensor's lengths count
-    as uint32 little-endian rather than as the varints stored."""
-    if dtype != "string":
-        return google_crc32c.value(data)
-    lengths, pos = _string_lengths(name, data, prod(shape))
-    packed = b"".join(min(n, 0xFFFFFFFF).to_bytes(4, "little") for n in lengths)
-    return google_crc32c.extend(google_crc32c.value(packed), data[pos:])
+def _checksum(name, dtype, shape, buf, offset, size):
+    """crc32c as TF computes it, read in chunks so memory stays flat: the raw bytes, except
+    that a string tensor's lengths count as uint32 little-endian, not as the varints stored."""
+    crc, end = 0, offset + size
+    if dtype == "string":
+        data = buf[offset:end]
+        lengths, pos = _string_lengths(name, data, prod(shape))
+        packed = b"".join(min(n, 0xFFFFFFFF).to_bytes(4, "little") for n in lengths)
+        crc, offset = google_crc32c.value(packed), offset + pos
+    for start in range(offset, end, _CHUNK):
+        crc = google_crc32c.extend(crc, buf[start:min(start + _CHUNK, end)])
+    return crc
