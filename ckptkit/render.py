@@ -56,39 +56,43 @@ def _label(v):
     return "  ".join(parts)
 
 
+_TF2_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
 def tree(variables, depth=None):
     """Variables grouped by scope, with tensor and parameter counts per scope.
 
     Chains of scopes holding a single scope and no tensor are folded into one line
-    (resnet_v1_50/block1/unit_1/bottleneck_v1/ reads better than four nested ones), and a
-    variable's optimizer slots / EMA shadow are named on its own line, not as a sub-scope.
+    (resnet_v1_50/block1/unit_1/bottleneck_v1/ reads better than four nested ones); a
+    variable's optimizer slots and EMA shadow are named on its own line, not as a sub-scope;
+    TF2 keys lose their `/.ATTRIBUTES/VARIABLE_VALUE` ending (--flat shows exact keys).
     """
     root = {}
     for v in variables:
         node = root
-        *scopes, leaf = v.name.split("/")
+        shown = v.name[: -len(_TF2_VALUE)] if v.name.endswith(_TF2_VALUE) else v.name
+        *scopes, leaf = shown.split("/")
         for s in scopes:
             node = node.setdefault(s + "/", {})
         node[leaf] = v
     rows = []
 
-    def totals(node):
-        count = params = 0
+    def leaves(node):
         for child in node.values():
             if isinstance(child, dict):
-                c, p = totals(child)
-                count, params = count + c, params + p
+                yield from leaves(child)
             else:
-                count, params = count + 1, params + child.size
-        return count, params
+                yield child
 
     def companions(node, key):
-        """Names of the slots/EMA of variable `key`, when its `key/` scope holds only those."""
+        """Last name parts of the slots/EMA of variable `key`, when its `key/` scope holds
+        only those (TF1 `w/Adam`, TF2 `w/.OPTIMIZER_SLOT/optimizer/m`)."""
         scope = node.get(key + "/")
-        if isinstance(scope, dict) and scope and all(
-                not isinstance(c, dict) and role(c.name) in ("optimizer", "ema")
-                for c in scope.values()):
-            return sorted(scope)
+        if not isinstance(scope, dict):
+            return None
+        found = list(leaves(scope))
+        if found and all(role(v.name) in ("optimizer", "ema") for v in found):
+            return sorted(v.name.removesuffix(_TF2_VALUE).rsplit("/", 1)[-1] for v in found)
         return None
 
     def walk(node, indent, level):
@@ -101,9 +105,9 @@ def tree(variables, depth=None):
                 while len(child) == 1 and isinstance(next(iter(child.values())), dict):
                     inner = next(iter(child))
                     key, child = key + inner, child[inner]
-                count, params = totals(child)
-                rows.append((indent + key, plural(count, "tensor"), "",
-                             number(params), ""))
+                found = list(leaves(child))
+                rows.append((indent + key, plural(len(found), "tensor"), "",
+                             number(sum(v.size for v in found)), ""))
                 if depth is None or level + 1 < depth:
                     walk(child, indent + "  ", level + 1)
             else:

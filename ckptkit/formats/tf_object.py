@@ -20,7 +20,8 @@ from .tf_v2 import GRAPH_KEY
 @dataclass(frozen=True)
 class ObjectAttribute:
     key: str          # the bundle key holding the value
-    path: str         # attribute path from the root object, e.g. model/dense/kernel
+    path: str         # object path from the root, e.g. model/dense/kernel (a variable's
+                      # VALUE is the object itself; slots read optimizer/m[model/dense/kernel])
     full_name: str    # the variable's TF1-style name, where it had one
     slot_of: str = ""  # for optimizer slots: "<slot name> of <variable path>"
 
@@ -44,17 +45,21 @@ def objects(reader):
                 paths[target] = _join(paths[node], child.get("local_name", ""))
                 queue.append(target)
     slot_of = {}
-    for node in nodes:
+    for i, node in enumerate(nodes):
         for slot in node.get("slot_variables", []):
             original = paths.get(slot.get("original_variable_node_id", 0), "?")
-            slot_of[slot.get("slot_variable_node_id", -1)] = \
-                f"{slot.get('slot_name', '')} of {original}"
+            name, target = slot.get("slot_name", ""), slot.get("slot_variable_node_id", -1)
+            slot_of[target] = f"{name} of {original}"
+            # slots hang off the optimizer, not off any child edge
+            paths.setdefault(target, _join(paths.get(i, "?"), f"{name}[{original}]"))
     out = []
     for i, node in enumerate(nodes):
         for attr in node.get("attributes", []):
+            name = attr.get("name", "")
+            path = paths.get(i, f"<unreachable node {i}>")
             out.append(ObjectAttribute(
                 attr.get("checkpoint_key", ""),
-                _join(paths.get(i, f"<unreachable node {i}>"), attr.get("name", "")),
+                path if name == "VARIABLE_VALUE" else _join(path, name),
                 attr.get("full_name", ""), slot_of.get(i, "")))
     return sorted(out, key=lambda a: a.key)
 
