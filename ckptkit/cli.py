@@ -316,6 +316,35 @@ def diff(a, b, atol, rtol, strip_prefix_a, strip_prefix_b, no_optimizer, as_json
     return 0 if report.same else 1
 
 
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("script", type=click.Path(exists=True, dir_okay=False))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def legacy(script, args):
+    """Run an unchanged legacy checkpoint-reading script without TensorFlow.
+
+    The script's `import tensorflow` (and `from tensorflow.python import pywrap_tensorflow`)
+    gets a stand-in offering NewCheckpointReader, load_checkpoint and list_variables; any
+    other TensorFlow use stops with one clear line.
+
+    \b
+    Example:
+      ckptkit legacy look_checkpoint.py
+    """
+    import runpy
+
+    from .legacy import install_tensorflow_stand_in
+
+    if "tensorflow" in sys.modules:
+        raise CkptError("TensorFlow is already imported in this process")
+    install_tensorflow_stand_in()
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
 def main():
     cli.main()
 

@@ -3,7 +3,14 @@
     from ckptkit import NewCheckpointReader   # was: from tensorflow.python import pywrap_tensorflow
     reader = NewCheckpointReader("model.ckpt")
     for name, shape in reader.get_variable_to_shape_map().items(): ...
+
+or, with no change at all: `ckptkit legacy look_checkpoint.py` runs the script with a
+stand-in `tensorflow` module whose only working parts are these readers.
 """
+import sys
+import types
+
+from .errors import CkptError
 from .formats import open_checkpoint
 
 _TF_ENUM = {"float32": "DT_FLOAT", "float64": "DT_DOUBLE", "float16": "DT_HALF"}
@@ -58,3 +65,48 @@ class NewCheckpointReader:
             enum = _TF_ENUM.get(v.dtype, "DT_" + v.dtype.upper())
             lines.append(f"{v.name} ({enum}) [{dims}]\n")
         return "".join(lines).encode("utf-8")
+
+
+def load_checkpoint(ckpt_dir_or_file):
+    """tf.train.load_checkpoint: the same reader."""
+    return NewCheckpointReader(ckpt_dir_or_file)
+
+
+def list_variables(ckpt_dir_or_file):
+    """tf.train.list_variables: sorted (name, shape) pairs."""
+    reader = NewCheckpointReader(ckpt_dir_or_file)
+    return sorted(reader.get_variable_to_shape_map().items())
+
+
+class _StandIn(types.ModuleType):
+    """A module that offers the checkpoint-reading names and refuses everything else."""
+
+    def __getattr__(self, attr):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise CkptError(f"{self.__name__}.{attr} needs real TensorFlow: ckptkit's stand-in "
+                        "offers only the checkpoint readers (NewCheckpointReader, "
+                        "load_checkpoint, list_variables)")
+
+
+def install_tensorflow_stand_in():
+    """Make `import tensorflow` (and pywrap_tensorflow, tf.compat.v1) give ckptkit's readers,
+    so an unchanged legacy inspection script runs without TensorFlow installed."""
+    names = ["tensorflow", "tensorflow.python", "tensorflow.python.pywrap_tensorflow",
+             "tensorflow.python.training", "tensorflow.python.training.py_checkpoint_reader",
+             "tensorflow.compat", "tensorflow.compat.v1", "tensorflow.train",
+             "tensorflow.compat.v1.train"]
+    modules = {name: _StandIn(name) for name in names}
+    for name, module in modules.items():
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(modules[parent], child, module)
+        sys.modules[name] = module
+    for name in ("tensorflow.python.pywrap_tensorflow", "tensorflow.train",
+                 "tensorflow.compat.v1.train",
+                 "tensorflow.python.training.py_checkpoint_reader"):
+        modules[name].NewCheckpointReader = NewCheckpointReader
+    for name in ("tensorflow.train", "tensorflow.compat.v1.train"):
+        modules[name].load_checkpoint = load_checkpoint
+        modules[name].list_variables = list_variables
+    modules["tensorflow"].__version__ = "ckptkit-stand-in"
