@@ -12,9 +12,14 @@
 Notes: scalars have shape (); empty arrays have no data bytes. Object arrays are pickles:
 listed as dtype `object`, never unpickled. Numpy saves bfloat16 as raw `|V2`, which cannot
 be told apart from other void data: listed as `void16`, read refused. Members not ending in
-`.npy` are not tensors and are skipped.
+`.npy` are not tensors and are skipped. Headers are parsed from the mapped file, so a member
+with corrupt data still lists; stored members are read as views of the map, deflated ones
+are decompressed one at a time.
 """
+import io
 import struct
+import tokenize
+import warnings
 import zipfile
 import zlib
 from math import prod
@@ -28,17 +33,20 @@ from .sstable import map_file
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError,
               NotImplementedError, struct.error)
 _LOCAL_HEADER = b"PK\x03\x04"
+# what numpy's .npy header parser lets through on a mangled header
+_HEADER_ERRORS = (ValueError, TypeError, SyntaxError, tokenize.TokenError)
+_HEAD = 1 << 14   # covers numpy's largest .npy header (10000 bytes)
 
 
 def data_start(buf, info, path):
-    """Where a STORED zip member's bytes begin in the mapped archive `buf`."""
+    """Where a zip member's (compressed) bytes begin in the mapped archive `buf`."""
     at = info.header_offset
     head = buf[at:at + 30]
     if len(head) < 30 or head[:4] != _LOCAL_HEADER:
         raise FormatError(f"{path}: member {info.filename!r} has no local header at byte {at}")
     name_len, extra_len = struct.unpack("<HH", head[26:30])
     start = at + 30 + name_len + extra_len
-    if start + info.file_size > len(buf):
+    if start + info.compress_size > len(buf):
         raise Corrupt(f"{path}: member {info.filename!r} runs past the end of the file "
                       f"({len(buf)} bytes); the file is truncated")
     return start
@@ -54,6 +62,7 @@ class NpzReader(Reader):
         self._zip = None
         try:
             self._zip = zipfile.ZipFile(path)
+            self._map = map_file(path)
             found = {}
             for info in self._zip.infolist():
                 if info.filename.endswith(".npy"):
@@ -76,20 +85,20 @@ class NpzReader(Reader):
         from numpy.lib import format as npy
 
         member = f"{self.path}: member {info.filename!r}"
-        if info.flag_bits & 1:
-            raise Unsupported(f"{member} is encrypted")
-        with self._zip.open(info) as f:
-            try:
-                version = npy.read_magic(f)
-                if version not in ((1, 0), (2, 0)):
-                    raise Unsupported(f"{member} is .npy version {version[0]}.{version[1]}; "
-                                      "ckptkit reads 1.0 and 2.0")
-                read_header = npy.read_array_header_1_0 if version == (1, 0) else \
-                    npy.read_array_header_2_0
+        f = io.BytesIO(self._head(member, info))
+        try:
+            version = npy.read_magic(f)
+            if version not in ((1, 0), (2, 0)):
+                raise Unsupported(f"{member} is .npy version {version[0]}.{version[1]}; "
+                                  "ckptkit reads 1.0 and 2.0")
+            read_header = npy.read_array_header_1_0 if version == (1, 0) else \
+                npy.read_array_header_2_0
+            with warnings.catch_warnings():   # a mangled header makes ast warn on stderr
+                warnings.simplefilter("ignore", SyntaxWarning)
                 shape, fortran, dtype = read_header(f)
-            except ValueError as e:
-                raise FormatError(f"{member} is not a .npy array: {e}") from None
-            header = f.tell()
+        except _HEADER_ERRORS as e:
+            raise FormatError(f"{member} is not a .npy array: {e}") from None
+        header = f.tell()
         stored = info.file_size - header
         if any(d < 0 for d in shape):
             raise FormatError(f"{member} claims shape {list(shape)}")
@@ -101,6 +110,27 @@ class NpzReader(Reader):
                               f"but holds {stored} bytes")
         return Variable(name, shape, dtype_name(dtype), nbytes,
                         where=(info, header, dtype, fortran))
+
+    def _head(self, member, info):
+        """The first bytes of a member, enough for any .npy header. Read from the map, as
+        zipfile would check a small member's CRC before its header is parsed, and a corrupt
+        member is for `problems` to report, not a reason to refuse the listing."""
+        if info.flag_bits & 1:
+            raise Unsupported(f"{member} is encrypted")
+        start = data_start(self._map, info, self.path)
+        if info.compress_type == zipfile.ZIP_STORED:
+            if info.compress_size != info.file_size:
+                raise FormatError(f"{member} is stored uncompressed but its sizes disagree "
+                                  f"({info.compress_size} != {info.file_size})")
+            return self._map[start:start + min(info.file_size, _HEAD)]
+        if info.compress_type != zipfile.ZIP_DEFLATED:
+            raise Unsupported(f"{member} uses zip compression method {info.compress_type}; "
+                              "ckptkit reads stored and deflated members (as numpy writes)")
+        try:
+            return zlib.decompressobj(-zlib.MAX_WBITS).decompress(
+                self._map[start:start + min(info.compress_size, _HEAD)], _HEAD)
+        except zlib.error as e:
+            raise Corrupt(f"{member} cannot be decompressed: {e}") from None
 
     def read(self, name):
         import numpy as np
@@ -115,8 +145,6 @@ class NpzReader(Reader):
                               "bfloat16 saved by numpy, which loses the type); re-save it "
                               "with a plain numeric dtype")
         if info.compress_type == zipfile.ZIP_STORED:
-            if self._map is None:
-                self._map = map_file(self.path)
             data, offset = self._map, data_start(self._map, info, self.path) + header
         else:
             data, offset = self._inflate(name, info, header, var.nbytes), 0

@@ -1,0 +1,188 @@
+"""Keras weights in HDF5: Keras 2 `.h5` (full model or weights-only), Keras 3 legacy `.h5`
+and `.weights.h5`, and the `model.weights.h5` inside a Keras 3 `.keras` zip.
+
+- every tensor is an HDF5 dataset, named by its path from the file root as h5py shows it.
+- Keras 2 full model (`model.save("m.h5")`): root attrs `keras_version`, `backend`,
+  `model_config`, `training_config`; group `model_weights/` (attr `layer_names`) holds one
+  group per layer (attr `weight_names`, empty for weightless layers) with the weights at
+  `model_weights/<layer>/<weight name>`, e.g. `model_weights/dense_1/dense_1/kernel:0`;
+  group `optimizer_weights/` (attr `weight_names`) holds the slots, e.g.
+  `optimizer_weights/training/Adam/Variable:0`, `optimizer_weights/Adam/iterations:0`.
+- Keras 2 weights-only (`save_weights("w.h5")`): the `model_weights/` layout at the root,
+  e.g. `dense_106/dense_106/bias:0`.
+- Keras 3 legacy `.h5`: the Keras 2 layout without `:0`, e.g.
+  `model_weights/dense/sequential/dense/kernel`, `optimizer_weights/adam/iteration`.
+- Keras 3 `.weights.h5`: `layers/<layer>/vars/<i>` (nested models nest `layers/`),
+  `optimizer/vars/<i>`, `vars/<i>` for the model's own; bfloat16 is stored as 2-byte opaque
+  data with attr `dtype = "bfloat16"`.
+- Keras 3 `.keras`: a zip of `config.json`, `metadata.json` and `model.weights.h5`, which
+  Keras stores uncompressed: it is read in place.
+Notes: listing walks every dataset, so all layouts read alike. Scalars have shape (); string
+datasets have dtype `string`; a dataset with a null dataspace is listed but has no value.
+Contiguous numeric datasets are read as views of a memory map; chunked, compressed and compact
+ones through h5py.
+"""
+import io
+import zipfile
+from math import prod
+
+import h5py
+
+from ..errors import Corrupt, FormatError, NotFound, Unsupported
+from ..variable import Variable, numpy_dtype
+from .base import Reader
+from .npz import ZIP_ERRORS, data_start
+from .sstable import map_file
+
+WEIGHTS_MEMBER = "model.weights.h5"
+# what h5py raises on damaged metadata or data
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
+class KerasH5Reader(Reader):
+    format = "keras-h5"
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.files = [path]
+        try:
+            self._map = map_file(path)
+        except OSError as e:
+            raise NotFound(f"cannot read {path}: {e.strerror}") from None
+        # the HDF5 image is bytes start..start+size of `_map` (all of it for a plain .h5)
+        self._start, self._size = 0, len(self._map)
+        self._h5 = None
+        try:
+            if self._map[:2] == b"PK":
+                self._open_member()
+                self._h5 = h5py.File(_Window(self._map, self._start, self._size), "r")
+            else:
+                self._h5 = h5py.File(path, "r")
+            datasets = {}
+
+            def collect(name, obj):   # returns None: visititems stops at anything else
+                if isinstance(obj, h5py.Dataset):
+                    datasets[name] = obj
+
+            self._h5.visititems(collect)
+            for name in sorted(datasets):
+                self.variables[name] = _variable(name, datasets[name])
+        except _H5_ERRORS as e:
+            self.close()
+            raise FormatError(f"{path} is not a readable HDF5 file: {e}") from None
+        except FormatError:
+            self.close()
+            raise
+
+    def _open_member(self):
+        """Point the image at the .keras zip's weights member (decompressed if need be)."""
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                info = zf.getinfo(WEIGHTS_MEMBER)
+                if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 1:
+                    self._start, self._size = data_start(self._map, info, self.path), \
+                        info.compress_size
+                    return
+                data = zf.read(info)   # bounded by what the member really inflates to
+            self._map.close()
+            self._map = data
+            self._start, self._size = 0, len(data)
+        except KeyError:
+            raise FormatError(f"{self.path} holds no {WEIGHTS_MEMBER} (a .keras file saved "
+                              "with weights_format='npz', or not a Keras file)") from None
+        except ZIP_ERRORS as e:
+            raise FormatError(f"{self.path} is not a readable .keras (zip) file: {e}") from None
+
+    def read(self, name):
+        import numpy as np
+
+        var = self.variable(name)
+        ds = var.where
+        where = f"{self.path}: dataset {name!r}"
+        if ds.shape is None:
+            raise Unsupported(f"{where} has no value (HDF5 null dataspace)")
+        if var.dtype not in ("string", "bfloat16") and ds.dtype.kind not in "biufc":
+            hint = "; Keras 3 writes bfloat16 weights to legacy .h5 files as such 2-byte " \
+                "opaque data, without saying so: re-save as .weights.h5 or .keras" \
+                if ds.dtype == "V2" else ""
+            raise Unsupported(f"{where} has HDF5 type {ds.dtype} (opaque, compound, reference "
+                              f"or variable-length), which is not a tensor{hint}")
+        dtype = numpy_dtype("bfloat16") if var.dtype == "bfloat16" else ds.dtype
+        try:
+            offset = None if var.dtype == "string" else ds.id.get_offset()
+            if offset is not None:
+                return self._mapped(where, var, dtype, offset)
+            value = ds[()]
+        except _H5_ERRORS as e:
+            raise Corrupt(f"{where} cannot be read: {e}") from None
+        if var.dtype == "string":
+            return np.array(value, dtype=object)
+        return np.asarray(value).view(dtype)
+
+    def _mapped(self, where, var, dtype, offset):
+        """A contiguous dataset's elements, viewed in the memory map."""
+        import numpy as np
+
+        end = offset + var.size * dtype.itemsize
+        if end > self._size:
+            raise Corrupt(f"{where}: bytes {offset}..{end} lie past the end of the HDF5 data "
+                          f"({self._size} bytes); the file is truncated")
+        return np.frombuffer(self._map, dtype, var.size,
+                             offset=self._start + offset).reshape(var.shape)
+
+    def close(self):
+        if self._h5 is not None:
+            self._h5.close()
+        try:
+            self._map.close()
+        except (BufferError, AttributeError):
+            pass   # arrays still view it (the map closes when they go), or bytes
+
+
+def _variable(name, ds):
+    dtype = _dtype(ds)
+    if ds.shape is None:   # a null dataspace: listed, but it has no value
+        return Variable(name, (), dtype, 0, where=ds)
+    nbytes = ds.id.get_storage_size() if dtype == "string" else \
+        prod(ds.shape) * ds.dtype.itemsize
+    return Variable(name, ds.shape, dtype, nbytes, where=ds)
+
+
+def _dtype(ds):
+    """Our dtype name for a dataset; unreadable HDF5 types keep numpy's name for them."""
+    dt = ds.dtype
+    if h5py.check_string_dtype(dt) is not None:
+        return "string"
+    if dt.kind == "V" and dt.itemsize == 2 and ds.attrs.get("dtype") in ("bfloat16",
+                                                                         b"bfloat16"):
+        return "bfloat16"
+    return dt.name
+
+
+class _Window(io.RawIOBase):
+    """A read-only file over bytes start..start+size of a buffer, so that h5py reads a stored
+    zip member in place."""
+
+    def __init__(self, buf, start, size):
+        super().__init__()
+        self._buf, self._start, self._size, self._pos = buf, start, size, 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def seek(self, pos, whence=io.SEEK_SET):
+        self._pos = max(0, pos + (0, self._pos, self._size)[whence])
+        return self._pos
+
+    def tell(self):
+        return self._pos
+
+    def readinto(self, b):
+        n = max(0, min(len(b), self._size - self._pos))
+        at = self._start + self._pos
+        memoryview(b)[:n] = self._buf[at:at + n]
+        self._pos += n
+        return n

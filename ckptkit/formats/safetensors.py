@@ -1,0 +1,126 @@
+"""safetensors files (Hugging Face): a JSON header, then every tensor's raw bytes.
+
+- bytes 0..8: N, the header length, unsigned 64-bit little-endian.
+- bytes 8..8+N: UTF-8 JSON object (padded with spaces): `{NAME: {"dtype": "F32",
+  "shape": [2, 3], "data_offsets": [BEGIN, END]}, ..., "__metadata__": {str: str}}`.
+- then the byte buffer: tensor NAME is bytes BEGIN..END of it (offsets count from 8+N),
+  C order, little-endian; END-BEGIN is exactly elements x item size.
+- dtypes: BOOL U8 I8 U16 I16 F16 BF16 U32 I32 F32 C64 U64 I64 F64, F8_E4M3 (float8_e4m3fn),
+  F8_E5M2 (float8_e5m2).
+Notes: scalars have shape [] and empty tensors BEGIN == END; tensors may not overlap; the
+optional `__metadata__` is free text (kept as `metadata`). Sub-byte and other newer dtypes
+(F4, F6_*, F8_E8M0) are refused.
+"""
+import json
+import os
+from math import prod
+
+from ..errors import FormatError, NotFound, Unsupported
+from ..variable import ITEMSIZE, Variable, numpy_dtype
+from .base import Reader
+from .sstable import map_file
+
+DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16",
+          "F16": "float16", "BF16": "bfloat16", "U32": "uint32", "I32": "int32",
+          "F32": "float32", "C64": "complex64", "U64": "uint64", "I64": "int64",
+          "F64": "float64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+MAX_HEADER = 100 << 20
+
+
+class SafetensorsReader(Reader):
+    format = "safetensors"
+
+    def __init__(self, path):
+        super().__init__(path)
+        self.files = [path]
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                head = f.read(8)
+                n = int.from_bytes(head, "little")
+                if len(head) < 8 or n > min(size - 8, MAX_HEADER):
+                    raise FormatError(f"{path} is not a safetensors file: its header length "
+                                      f"{n} does not fit a {size}-byte file (truncated?)")
+                raw = f.read(n)
+        except OSError as e:
+            raise NotFound(f"cannot read {path}: {e.strerror}") from None
+        self._start = 8 + n
+        header = self._header(raw)
+        self.metadata = header.pop("__metadata__", {})
+        if not isinstance(self.metadata, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
+            raise FormatError(f"{path}: __metadata__ must map strings to strings")
+        found = [self._variable(name, entry, size - self._start)
+                 for name, entry in header.items()]
+        _check_overlaps(path, found)
+        for var in sorted(found, key=lambda v: v.name):
+            self.variables[var.name] = var
+        self._map = map_file(path)
+
+    def _header(self, raw):
+        def no_duplicates(pairs):
+            seen = set()
+            for key, _ in pairs:
+                if key in seen:
+                    raise FormatError(f"{self.path}: the header repeats key {key!r}")
+                seen.add(key)
+            return dict(pairs)
+
+        try:
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise FormatError(f"{self.path} is not a safetensors file: its header is not "
+                              f"JSON ({e})") from None
+        if not isinstance(header, dict):
+            raise FormatError(f"{self.path}: the header is not a JSON object")
+        return header
+
+    def _variable(self, name, entry, buffer_size):
+        """One header entry, checked against the buffer."""
+        where = f"{self.path}: tensor {name!r}"
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise FormatError(f"{where}: entry must hold exactly dtype, shape, data_offsets")
+        code, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(code, str) or code not in DTYPES:
+            raise Unsupported(f"{where} has dtype {code!r}; ckptkit reads "
+                              f"{', '.join(DTYPES)}")
+        if not _ints(shape) or not _ints(offsets) or len(offsets) != 2:
+            raise FormatError(f"{where}: shape {shape} or data_offsets {offsets} is not a list "
+                              "of non-negative integers")
+        dtype = DTYPES[code]
+        begin, end = offsets
+        nbytes = prod(shape) * ITEMSIZE[dtype]
+        if not begin <= end <= buffer_size:
+            raise FormatError(f"{where}: data_offsets {offsets} lie outside the "
+                              f"{buffer_size}-byte buffer (truncated file?)")
+        if end - begin != nbytes:
+            raise FormatError(f"{where} claims shape {shape} {dtype} ({nbytes} bytes) but "
+                              f"data_offsets {offsets} span {end - begin} bytes")
+        return Variable(name, tuple(shape), dtype, nbytes, where=begin)
+
+    def read(self, name):
+        import numpy as np
+
+        var = self.variable(name)
+        dtype = numpy_dtype(var.dtype).newbyteorder("<")
+        return np.frombuffer(self._map, dtype, var.size,
+                             offset=self._start + var.where).reshape(var.shape)
+
+    def close(self):
+        try:
+            self._map.close()
+        except BufferError:
+            pass   # arrays still view it; the map closes when they go
+
+
+def _ints(values):
+    """A JSON list of non-negative integers (JSON's true/false are not sizes)."""
+    return isinstance(values, list) and all(type(v) is int and v >= 0 for v in values)
+
+
+def _check_overlaps(path, variables):
+    """Tensors may not share bytes; an empty tensor overlaps nothing."""
+    spans = sorted((v.where, v.where + v.nbytes, v.name) for v in variables if v.nbytes)
+    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+        if begin < end:
+            raise FormatError(f"{path}: tensors {first!r} and {second!r} overlap in the buffer")
