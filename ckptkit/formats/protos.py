@@ -11,17 +11,18 @@ framework/{tensor_shape,tensor_slice,tensor,versions}.proto, util/saved_tensor_s
 protobuf/trackable_object_graph.proto.
 """
 import struct
+from math import prod
 
 from ..errors import FormatError
+from ..variable import TF_DTYPES
 
 
-def _varint(buf, pos):
+def varint(buf, pos, limit=None):
+    """(value, next position) of the varint at buf[pos], which must end before `limit`."""
+    limit = len(buf) if limit is None else limit
     result = shift = 0
-    while True:
-        try:
-            b = buf[pos]
-        except IndexError:
-            raise FormatError("truncated varint") from None
+    while pos < limit:
+        b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
         if not b & 0x80:
@@ -29,6 +30,7 @@ def _varint(buf, pos):
         shift += 7
         if shift > 63:
             raise FormatError("varint longer than 10 bytes")
+    raise FormatError("truncated varint")
 
 
 def _signed(v):
@@ -45,7 +47,7 @@ def _repeated(kind, value, wire):
         return list(struct.unpack(f"<{len(value) // 8}d", value[: len(value) // 8 * 8]))
     out, pos = [], 0
     while pos < len(value):
-        v, pos = _varint(value, pos)
+        v, pos = varint(value, pos)
         out.append(_signed(v))
     return out
 
@@ -55,12 +57,12 @@ def decode(buf, schema):
     msg = {}
     pos, end = 0, len(buf)
     while pos < end:
-        key, pos = _varint(buf, pos)
+        key, pos = varint(buf, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = _varint(buf, pos)
+            value, pos = varint(buf, pos)
         elif wire == 2:
-            length, pos = _varint(buf, pos)
+            length, pos = varint(buf, pos)
             if pos + length > end:
                 raise FormatError("truncated message")
             value, pos = buf[pos:pos + length], pos + length
@@ -123,11 +125,18 @@ OBJECT_GRAPH = {1: ("nodes[]", {
 })}
 
 
-def shape_of(msg):
-    """A TensorShapeProto dict as a tuple of ints."""
-    if msg.get("unknown_rank"):
-        raise FormatError("tensor of unknown rank")
-    return tuple(d.get("size", 0) for d in msg.get("dim", ()))
+def tensor_type(dtype_code, shape_msg, what):
+    """(dtype name, bytes per element, shape, element count) from a tensor's DataType enum
+    and TensorShapeProto; `what` names the tensor in errors."""
+    if dtype_code not in TF_DTYPES:
+        raise FormatError(f"{what} has unknown dtype {dtype_code}")
+    dtype, itemsize = TF_DTYPES[dtype_code]
+    if shape_msg.get("unknown_rank"):
+        raise FormatError(f"{what} has unknown rank")
+    shape = tuple(d.get("size", 0) for d in shape_msg.get("dim", ()))
+    if any(d < 0 for d in shape):
+        raise FormatError(f"{what} has shape {list(shape)}")
+    return dtype, itemsize, shape, prod(shape)
 
 
 def raw_extents(slice_msg, rank):

@@ -23,6 +23,7 @@ import struct
 import google_crc32c
 
 from ..errors import Corrupt, FormatError, Unsupported
+from .protos import varint
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -36,20 +37,6 @@ def unmask_crc(masked):
 
 def mask_crc(crc):
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
-
-
-def _varint(buf, pos, limit):
-    result = shift = 0
-    while pos < limit:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            break
-    raise FormatError("bad varint")
 
 
 def map_file(path):
@@ -86,16 +73,16 @@ class Table:
         footer = self.buf[-FOOTER_SIZE:]
         if struct.unpack("<Q", footer[40:])[0] != MAGIC:
             raise FormatError(f"{path}: not a TensorFlow checkpoint table (bad magic)")
-        _, pos = _varint(footer, 0, 40)
-        _, pos = _varint(footer, pos, 40)
-        offset, pos = _varint(footer, pos, 40)
-        size, pos = _varint(footer, pos, 40)
+        _, pos = varint(footer, 0, 40)
+        _, pos = varint(footer, pos, 40)
+        offset, pos = varint(footer, pos, 40)
+        size, pos = varint(footer, pos, 40)
         index = list(self._entries(self._block(offset, size)))
         self._index_keys = [k for k, _ in index]
         self._handles = []
         for _, handle in index:
-            off, p = _varint(handle, 0, len(handle))
-            sz, _ = _varint(handle, p, len(handle))
+            off, p = varint(handle, 0, len(handle))
+            sz, _ = varint(handle, p, len(handle))
             self._handles.append((off, sz))
 
     def _block(self, offset, size):
@@ -129,9 +116,9 @@ class Table:
             if shared < 128 and pos + 2 < limit and block[pos + 1] < 128 and block[pos + 2] < 128:
                 unshared, vlen, pos = block[pos + 1], block[pos + 2], pos + 3
             else:
-                shared, pos = _varint(block, pos, limit)
-                unshared, pos = _varint(block, pos, limit)
-                vlen, pos = _varint(block, pos, limit)
+                shared, pos = varint(block, pos, limit)
+                unshared, pos = varint(block, pos, limit)
+                vlen, pos = varint(block, pos, limit)
             vstart = pos + unshared
             vend = vstart + vlen
             if shared > len(key) or vend > limit:
@@ -155,7 +142,7 @@ class Table:
 
 def _unsnappy(data, path):
     """Decompress one raw snappy block."""
-    size, pos = _varint(data, 0, len(data))
+    size, pos = varint(data, 0, len(data))
     if size > 64 * len(data) + 1024:
         raise FormatError(f"{path}: snappy block claims {size} bytes")
     out = bytearray()

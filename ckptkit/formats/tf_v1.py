@@ -10,10 +10,10 @@ one tensor share a key prefix, so reading one tensor seeks to it and reads no ot
 """
 
 from ..errors import Corrupt, CkptError, FormatError, Unsupported
-from ..variable import TF_DTYPES, Variable, numpy_dtype
+from ..variable import Variable, numpy_dtype
 from . import slices
 from .base import Reader
-from .protos import SAVED_TENSOR_SLICES, decode, raw_extents, shape_of
+from .protos import SAVED_TENSOR_SLICES, decode, raw_extents, tensor_type
 from .sstable import Table
 
 # dtype -> TensorProto field holding its values when tensor_content is empty
@@ -38,18 +38,11 @@ class TFV1Reader(Reader):
         if meta is None:
             raise FormatError(f"{path}: no tensor list (not a V1 checkpoint)")
         for t in sorted(meta.get("tensor", []), key=lambda t: t.get("name", "")):
-            name, code = t.get("name", ""), t.get("dtype", 0)
-            if code not in TF_DTYPES:
-                raise FormatError(f"{path}: tensor {name!r} has unknown dtype {code}")
-            dtype, itemsize = TF_DTYPES[code]
-            shape = shape_of(t.get("shape", {}))
-            if any(d < 0 for d in shape):
-                raise FormatError(f"{path}: tensor {name!r} has shape {list(shape)}")
+            name = t.get("name", "")
+            dtype, itemsize, shape, nelem = tensor_type(
+                t.get("dtype", 0), t.get("shape", {}), f"{path}: tensor {name!r}")
             parts = tuple(slices.explicit(raw_extents(s, len(shape)), shape)
                           for s in t.get("slice", []))
-            nelem = 1
-            for d in shape:
-                nelem *= d
             partitioned = parts if len(parts) > 1 else ()
             self.variables[name] = Variable(name, shape, dtype, nelem * itemsize, partitioned)
 

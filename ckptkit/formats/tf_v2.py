@@ -18,10 +18,10 @@ from math import prod
 import google_crc32c
 
 from ..errors import Corrupt, FormatError, NotFound, Unsupported
-from ..variable import TF_DTYPES, Variable, numpy_dtype
+from ..variable import Variable, numpy_dtype
 from . import slices
 from .base import Reader
-from .protos import BUNDLE_ENTRY, BUNDLE_HEADER, decode, raw_extents, shape_of
+from .protos import BUNDLE_ENTRY, BUNDLE_HEADER, decode, raw_extents, tensor_type
 from .sstable import Table, map_file, unmask_crc
 
 
@@ -66,17 +66,10 @@ class TFV2Reader(Reader):
             self.format = "tf-object"   # the object graph is read by tf_object.objects()
 
     def _variable(self, name, entry):
-        code = entry.get("dtype", 0)
-        if code not in TF_DTYPES:
-            raise FormatError(f"{self.index_path}: tensor {name!r} has unknown dtype {code}")
-        dtype, itemsize = TF_DTYPES[code]
-        shape = shape_of(entry.get("shape", {}))
-        if any(d < 0 for d in shape):
-            raise FormatError(f"{self.index_path}: tensor {name!r} has shape {list(shape)}")
+        dtype, itemsize, shape, nelem = tensor_type(
+            entry.get("dtype", 0), entry.get("shape", {}),
+            f"{self.index_path}: tensor {name!r}")
         size = entry.get("size", 0)
-        nelem = 1
-        for d in shape:
-            nelem *= d
         if entry.get("slices"):
             raw = tuple(raw_extents(s, len(shape)) for s in entry["slices"])
             return Variable(name, shape, dtype, nelem * itemsize,
