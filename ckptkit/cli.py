@@ -77,15 +77,16 @@ def _note(reader, verbose):
 
 
 def _selected(reader, pattern, no_optimizer):
+    """(tensors to show, how many --no-optimizer hid among those --filter kept)."""
     try:
         regex = re.compile(pattern) if pattern else None
     except re.error as e:
         raise CkptError(f"bad --filter regex {pattern!r}: {e}") from None
-    chosen = [v for v in reader if (regex is None or regex.search(v.name))
-              and not (no_optimizer and role(v.name) != "model")]
-    if regex is not None and not chosen:
+    matched = [v for v in reader if regex is None or regex.search(v.name)]
+    if regex is not None and not matched:
         raise CkptError(f"--filter {pattern!r} matches no tensor in {reader.path}")
-    return chosen
+    chosen = [v for v in matched if not (no_optimizer and role(v.name) != "model")]
+    return chosen, len(matched) - len(chosen)
 
 
 def _printoptions(spec):
@@ -138,7 +139,7 @@ def inspect(path, flat, depth, pattern, no_optimizer, as_json, tensor, printopti
             return _show_tensor(reader, tensor, _printoptions(printoptions), as_json)
         if objects:
             return _show_objects(reader, as_json)
-        chosen = _selected(reader, pattern, no_optimizer)
+        chosen, hidden = _selected(reader, pattern, no_optimizer)
         if stats:
             return _show_stats(reader, chosen, as_json)
         if as_json:
@@ -152,8 +153,7 @@ def inspect(path, flat, depth, pattern, no_optimizer, as_json, tensor, printopti
         lines = render.flat(chosen) if flat else render.tree(chosen, depth)
         click.echo("\n".join(lines))
         click.echo(render.summary(chosen))
-        hidden = len(reader) - len(chosen)
-        if no_optimizer and hidden:
+        if hidden:
             click.echo(f"{hidden} optimizer/EMA/step tensors hidden")
     return 0
 
@@ -168,8 +168,7 @@ def _show_tensor(reader, name, options, as_json):
     st = tensor_stats(value)
     if as_json:
         render.emit_json({**var.to_json(), "stats": st and st.__dict__,
-                          "values": value.tolist() if value.dtype.kind != "O" else
-                          [x.decode("utf-8", "backslashreplace") for x in value.reshape(-1)]})
+                          "values": _json_values(value)})
         return 0
     click.echo(f"{var.name}  {render.shape(var.shape)}  {var.dtype}")
     with np.printoptions(**options):
@@ -178,6 +177,22 @@ def _show_tensor(reader, name, options, as_json):
         click.echo(f"min {st.min:.6g}  max {st.max:.6g}  mean {st.mean:.6g}  std {st.std:.6g}"
                    f"  nan {st.nan}  inf {st.inf}")
     return 0
+
+
+def _json_values(value):
+    """Nested lists for JSON: complex numbers as [real, imag], strings decoded (bytes that
+    are not UTF-8 escaped), low-precision floats widened."""
+    import numpy as np
+
+    if value.dtype.kind == "O":
+        flat = [x.decode("utf-8", "backslashreplace") if isinstance(x, bytes) else str(x)
+                for x in value.reshape(-1)]
+        return np.array(flat, dtype=object).reshape(value.shape).tolist()
+    if value.dtype.kind == "c":
+        return np.stack([value.real, value.imag], axis=-1).tolist()
+    if value.dtype.kind not in "biuf":
+        value = value.astype(np.float64)   # bfloat16 / float8 from ml_dtypes
+    return value.tolist()
 
 
 def _show_stats(reader, chosen, as_json):

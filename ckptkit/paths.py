@@ -72,11 +72,13 @@ def _resolve_dir(d):
     if os.path.isfile(state):
         named = _state_path(state)
         if named is not None:
-            for candidate in _candidates(d, named):
+            for candidate, as_written in _candidates(d, named):
+                moved = "" if as_written else \
+                    f"the checkpoint state names {named!r}; using {candidate} in this directory"
                 if os.path.isfile(candidate + ".index"):
-                    return Resolved("tf-v2", candidate, note=_moved(named, candidate))
+                    return Resolved("tf-v2", candidate, note=moved)
                 if os.path.isfile(candidate) and is_table(candidate):
-                    return Resolved("tf-v1", candidate, note=_moved(named, candidate))
+                    return Resolved("tf-v1", candidate, note=moved)
             note = f"the checkpoint state names {named!r}, which is not here; "
     found = _newest(d) or _single_file(d)
     if found is None:
@@ -99,18 +101,12 @@ def _state_path(state):
 
 
 def _candidates(d, named):
-    """Where a state path may point: as written, relative to the directory, same basename."""
-    out = [named] if os.path.isabs(named) else [os.path.join(d, named)]
+    """(path, is it the path as written) for where a state path may point: as written
+    (relative to the directory), else the same basename here (a path from another machine,
+    POSIX or Windows)."""
+    as_written = named if os.path.isabs(named) else os.path.join(d, named)
     base = named.replace("\\", "/").rsplit("/", 1)[-1]
-    out.append(os.path.join(d, base))
-    return out
-
-
-def _moved(named, used):
-    if os.path.abspath(named) == os.path.abspath(used) or not os.path.isabs(named) and \
-            os.path.basename(named) == named:
-        return ""
-    return f"the checkpoint state names {named!r}; using {used} in this directory"
+    return [(as_written, True), (os.path.join(d, base), False)]
 
 
 def _step(prefix):
@@ -119,7 +115,8 @@ def _step(prefix):
 
 
 def _newest(d):
-    prefixes = [p[: -len(".index")] for p in glob(os.path.join(escape(d), "*.index"))]
+    prefixes = [p[: -len(".index")] for p in glob(os.path.join(escape(d), "*.index"))
+                if os.path.isfile(p)]
     if os.path.isfile(os.path.join(d, ".index")):
         prefixes.append(os.path.join(d, ""))
     if prefixes:
@@ -134,7 +131,8 @@ def _newest(d):
 
 def _single_file(d):
     """The one .h5/.keras/.npz/.safetensors file of a directory, if there is exactly one."""
-    files = [os.path.join(d, n) for n in sorted(os.listdir(d)) if n.lower().endswith(_OTHER)]
+    files = [os.path.join(d, n) for n in sorted(os.listdir(d))
+             if n.lower().endswith(_OTHER) and os.path.isfile(os.path.join(d, n))]
     if len(files) > 1:
         raise NotFound(f"directory {d} holds several checkpoints; name one: "
                        f"{', '.join(os.path.basename(f) for f in files[:6])}")

@@ -1,6 +1,7 @@
 """Text, tables and JSON for the CLI; progress bars only on a terminal."""
 import contextlib
 import json
+import math
 import sys
 
 import click
@@ -28,7 +29,19 @@ def shape(s):
 
 
 def emit_json(obj):
-    click.echo(json.dumps(obj))
+    """Strict JSON: NaN and infinities become the strings "NaN", "Infinity", "-Infinity"
+    (as protobuf's JSON mapping writes them), which every parser accepts."""
+    click.echo(json.dumps(_strict(obj), allow_nan=False))
+
+
+def _strict(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
 
 
 def table(rows, align=None):

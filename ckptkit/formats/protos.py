@@ -3,14 +3,13 @@
 Hand-written on purpose: importing the protobuf runtime costs about as much as the rest of
 `ckptkit inspect` together, and these messages are few and small. Each message is a schema
 {field number: (attribute, kind)}; kinds are "int" (varint, int64 two's complement), "fixed32",
-"bytes", "str", "packed" (repeated varint, packed or not), "f32"/"f64" (repeated floats,
-packed or not), or a nested schema. Attributes whose name ends in "[]" are repeated.
+"bytes", "str", a nested schema, or a repeated number: "varints", "f32", "f64" (packed or
+not, turned into arrays by repeated_array). Attributes whose name ends in "[]" are repeated.
 
 Field numbers follow tensorflow/core/protobuf/tensor_bundle.proto,
 framework/{tensor_shape,tensor_slice,tensor,versions}.proto, util/saved_tensor_slice.proto and
 protobuf/trackable_object_graph.proto.
 """
-import struct
 from math import prod
 
 from ..errors import FormatError
@@ -37,23 +36,18 @@ def _signed(v):
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def _repeated(kind, value, wire):
-    """Values of a repeated scalar field, whether it arrived packed (wire 2) or not."""
-    if wire != 2:
-        return [_signed(value)] if kind == "packed" else [value]
-    if kind == "f32":
-        return list(struct.unpack(f"<{len(value) // 4}f", value[: len(value) // 4 * 4]))
-    if kind == "f64":
-        return list(struct.unpack(f"<{len(value) // 8}d", value[: len(value) // 8 * 8]))
-    out, pos = [], 0
-    while pos < len(value):
-        v, pos = varint(value, pos)
-        out.append(_signed(v))
-    return out
+def decode(buf, schema, what=None):
+    """Decode one message into a dict of the schema's attributes (unknown fields skipped);
+    `what` names the message in errors. Repeated numbers stay raw (see repeated_array)."""
+    try:
+        return _decode(buf, schema)
+    except FormatError as e:
+        if what is None:
+            raise
+        raise type(e)(f"{what}: {e}") from None
 
 
-def decode(buf, schema):
-    """Decode one message into a dict of the schema's attributes (unknown fields skipped)."""
+def _decode(buf, schema):
     msg = {}
     pos, end = 0, len(buf)
     while pos < end:
@@ -61,41 +55,87 @@ def decode(buf, schema):
         number, wire = key >> 3, key & 7
         if wire == 0:
             value, pos = varint(buf, pos)
-        elif wire == 2:
-            length, pos = varint(buf, pos)
+        elif wire in (1, 2, 5):
+            if wire == 2:
+                length, pos = varint(buf, pos)
+            else:
+                length = 8 if wire == 1 else 4
             if pos + length > end:
                 raise FormatError("truncated message")
             value, pos = buf[pos:pos + length], pos + length
-        elif wire == 5:
-            if pos + 4 > end:
-                raise FormatError("truncated message")
-            value, pos = int.from_bytes(buf[pos:pos + 4], "little"), pos + 4
-        elif wire == 1:
-            if pos + 8 > end:
-                raise FormatError("truncated message")
-            value, pos = buf[pos:pos + 8], pos + 8
         else:
             raise FormatError(f"bad protobuf wire type {wire}")
         spec = schema.get(number)
         if spec is None:
             continue
         attr, kind = spec
+        if isinstance(kind, str) and kind in _REPEATED_NUMBERS:
+            msg.setdefault(attr, []).append((wire, value))
+            continue
+        expected = 0 if kind == "int" else 5 if kind == "fixed32" else 2
+        if wire != expected:
+            raise FormatError(f"field {number} has wire type {wire}, expected {expected}")
         if isinstance(kind, dict):
-            value = decode(value, kind)
+            value = _decode(value, kind)
         elif kind == "int":
             value = _signed(value)
+        elif kind == "fixed32":
+            value = int.from_bytes(value, "little")
         elif kind == "str":
             value = bytes(value).decode("utf-8", "replace")
         elif kind == "bytes":
             value = bytes(value)
-        elif kind in ("packed", "f32", "f64"):
-            msg.setdefault(attr, []).extend(_repeated(kind, value, wire))
-            continue
         if attr.endswith("[]"):
             msg.setdefault(attr[:-2], []).append(value)
         else:
             msg[attr] = value
     return msg
+
+
+_REPEATED_NUMBERS = {"varints": (0, None), "f32": (5, "<f4"), "f64": (1, "<f8")}
+
+
+def repeated_array(items, kind):
+    """A repeated numeric field as a numpy array, whether it arrived packed or not: uint64
+    for varints (view as int64 for signed fields), float32/float64 for f32/f64. Decoded with
+    numpy, so ten million values never become ten million Python objects."""
+    import numpy as np
+
+    single_wire, dtype = _REPEATED_NUMBERS[kind]
+    parts = []
+    for wire, value in items:
+        if wire == 2 and dtype:
+            if len(value) % np.dtype(dtype).itemsize:
+                raise FormatError(f"packed {kind} field of {len(value)} bytes")
+            parts.append(np.frombuffer(value, dtype))
+        elif wire == 2:
+            parts.append(_varints(np.frombuffer(value, np.uint8)))
+        elif wire == single_wire:
+            parts.append(np.frombuffer(value, dtype) if dtype else
+                         np.array([value], dtype=np.uint64))
+        else:
+            raise FormatError(f"repeated {kind} field with wire type {wire}")
+    if not parts:
+        return np.array([], dtype=dtype or np.uint64)
+    return np.concatenate(parts)
+
+
+def _varints(raw):
+    """Every varint of a packed run, vectorised."""
+    import numpy as np
+
+    if raw.size and raw[-1] & 0x80:
+        raise FormatError("packed varints end inside a value")
+    ends = np.flatnonzero(raw < 0x80)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.size and lengths.max() > 10:
+        raise FormatError("varint longer than 10 bytes")
+    out = np.zeros(ends.size, dtype=np.uint64)
+    for k in range(int(lengths.max()) if lengths.size else 0):
+        take = lengths > k
+        out[take] |= (raw[starts[take] + k] & 0x7F).astype(np.uint64) << np.uint64(7 * k)
+    return out
 
 
 VERSION = {1: ("producer", "int"), 2: ("min_consumer", "int")}
@@ -106,10 +146,10 @@ BUNDLE_ENTRY = {1: ("dtype", "int"), 2: ("shape", SHAPE), 3: ("shard_id", "int")
                 4: ("offset", "int"), 5: ("size", "int"), 6: ("crc32c", "fixed32"),
                 7: ("slices[]", SLICE)}
 TENSOR = {1: ("dtype", "int"), 2: ("shape", SHAPE), 4: ("content", "bytes"),
-          5: ("float_val", "f32"), 6: ("double_val", "f64"), 7: ("int_val", "packed"),
-          8: ("string_val[]", "bytes"), 9: ("scomplex_val", "f32"), 10: ("int64_val", "packed"),
-          11: ("bool_val", "packed"), 12: ("dcomplex_val", "f64"), 13: ("half_val", "packed"),
-          16: ("uint32_val", "packed"), 17: ("uint64_val", "packed")}
+          5: ("float_val", "f32"), 6: ("double_val", "f64"), 7: ("int_val", "varints"),
+          8: ("string_val[]", "bytes"), 9: ("scomplex_val", "f32"), 10: ("int64_val", "varints"),
+          11: ("bool_val", "varints"), 12: ("dcomplex_val", "f64"), 13: ("half_val", "varints"),
+          16: ("uint32_val", "varints"), 17: ("uint64_val", "varints")}
 SAVED_SLICE_META = {1: ("name", "str"), 2: ("shape", SHAPE), 3: ("dtype", "int"),
                     4: ("slice[]", SLICE)}
 SAVED_TENSOR_SLICES = {
@@ -147,3 +187,6 @@ def raw_extents(slice_msg, rank):
     if len(extents) != rank:
         raise FormatError(f"slice of rank {len(extents)} for a tensor of rank {rank}")
     return tuple((e.get("start", 0), e.get("length", -1)) for e in extents)
+# TensorProto value field -> its repeated kind, for repeated_array
+TENSOR_KINDS = {attr: kind for attr, kind in TENSOR.values()
+                if isinstance(kind, str) and kind in _REPEATED_NUMBERS}

@@ -11,6 +11,7 @@ checkpoint::EncodeTensorNameSlice with OrderedCode:
   two bytes (a single byte 0x80 ^ v when |v| < 64).
 """
 import re
+from math import prod
 
 from ..errors import FormatError
 
@@ -56,11 +57,13 @@ def explicit(raw_extents, shape):
 
 
 def assemble(shape, dtype, pieces, name):
-    """One array from (explicit extents, array) pieces that must cover `shape` exactly once."""
+    """One array from (explicit extents, array) pieces that must cover `shape` exactly once.
+
+    Coverage is checked before the result is allocated, so a tiny file claiming a huge
+    partitioned tensor fails cleanly instead of exhausting memory."""
     import numpy as np
 
-    out = np.empty(shape, dtype=dtype)
-    covered = 0
+    total = prod(shape)
     for extents, piece in pieces:
         if len(extents) != len(shape) or any(
                 s < 0 or n < 0 or s + n > d for (s, n), d in zip(extents, shape)):
@@ -69,8 +72,10 @@ def assemble(shape, dtype, pieces, name):
         if piece.shape != tuple(n for _, n in extents):
             raise FormatError(f"tensor {name!r}: slice {list(extents)} holds shape "
                               f"{list(piece.shape)}")
+    covered = sum(piece.size for _, piece in pieces)
+    if covered != total:
+        raise FormatError(f"tensor {name!r}: its slices cover {covered} of {total} elements")
+    out = np.empty(shape, dtype=dtype)
+    for extents, piece in pieces:
         out[tuple(slice(s, s + n) for s, n in extents)] = piece
-        covered += piece.size
-    if covered != out.size:
-        raise FormatError(f"tensor {name!r}: its slices cover {covered} of {out.size} elements")
     return out

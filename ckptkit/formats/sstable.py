@@ -73,16 +73,22 @@ class Table:
         footer = self.buf[-FOOTER_SIZE:]
         if struct.unpack("<Q", footer[40:])[0] != MAGIC:
             raise FormatError(f"{path}: not a TensorFlow checkpoint table (bad magic)")
-        _, pos = varint(footer, 0, 40)
-        _, pos = varint(footer, pos, 40)
-        offset, pos = varint(footer, pos, 40)
-        size, pos = varint(footer, pos, 40)
+        try:
+            _, pos = varint(footer, 0, 40)
+            _, pos = varint(footer, pos, 40)
+            offset, pos = varint(footer, pos, 40)
+            size, pos = varint(footer, pos, 40)
+        except FormatError as e:
+            raise Corrupt(f"{path}: bad table footer ({e})") from None
         index = list(self._entries(self._block(offset, size)))
         self._index_keys = [k for k, _ in index]
         self._handles = []
         for _, handle in index:
-            off, p = varint(handle, 0, len(handle))
-            sz, _ = varint(handle, p, len(handle))
+            try:
+                off, p = varint(handle, 0, len(handle))
+                sz, _ = varint(handle, p, len(handle))
+            except FormatError as e:
+                raise Corrupt(f"{path}: bad block handle in the table index ({e})") from None
             self._handles.append((off, sz))
 
     def _block(self, offset, size):
@@ -116,13 +122,16 @@ class Table:
             if shared < 128 and pos + 2 < limit and block[pos + 1] < 128 and block[pos + 2] < 128:
                 unshared, vlen, pos = block[pos + 1], block[pos + 2], pos + 3
             else:
-                shared, pos = varint(block, pos, limit)
-                unshared, pos = varint(block, pos, limit)
-                vlen, pos = varint(block, pos, limit)
+                try:
+                    shared, pos = varint(block, pos, limit)
+                    unshared, pos = varint(block, pos, limit)
+                    vlen, pos = varint(block, pos, limit)
+                except FormatError as e:
+                    raise Corrupt(f"{self.path}: bad entry in table block ({e})") from None
             vstart = pos + unshared
             vend = vstart + vlen
             if shared > len(key) or vend > limit:
-                raise FormatError(f"{self.path}: bad entry in table block")
+                raise Corrupt(f"{self.path}: bad entry in table block")
             key = key[:shared] + block[pos:vstart]
             yield key, block[vstart:vend]
             pos = vend
@@ -142,7 +151,10 @@ class Table:
 
 def _unsnappy(data, path):
     """Decompress one raw snappy block."""
-    size, pos = varint(data, 0, len(data))
+    try:
+        size, pos = varint(data, 0, len(data))
+    except FormatError:
+        raise Corrupt(f"{path}: corrupt snappy block") from None
     if size > 64 * len(data) + 1024:
         raise FormatError(f"{path}: snappy block claims {size} bytes")
     out = bytearray()

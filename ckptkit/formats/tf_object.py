@@ -34,7 +34,7 @@ def objects(reader):
     raw = reader.read(GRAPH_KEY).reshape(-1)
     if raw.size != 1:
         raise FormatError(f"{GRAPH_KEY} holds {raw.size} strings, not one")
-    nodes = decode(raw[0], OBJECT_GRAPH).get("nodes", [])
+    nodes = decode(raw[0], OBJECT_GRAPH, f"{reader.path}: {GRAPH_KEY}").get("nodes", [])
     paths = {0: ""}
     queue = deque([0])
     while queue:

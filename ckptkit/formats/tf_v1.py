@@ -9,11 +9,14 @@ Notes: large tensors may be split into several slices even when not partitioned;
 one tensor share a key prefix, so reading one tensor seeks to it and reads no other.
 """
 
+from math import prod
+
 from ..errors import Corrupt, CkptError, FormatError, Unsupported
 from ..variable import Variable, numpy_dtype
 from . import slices
 from .base import Reader
-from .protos import SAVED_TENSOR_SLICES, decode, raw_extents, tensor_type
+from .protos import (SAVED_TENSOR_SLICES, TENSOR_KINDS, decode, raw_extents, repeated_array,
+                     tensor_type)
 from .sstable import Table
 
 # dtype -> TensorProto field holding its values when tensor_content is empty
@@ -34,7 +37,7 @@ class TFV1Reader(Reader):
         first = next(self._table.items(), None)
         if first is None or first[0] != b"":
             raise FormatError(f"{path}: no tensor list (not a V1 checkpoint)")
-        meta = decode(first[1], SAVED_TENSOR_SLICES).get("meta")
+        meta = decode(first[1], SAVED_TENSOR_SLICES, f"{path}: tensor list").get("meta")
         if meta is None:
             raise FormatError(f"{path}: no tensor list (not a V1 checkpoint)")
         for t in sorted(meta.get("tensor", []), key=lambda t: t.get("name", "")):
@@ -53,7 +56,8 @@ class TFV1Reader(Reader):
         for key, value in self._table.items(start=prefix):
             if not key.startswith(prefix):
                 break
-            data = decode(value, SAVED_TENSOR_SLICES).get("data", {})
+            data = decode(value, SAVED_TENSOR_SLICES, f"{self.path}: data of {name!r}").get(
+                "data", {})
             extents = slices.explicit(raw_extents(data.get("slice", {}), len(var.shape)),
                                       var.shape)
             shape = tuple(n for _, n in extents)
@@ -80,13 +84,14 @@ class TFV1Reader(Reader):
 
 
 def _tensor_values(name, dtype, shape, proto):
-    """A TensorProto's values as an array of `shape`."""
+    """A TensorProto's values as an array of `shape`: from tensor_content, or from the typed
+    repeated field TF's V1 writer fills (float_val, int_val, half_val bit patterns, ...)."""
     import numpy as np
 
-    nelem = int(np.prod(shape, dtype=np.int64))
-    npd = numpy_dtype(dtype)
     if dtype in ("resource", "variant"):
         raise Unsupported(f"tensor {name!r} is a {dtype} tensor, which has no portable value")
+    nelem = prod(shape)
+    npd = numpy_dtype(dtype)
     if "content" in proto and dtype != "string":
         content = proto["content"]
         if len(content) != nelem * npd.itemsize:
@@ -95,21 +100,19 @@ def _tensor_values(name, dtype, shape, proto):
         return np.frombuffer(content, dtype=npd).reshape(shape)
     if dtype == "string":
         values = proto.get("string_val", [])
-    else:
-        values = proto.get(_VALUE_FIELD.get(dtype, "int_val"), [])
-    if dtype in ("float16", "bfloat16"):
-        arr = np.array(values, dtype=np.uint16).view(npd)
-    elif dtype in ("complex64", "complex128"):
-        arr = np.array(values, dtype=npd.type(0).real.dtype).view(npd)
-    elif dtype == "string":
         arr = np.empty(len(values), dtype=object)
         arr[:] = values
     else:
-        arr = np.array(values).astype(npd) if values else np.array([], dtype=npd)
-    if arr.size == 1 and nelem > 1:
-        arr = np.full(nelem, arr[0], dtype=npd)
+        kind = _VALUE_FIELD.get(dtype, "int_val")
+        raw = repeated_array(proto.get(kind, []), TENSOR_KINDS[kind])
+        if dtype in ("float16", "bfloat16"):
+            arr = raw.astype(np.uint16).view(npd)
+        elif dtype in ("complex64", "complex128"):
+            arr = raw.view(npd)
+        elif raw.dtype == np.uint64:
+            arr = raw.view(np.int64).astype(npd)   # varints carry two's complement
+        else:
+            arr = raw.astype(npd, copy=False)
     if arr.size != nelem:
         raise Corrupt(f"tensor {name!r}: {arr.size} values stored for shape {list(shape)}")
     return arr.reshape(shape)
-
-

@@ -46,7 +46,7 @@ class TFV2Reader(Reader):
         first = next(entries, None)
         if first is None or first[0] != b"":
             raise FormatError(f"{self.index_path}: no bundle header (not a V2 checkpoint index)")
-        header = decode(first[1], BUNDLE_HEADER)
+        header = decode(first[1], BUNDLE_HEADER, f"{self.index_path}: bundle header")
         self.num_shards = header.get("num_shards", 0)
         self.big_endian = header.get("endianness", 0) == 1
         if not 0 <= self.num_shards <= 100000:
@@ -56,7 +56,7 @@ class TFV2Reader(Reader):
         self.files = [self.index_path] + self.data_paths
         variables = self.variables
         for key, value in entries:
-            entry = decode(value, BUNDLE_ENTRY)
+            entry = decode(value, BUNDLE_ENTRY, f"{self.index_path}: entry {key!r}")
             if key[:1] == b"\x00":
                 self._slice_entries[key] = entry
                 continue
@@ -75,7 +75,7 @@ class TFV2Reader(Reader):
             return Variable(name, shape, dtype, nelem * itemsize,
                             tuple(slices.explicit(r, shape) for r in raw), (entry, raw))
         if itemsize and size != nelem * itemsize:
-            raise FormatError(f"{self.index_path}: tensor {name!r} claims shape {list(shape)} "
+            raise Corrupt(f"{self.index_path}: tensor {name!r} claims shape {list(shape)} "
                               f"{dtype} ({nelem * itemsize} bytes) but holds {size} bytes")
         shard = entry.get("shard_id", 0)
         if not 0 <= shard < max(self.num_shards, 1) or entry.get("offset", 0) < 0:

@@ -1,0 +1,635 @@
+"""Hostile input: a broken checkpoint ends in one line `ckptkit: error: ...` and exit 2, or for
+`verify` in a CORRUPT report and exit 1; never a traceback, an internal error, a hang, an
+allocation larger than the file justifies, or a changed input file.
+
+Every case runs `ckptkit.cli.main()` in a process of its own, forked from a helper that
+imported ckptkit once (hostile.run_isolated), under an address-space limit and a timeout: a
+huge allocation, a crash or a hang fails the case. The cases are independent, so all the
+selected ones run, a few at a time, before the first test body; each test judges its own.
+"""
+import os
+import re
+import shlex
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from ckptkit import open_checkpoint
+from hostile import (Bundle, delete, flip, overwrite, run_isolated, snapshot, truncate, varint,
+                     write_bundle, write_v1)
+
+MEMORY_LIMIT = 1536 << 20     # bytes of address space per ckptkit process
+TIMEOUT = 20                  # seconds per ckptkit process
+
+BASE = {
+    "dense/bias": np.arange(4, dtype=np.float32),
+    "dense/kernel": (np.arange(12, dtype=np.float32) / 7).reshape(3, 4),
+    "global_step": np.array(42, dtype=np.int64),
+    "vocab": np.array([b"alpha", b"beta", b"gamma"], dtype=object),
+}
+HUGE = 2 ** 31                # two such dimensions hold 2**62 elements
+
+
+# ---------------------------------------------------------------- building the inputs
+
+def base(d):
+    """BASE as a bundle at d/model.ckpt, not written yet."""
+    bundle = Bundle(d / "model.ckpt")
+    for name, value in BASE.items():
+        bundle.put(name, value)
+    return bundle
+
+
+def v2(d, overrides=None, **index_options):
+    """BASE written at d/model.ckpt (5 index entries in 3 data blocks), then any lies."""
+    bundle = base(d).write(block_entries=2)
+    if overrides or index_options:
+        bundle.write_index(overrides, **index_options)
+    return bundle
+
+
+def data_block(n):
+    """Where a byte inside data block n of the index lies."""
+    return lambda layout: layout.data[n][0] + 3
+
+
+def lie(**fields_by_name):
+    """A builder whose index overrides entry fields: lie(**{"dense/bias": {"size": 9}})."""
+    return lambda d: v2(d, fields_by_name)
+
+
+def cut_index(where):
+    """Truncate the index at `where(layout)` bytes."""
+    def build(d):
+        bundle = v2(d)
+        truncate(bundle.index, where(bundle.layout))
+    return build
+
+
+def flip_index(where):
+    def build(d):
+        bundle = v2(d)
+        flip(bundle.index, where(bundle.layout))
+    return build
+
+
+def lying_footer(d):
+    """The footer's index handle claims a 1 TB index block."""
+    bundle = v2(d)
+    meta_offset, meta_size = bundle.layout.metaindex
+    handles = b"".join(varint(x) for x in (meta_offset, meta_size, bundle.layout.index[0],
+                                           1 << 40))
+    overwrite(bundle.index, bundle.layout.footer, handles.ljust(40, b"\0"))
+
+
+def tampered(tamper, compression=0):
+    """Data blocks rewritten after compression and sealed with a correct checksum."""
+    return lambda d: v2(d, tamper=tamper, compression=compression)
+
+
+def restarts_lie(block):
+    return block[:-4] + struct.pack("<I", 0xFFFFFFFF)
+
+
+def key_length_lies(block):
+    return varint(0) + varint(1 << 31) + varint(1) + b"k" + struct.pack("<II", 0, 1)
+
+
+def snappy_claims(size):
+    def tamper(stored):
+        pos = 0
+        while stored[pos] & 0x80:
+            pos += 1
+        return varint(size) + stored[pos + 1:]
+    return tamper
+
+
+def snappy_bad_copy(stored):
+    return varint(8) + bytes([0b001]) + b"\x05"    # copy 4 bytes from 5 back, of nothing
+
+
+def missing_shard(d):
+    delete(v2(d).data())
+
+
+def with_data(action):
+    """Damage the data file; action(bundle) knows where."""
+    def build(d):
+        action(v2(d))
+    return build
+
+
+def flip_kernel(bundle):
+    flip(bundle.data(), bundle.entries["dense/kernel"]["offset"] + 5)
+
+
+def cut_after_kernel(bundle):
+    entry = bundle.entries["dense/kernel"]
+    truncate(bundle.data(), entry["offset"] + entry["size"])
+
+
+def string_lengths(stored):
+    """vocab's bytes replaced by `stored`, its size and crc32c honestly recomputed."""
+    def build(d):
+        bundle = base(d)
+        bundle.store("vocab", stored)
+        bundle.write(block_entries=2)
+    return build
+
+
+def huge_uint8(d):
+    """`big`: uint8 of shape [2**31, 2**31], its entry consistent (2**62 bytes), but the
+    data file holds 2 bytes of it."""
+    bundle = base(d)
+    bundle.put("big", np.zeros(2, np.uint8))
+    bundle.write(overrides={"big": {"shape": (HUGE, HUGE), "size": 1 << 62}})
+
+
+def header(raw):
+    return lambda d: v2(d, header=raw)
+
+
+def partitioned(store_slice):
+    """`big` claims 2**40 float32 elements in one slice of 2; the slice is stored or not."""
+    def build(d):
+        bundle = Bundle(d / "model.ckpt")
+        bundle.put("dense/bias", BASE["dense/bias"])
+        bundle.put_partitioned("big", (1 << 40,), [([(0, 2)], np.ones(2, np.float32))])
+        if not store_slice:
+            key = next(k for k in bundle.entries if isinstance(k, bytes))
+            del bundle.entries[key], bundle.blobs[key]
+        bundle.write()
+    return build
+
+
+def v1(d, **options):
+    return write_v1(d / "model.ckpt", BASE, block_entries=2, **options)
+
+
+def v1_damaged(action):
+    def build(d):
+        layout = v1(d)
+        action(d / "model.ckpt", layout)
+    return build
+
+
+def v1_huge_constant(d):
+    """One stored float for a tensor whose listed shape has 2**40 elements."""
+    write_v1(d / "model.ckpt", {"bias": np.array([0.5], np.float32)},
+             shapes={"bias": (1 << 40,)})
+
+
+def text_file(d):
+    (d / "model.ckpt").write_text("this is not a checkpoint\n" * 3)
+
+
+def empty_index(d):
+    (d / "model.ckpt.index").write_bytes(b"")
+
+
+def garbage_state(with_bundle):
+    def build(d):
+        (d / "checkpoint").write_bytes(bytes(range(256)) * 4 + b'model_checkpoint_path: "x')
+        if with_bundle:
+            v2(d)
+    return build
+
+
+def two_h5(d):
+    for name in ("a.h5", "b.h5"):
+        (d / name).write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+
+
+def pickled_npz(d):
+    np.savez(d / "weights.npz", w=np.ones(2, np.float32),
+             obj=np.array([{"a": 1}, None], dtype=object))
+
+
+def garbage_h5(d):
+    (d / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 8)
+
+
+def safetensors(header_length, header_bytes, body=b""):
+    def build(d):
+        (d / "model.safetensors").write_bytes(struct.pack("<Q", header_length) + header_bytes
+                                              + body)
+    return build
+
+
+def nothing(d):
+    pass
+
+
+def fifo(name):
+    """A named pipe where a checkpoint file is looked for: opening it would wait forever."""
+    return lambda d: os.mkfifo(d / name)
+
+
+def garbage_footer(d):
+    bundle = v2(d)
+    overwrite(bundle.index, bundle.layout.footer, b"\xff" * 40)
+
+
+def object_graph(raw):
+    """A TF2 checkpoint whose object graph is `raw` bytes."""
+    return lambda d: write_bundle(d / "model.ckpt", {
+        **BASE, "_CHECKPOINTABLE_OBJECT_GRAPH": np.array(raw, dtype=object)})
+
+
+def npz(damage):
+    """weights.npz (stored, not deflated) holding `a` = 0..99 as float32, then damaged."""
+    def build(d):
+        path = d / "weights.npz"
+        values = np.arange(100, dtype=np.float32)
+        np.savez(path, a=values)
+        damage(path, path.read_bytes().index(values.tobytes()))
+    return build
+
+
+# ---------------------------------------------------------------- the table
+
+@dataclass(frozen=True)
+class Case:
+    build: Callable      # d -> None: writes the input into the empty directory d
+    args: str            # command line; {d} is the directory, {ckpt} its d/model.ckpt
+    code: int            # exact exit status
+    pattern: str         # regex: the error line (2), a problem line (1), stdout (0)
+    timeout: float = TIMEOUT
+
+    def argv(self, d):
+        return [a.format(d=d, ckpt=d / "model.ckpt") for a in shlex.split(self.args)]
+
+
+def case(case_id, build, args, code, pattern, timeout=TIMEOUT):
+    """One row; a case that once hung gets a short `timeout` so a regression fails fast."""
+    return pytest.param(Case(build, args, code, pattern, timeout), id=case_id)
+
+
+E = r"ckptkit: error: "
+IDX = E + r"\S+model\.ckpt\.index: "     # errors about the index name it first
+LISTED = r"\nvocab +\[3\] +string +3\n4 tensors, 20 parameters, 93 B \(1 step\)\n$"   # BASE
+PAST_END = (r"tensor 'dense/kernel': bytes 1000000000\.\.1000000048 lie past the end of "
+            r"\S+model\.ckpt\.data-00000-of-00001 \(\d+ bytes\)")
+BIG_PAST_END = r"tensor 'big': bytes 0\.\.4611686018427387904 lie past the end"
+
+
+STRINGS_LIE = varint(10 ** 12) + varint(4) + varint(5) + bytes(4) + b"alphabetagamma"
+ENDLESS_VARINT = b"\xff" * 24
+
+CASES = [
+    # the .index cut short or flipped
+    case("index-cut-at-0", cut_index(lambda l: 0), "inspect {ckpt}", 2,
+         IDX + r"too short to be a checkpoint table \(0 bytes\)$"),
+    case("index-cut-at-10", cut_index(lambda l: 10), "inspect {ckpt}", 2,
+         IDX + r"too short to be a checkpoint table \(10 bytes\)$"),
+    case("index-cut-mid-block", cut_index(data_block(1)), "inspect {ckpt}", 2,
+         IDX + r"not a TensorFlow checkpoint table \(bad magic\)$"),
+    case("index-cut-in-footer", cut_index(lambda l: l.footer + 20), "inspect {ckpt}", 2,
+         IDX + r"not a TensorFlow checkpoint table \(bad magic\)$"),
+    case("index-cut-verify", cut_index(data_block(1)), "verify {ckpt}", 2,
+         IDX + r"not a TensorFlow checkpoint table \(bad magic\)$"),
+    case("index-flip-data-block", flip_index(data_block(1)), "inspect {ckpt}", 2,
+         IDX + r"checksum mismatch in block at offset \d+$"),
+    case("index-flip-data-block-verify", flip_index(data_block(1)), "verify {ckpt}", 1,
+         r"^  \S+model\.ckpt\.index: checksum mismatch in block at offset \d+$"),
+    case("index-flip-index-block", flip_index(lambda l: l.index[0] + 2), "inspect {ckpt}", 2,
+         IDX + r"checksum mismatch in block at offset \d+$"),
+    case("index-flip-magic", flip_index(lambda l: -1), "inspect {ckpt}", 2,
+         IDX + r"not a TensorFlow checkpoint table \(bad magic\)$"),
+    case("index-wrong-magic", lambda d: overwrite(v2(d).index, -8, b"NOTMAGIC"),
+         "inspect {d}/model.ckpt.index", 2,
+         IDX + r"not a TensorFlow checkpoint table \(bad magic\)$"),
+    case("index-footer-handle-lies", lying_footer, "inspect {ckpt}", 2,
+         IDX + r"block at \d+\+1099511627776 runs past the end of the file \(\d+ bytes\); "
+         r"the file is truncated$"),
+    case("index-block-restarts-lie", tampered(restarts_lie), "inspect {ckpt}", 2,
+         IDX + r"bad block restart count 4294967295$"),
+    case("index-block-key-length-lies", tampered(key_length_lies), "inspect {ckpt}", 2,
+         IDX + r"bad entry in table block$"),
+    case("index-snappy-claims-1tb", tampered(snappy_claims(1 << 40), 1), "inspect {ckpt}", 2,
+         IDX + r"snappy block claims 1099511627776 bytes$"),
+    case("index-snappy-bad-copy", tampered(snappy_bad_copy, 1), "inspect {ckpt}", 2,
+         IDX + r"corrupt snappy block$"),
+    case("index-unknown-compression", tampered(None, 7), "inspect {ckpt}", 2,
+         IDX + r"table block compressed with unknown type 7$"),
+    # files that are no checkpoint, or not there
+    case("text-file-named-model.ckpt", text_file, "inspect {ckpt}", 2,
+         E + r"\S+model\.ckpt is not a checkpoint ckptkit knows \(starts with b'this is '"),
+    case("empty-index-file", empty_index, "inspect {ckpt}", 2,
+         IDX + r"too short to be a checkpoint table \(0 bytes\)$"),
+    case("nonexistent-path", nothing, "inspect {d}/nothing.ckpt", 2,
+         E + r"no checkpoint at \S+/nothing\.ckpt$"),
+    case("empty-directory", nothing, "inspect {d}", 2, E + r"no checkpoint in directory \S+"),
+    case("state-file-garbage", garbage_state(False), "inspect {d}", 2,
+         E + r"no checkpoint in directory \S+"),
+    case("state-file-garbage-beside-bundle", garbage_state(True), "inspect {d}", 0,
+         r"^\S+model\.ckpt  \(tf-v2\)\n(.*\n)+" + LISTED[2:]),
+    case("two-h5-files", two_h5, "inspect {d}", 2,
+         E + r"directory \S+ holds several checkpoints; name one: a\.h5, b\.h5$"),
+    case("npz-pickled-object-array", pickled_npz, "inspect {d}/weights.npz --tensor obj", 2,
+         E + r"\S+weights\.npz: 'obj' is a pickled object array, refused"),
+    case("npz-pickled-listed", pickled_npz, "inspect {d}/weights.npz --flat", 0,
+         r"\nobj +\[2\] +object +2\n"),
+    case("h5-garbage", garbage_h5, "inspect {d}/model.h5", 2,
+         E + r"\S+model\.h5 is not a readable HDF5 file: "),
+    case("safetensors-garbage-header", safetensors(20, b"{not json at all!!!}"),
+         "inspect {d}/model.safetensors", 2,
+         E + r"\S+model\.safetensors is not a safetensors file: its header is not JSON"),
+    case("safetensors-header-2-to-60", safetensors(1 << 60, b"{}"),
+         "inspect {d}/model.safetensors", 2,
+         E + r"\S+model\.safetensors is not a safetensors file: its header length "
+         r"1152921504606846976 does not fit a 10-byte file"),
+    case("safetensors-offsets-past-end",
+         safetensors(80, b'{"w": {"dtype": "F32", "shape": [1000000], "data_offsets": [0, '
+                         b'4000000]}}'.ljust(80), bytes(16)),
+         "inspect {d}/model.safetensors --tensor w", 2,
+         E + r"\S+model\.safetensors: tensor 'w': data_offsets \[0, 4000000\] lie outside the "
+         r"16-byte buffer"),
+    case("keras-zip-garbage", lambda d: (d / "model.keras").write_bytes(
+         b"PK\x03\x04" + bytes(range(256))), "inspect {d}/model.keras", 2,
+         E + r"\S+model\.keras is not a readable \.keras \(zip\) file: "),
+    case("npz-cut-in-half", npz(lambda p, at: truncate(p, at + 200)), "inspect {d}/weights.npz",
+         2, E + r"\S+weights\.npz is not a readable npz \(zip\) file: .*; is it truncated\?$"),
+    case("npz-flipped-verify", npz(lambda p, at: flip(p, at + 40)), "verify {d}/weights.npz",
+         1, r"^  a: member 'a\.npy' of \S+weights\.npz is corrupt: Bad CRC-32"),
+    # a named pipe is not a checkpoint: skipped (opening it would block forever)
+    case("fifo-index-in-directory", fifo("model.ckpt.index"), "inspect {d}", 2,
+         E + r"no checkpoint in directory \S+", timeout=1),
+    case("fifo-h5-in-directory", fifo("weights.h5"), "inspect {d}", 2,
+         E + r"no checkpoint in directory \S+", timeout=1),
+    # index entries that lie
+    case("entry-size-1e12", lie(**{"dense/kernel": {"size": 10 ** 12}}), "inspect {ckpt}", 2,
+         IDX + r"tensor 'dense/kernel' claims shape \[3, 4\] float32 \(48 bytes\) but holds "
+         r"1000000000000 bytes$"),
+    case("entry-size-1e12-verify", lie(**{"dense/kernel": {"size": 10 ** 12}}),
+         "verify {ckpt}", 1, r"dense/kernel.*1000000000000 bytes"),
+    case("entry-offset-past-end", lie(**{"dense/kernel": {"offset": 10 ** 9}}),
+         "inspect {ckpt}", 0, LISTED),
+    case("entry-offset-past-end-tensor", lie(**{"dense/kernel": {"offset": 10 ** 9}}),
+         "inspect {ckpt} --tensor dense/kernel", 2, E + PAST_END + "$"),
+    case("entry-offset-past-end-verify", lie(**{"dense/kernel": {"offset": 10 ** 9}}),
+         "verify {ckpt}", 1, "^  " + PAST_END + "$"),
+    case("entry-offset-negative", lie(**{"dense/kernel": {"offset": -8}}), "inspect {ckpt}",
+         2, IDX + r"tensor 'dense/kernel' points at shard 0 offset -8; the bundle has 1 shards$"),
+    case("entry-shard-7-of-1", lie(**{"dense/kernel": {"shard_id": 7}}), "inspect {ckpt}", 2,
+         IDX + r"tensor 'dense/kernel' points at shard 7 offset \d+; the bundle has 1 shards$"),
+    case("entry-shape-2-to-62-float32",
+         lie(**{"dense/kernel": {"shape": (HUGE, HUGE)}}), "inspect {ckpt}", 2,
+         IDX + r"tensor 'dense/kernel' claims shape \[2147483648, 2147483648\] float32 "
+         r"\(18446744073709551616 bytes\) but holds 48 bytes$"),
+    case("entry-shape-2-to-62-listed", huge_uint8, "inspect {ckpt} --flat", 0,
+         r"\nbig +\[2147483648,2147483648\] +uint8 +4,611,686,018,427,387,904\n"),
+    case("entry-shape-2-to-62-tensor", huge_uint8, "inspect {ckpt} --tensor big", 2,
+         E + BIG_PAST_END),
+    case("entry-shape-2-to-62-stats", huge_uint8, "inspect {ckpt} --stats", 2, E + BIG_PAST_END),
+    case("entry-shape-2-to-62-verify", huge_uint8, "verify {ckpt}", 1, "^  " + BIG_PAST_END),
+    case("entry-shape-negative", lie(**{"dense/kernel": {"shape": (-1, 4)}}),
+         "inspect {ckpt}", 2, IDX + r"tensor 'dense/kernel' has shape \[-1, 4\]$"),
+    case("entry-dtype-99", lie(**{"dense/bias": {"dtype": 99}}), "inspect {ckpt}", 2,
+         IDX + r"tensor 'dense/bias' has unknown dtype 99$"),
+    case("entry-bad-wire-type", lie(**{"dense/bias": {"raw": b"\x0f\x00"}}), "inspect {ckpt}",
+         2, IDX + r".*'dense/bias'.*wire type 7"),
+    case("entry-truncated-message", lie(**{"dense/bias": {"raw": b"\x12\x50\x08"}}),
+         "inspect {ckpt}", 2, IDX + r".*'dense/bias'.*truncated"),
+    case("entry-dtype-resource", lie(**{"dense/bias": {"dtype": 20}}),
+         "inspect {ckpt} --tensor dense/bias", 2,
+         E + r"tensor 'dense/bias' is a resource tensor, which has no portable value$"),
+    case("footer-handles-garbage", garbage_footer, "inspect {ckpt}", 2, IDX + r".*varint"),
+    case("object-graph-garbage", object_graph(b"\xff\xff\xff"), "inspect {ckpt} --objects", 2,
+         E + r".*_CHECKPOINTABLE_OBJECT_GRAPH.*varint"),
+    case("object-graph-absent", v2, "inspect {ckpt} --objects", 2,
+         E + r"\S+model\.ckpt is not an object-based \(TF2\) checkpoint: it has no "
+         r"_CHECKPOINTABLE_OBJECT_GRAPH$"),
+    case("header-missing", header(False), "inspect {ckpt}", 2,
+         IDX + r"no bundle header \(not a V2 checkpoint index\)$"),
+    case("header-1e9-shards", header(b"\x08\x80\x94\xeb\xdc\x03"), "inspect {ckpt}", 2,
+         IDX + r"absurd shard count 1000000000$"),
+    case("header-says-2-shards", header(b"\x08\x02"), "verify {ckpt}", 1,
+         r"^  missing data file \S+model\.ckpt\.data-00001-of-00002$"),
+    case("slice-of-2-for-2-to-40-elements", partitioned(True), "inspect {ckpt} --tensor big", 2,
+         E + r"tensor 'big': its slices cover 2 of 1099511627776 elements$"),
+    case("slice-listed-not-stored", partitioned(False), "inspect {ckpt} --tensor big", 2,
+         E + r"tensor 'big': slice \[\(0, 2\)\] is listed but not stored$"),
+    case("slice-listed-not-stored-verify", partitioned(False), "verify {ckpt}", 1,
+         r"^  big: a listed slice is not stored$"),
+    # the data file missing or damaged
+    case("shard-missing", missing_shard, "inspect {ckpt}", 0, LISTED),
+    case("shard-missing-stats", missing_shard, "inspect {ckpt} --stats", 2,
+         E + r"data file \S+model\.ckpt\.data-00000-of-00001 is missing"),
+    case("shard-missing-tensor", missing_shard, "inspect {ckpt} --tensor dense/bias", 2,
+         E + r"data file \S+model\.ckpt\.data-00000-of-00001 is missing"),
+    case("shard-missing-verify", missing_shard, "verify {ckpt}", 1,
+         r"^  missing data file \S+model\.ckpt\.data-00000-of-00001$"),
+    case("shard-flipped-verify", with_data(flip_kernel), "verify {ckpt}", 1,
+         r"^  dense/kernel: crc32c mismatch: its bytes in \S+model\.ckpt\.data-00000-of-00001 "
+         r"are corrupt$"),
+    case("shard-flipped-inspect", with_data(flip_kernel), "inspect {ckpt}", 0, LISTED),
+    case("shard-cut-verify", with_data(cut_after_kernel), "verify {ckpt}", 1,
+         r"^  tensor 'vocab': bytes \d+\.\.\d+ lie past the end of \S+ \(\d+ bytes\)$"),
+    case("shard-cut-diff", with_data(cut_after_kernel), "diff {ckpt} {ckpt}", 2,
+         E + r"tensor 'global_step': bytes \d+\.\.\d+ lie past the end"),
+    case("string-lengths-lie", string_lengths(STRINGS_LIE), "inspect {ckpt} --tensor vocab", 2,
+         E + r"tensor 'vocab': strings run past its 26 bytes$"),
+    case("string-lengths-lie-verify", string_lengths(STRINGS_LIE), "verify {ckpt}", 1,
+         r"^  tensor 'vocab': strings run past its 26 bytes$"),
+    case("string-length-endless-varint", string_lengths(ENDLESS_VARINT),
+         "inspect {ckpt} --tensor vocab", 2,
+         E + r"tensor 'vocab': string lengths run past its bytes$"),
+    # V1 files
+    case("v1-cut-in-half", v1_damaged(lambda p, l: truncate(p, l.size // 2)), "inspect {ckpt}",
+         2, E + r"\S+model\.ckpt is not a checkpoint ckptkit knows"),
+    case("v1-flip-first-block", v1_damaged(lambda p, l: flip(p, 5)), "inspect {ckpt}", 2,
+         E + r"\S+model\.ckpt: checksum mismatch in block at offset 0$"),
+    case("v1-flip-first-block-verify", v1_damaged(lambda p, l: flip(p, 5)), "verify {ckpt}", 1,
+         r"^  \S+model\.ckpt: checksum mismatch in block at offset 0$"),
+    case("v1-flip-last-block-verify", v1_damaged(lambda p, l: flip(p, l.data[-1][0] + 3)),
+         "verify {ckpt}", 1, r"^  \S+model\.ckpt: checksum mismatch in block at offset \d+$"),
+    case("v1-one-value-for-2-to-40", v1_huge_constant, "inspect {ckpt} --tensor bias", 2,
+         E + r"tensor 'bias'"),
+    # usage
+    case("filter-bad-regex", v2, "inspect {ckpt} --filter [", 2,
+         E + r"bad --filter regex '\[': .+$"),
+    case("filter-matches-nothing", v2, "inspect {ckpt} --filter zzz", 2,
+         E + r"--filter 'zzz' matches no tensor in \S+model\.ckpt$"),
+    case("tensor-typo", v2, "inspect {ckpt} --tensor dense/kernal", 2,
+         E + r"no tensor 'dense/kernal' in \S+model\.ckpt; closest: dense/kernel, dense/bias$"),
+    case("printoptions-bogus", v2, "inspect {ckpt} --tensor dense/bias --printoptions bogus=1",
+         2, E + r"unknown print option 'bogus' \(threshold, precision, edgeitems, linewidth, "
+         r"suppress\)$"),
+    case("printoptions-not-int", v2,
+         "inspect {ckpt} --tensor dense/bias --printoptions precision=x", 2,
+         E + r"print option precision needs an integer, not 'x'$"),
+    case("diff-missing-b", v2, "diff {ckpt} {d}/other.ckpt", 2,
+         E + r"no checkpoint at \S+/other\.ckpt"),
+    case("unknown-option", v2, "inspect {ckpt} --bogus", 2,
+         E + r"No such option '--bogus'.*\(see 'ckptkit inspect --help'\)$"),
+    case("unknown-command", nothing, "frobnicate", 2, E + r"No such command 'frobnicate'"),
+    case("missing-argument", nothing, "inspect", 2, E + r"Missing argument 'PATH'"),
+    case("depth-0", v2, "inspect {ckpt} --depth 0", 2,
+         E + r"Invalid value for '--depth': 0 is not in the range x>=1"),
+    case("atol-not-a-number", v2, "diff {ckpt} {ckpt} --atol lots", 2,
+         E + r"Invalid value for '--atol': 'lots' is not a valid float"),
+]
+
+
+# ---------------------------------------------------------------- running them
+
+@dataclass
+class Run:
+    code: int = None
+    stdout: str = ""
+    stderr: str = ""
+    before: dict = None
+    after: dict = None
+    error: str = ""         # the builder failed, or the process hung
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+    """Build every selected case's input, run them all at once; key: the test id."""
+    jobs, built = [], {}
+    for item in request.session.items:
+        if getattr(item, "originalname", None) != "test_hostile":
+            continue
+        key, c = item.callspec.id, item.callspec.params["case"]
+        d = tmp_path_factory.mktemp("hostile")
+        try:
+            c.build(d)
+        except Exception as e:   # reported by that case's test, not by all of them
+            built[key] = Run(error=f"building the input failed: {e!r}")
+            continue
+        built[key] = Run(before=snapshot(d))
+        jobs.append((key, c.argv(d), d, c.timeout))
+    jobs.sort(key=lambda job: job[3] == TIMEOUT)     # known hangs first, while others run
+    results = run_isolated([job[1:] for job in jobs], MEMORY_LIMIT,
+                           width=2 * (os.cpu_count() or 1))
+    for (key, _, d, timeout), (code, out, err) in zip(jobs, results):
+        run = built[key]
+        run.code, run.stdout, run.stderr, run.after = code, out, err, snapshot(d)
+        if code is None:
+            run.error = f"ckptkit gave no answer within {timeout} s (a hang)"
+    return built
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hostile(case, runs, request):
+    run = runs[request.node.callspec.id]
+    assert not run.error, run.error
+    shown = f"exit {run.code}\n--- stdout\n{run.stdout}--- stderr\n{run.stderr}"
+    assert "Traceback" not in run.stdout + run.stderr, shown
+    assert "internal error" not in run.stderr, shown
+    assert "out of memory" not in run.stderr, shown
+    assert run.code == case.code, shown
+    if case.code == 2:
+        assert run.stdout == "", shown
+        assert run.stderr.endswith("\n") and run.stderr.count("\n") == 1, shown
+        assert run.stderr.startswith("ckptkit: error: "), shown
+        assert re.search(case.pattern, run.stderr.rstrip("\n")), shown
+    elif case.code == 1:
+        head, *problems = run.stdout.splitlines()
+        assert run.stderr == "", shown
+        assert re.fullmatch(rf"CORRUPT \S+: {len(problems)} problem(s|\(s\))?", head), shown
+        assert problems and any(re.search(case.pattern, p) for p in problems), shown
+    else:
+        assert run.stderr == "", shown
+        assert re.search(case.pattern, run.stdout), shown
+    assert run.after == run.before, "the input files changed"
+
+
+HARNESS = [   # (Python run in the child instead of ckptkit, exit status, text in stderr)
+    ("x = bytearray(2 << 30)", 1, "MemoryError"),             # 2 GiB: over the limit
+    ("x = bytearray(64 << 20)", 0, ""),                       # 64 MiB: well under it
+    ("import time; time.sleep(60)", None, ""),                # a hang is cut short
+]
+
+
+def test_harness_enforces_limits(tmp_path):
+    """The memory limit and the timeout the table relies on are really in force."""
+    results = run_isolated([([source], tmp_path, 0.5) for source, _, _ in HARNESS],
+                           MEMORY_LIMIT, len(HARNESS), code="import sys; exec(sys.argv[1])")
+    assert [(status, where in err, out) for (status, out, err), (_, _, where)
+            in zip(results, HARNESS)] == [(status, True, "") for _, status, _ in HARNESS]
+
+
+def test_table_is_wide():
+    """The table covers the ground: enough cases, each id once."""
+    ids = [p.id for p in CASES]
+    assert len(ids) >= 40 and len(set(ids)) == len(ids)
+
+
+# ---------------------------------------------------------------- the encoder itself
+
+ALL_DTYPES = {
+    "b/bool": np.array([True, False, True]),
+    "b/f16": np.array([0.5, -2.0], np.float16),
+    "b/f64": np.array([[1.25]], np.float64),
+    "b/i32": np.array([-7, 2 ** 31 - 1], np.int32),
+    "b/i8": np.array([-128, 127], np.int8),
+    "b/u16": np.array([65535], np.uint16),
+    "c/c64": np.array([1 + 2j], np.complex64),
+    "empty": np.zeros((0, 3), np.float32),
+    "scalar": np.array(3.5, np.float32),
+    "strings": np.array([b"", b"\x00\xff", "é".encode() * 100], dtype=object),
+}
+ALL_DTYPES.update({f"many/t{i:02d}": np.full(2, i, np.int64) for i in range(20)})
+V1_DTYPES = {k: v for k, v in {**BASE, **ALL_DTYPES}.items()   # what TF's V1 reader takes
+             if (v.dtype.kind in "bfO" and v.dtype != np.float16) or v.dtype == np.int64}
+
+
+def _partitioned(prefix):
+    bundle = Bundle(Path(prefix))
+    bundle.put("plain", np.ones(3, np.float32))
+    bundle.put_partitioned("part/w", (4, 3), [
+        ([(0, 2), (0, -1)], np.arange(6, dtype=np.float32).reshape(2, 3)),
+        ([(2, 2), (0, -1)], np.arange(6, 12, dtype=np.float32).reshape(2, 3))])
+    bundle.write(compression=1)
+
+
+LAYOUTS = {   # name -> (write(prefix), the tensors it holds)
+    "v2-base": (lambda p: write_bundle(p, BASE), BASE),
+    "v2-dtypes-2-shards-blocks-of-3": (
+        lambda p: write_bundle(p, ALL_DTYPES, num_shards=2, block_entries=3), ALL_DTYPES),
+    "v2-snappy": (lambda p: write_bundle(p, BASE, compression=1), BASE),
+    "v2-partitioned": (_partitioned, {"plain": np.ones(3, np.float32),
+                                      "part/w": np.arange(12, dtype=np.float32).reshape(4, 3)}),
+    "v1": (lambda p: write_v1(p, V1_DTYPES, block_entries=4), V1_DTYPES),
+}
+
+
+def _same(expected, got):
+    expected = np.asarray(expected)
+    if expected.dtype.kind == "O":
+        return got.dtype.kind == "O" and got.shape == expected.shape and \
+            got.reshape(-1).tolist() == expected.reshape(-1).tolist()
+    return got.dtype == expected.dtype and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_encoder_read_back_by_ckptkit(layout, tmp_path):
+    write, tensors = LAYOUTS[layout]
+    write(tmp_path / "model.ckpt")
+    with open_checkpoint(tmp_path / "model.ckpt") as reader:
+        assert [v.name for v in reader] == sorted(tensors)
+        for v in reader:
+            assert (v.shape, v.dtype) == (np.shape(tensors[v.name]),
+                                          "string" if tensors[v.name].dtype.kind == "O"
+                                          else tensors[v.name].dtype.name)
+            assert _same(tensors[v.name], reader.read(v.name)), v.name
+        assert list(reader.problems()) == []
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_encoder_read_back_by_tensorflow(layout, tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    write, tensors = LAYOUTS[layout]
+    write(tmp_path / "model.ckpt")
+    reader = tf.train.load_checkpoint(str(tmp_path / "model.ckpt"))
+    assert reader.get_variable_to_shape_map() == {k: list(np.shape(v))
+                                                  for k, v in tensors.items()}
+    for name, value in tensors.items():
+        assert _same(value, np.asarray(reader.get_tensor(name))), name

@@ -1,0 +1,129 @@
+"""Layering (DESIGN.md): `inspect`, `verify` and `diff` never load TensorFlow; a TF checkpoint
+never loads h5py; a plain listing never even loads numpy. Only ckptkit/tfcompat.py and
+ckptkit/train/ import TensorFlow."""
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ckptkit
+from hostile import write_bundle, write_v1
+
+PACKAGE = Path(ckptkit.__file__).parent
+TF_MODULES = {"tensorflow", "tf_keras", "keras", "tf_slim", "ckptkit.tfcompat", "ckptkit.train"}
+TF_ROOTS = {"tensorflow", "tf_keras", "keras", "tf_slim"}
+
+# run ckptkit's main in a fresh interpreter, then report its exit code and every module loaded
+PROBE = """
+import json, sys
+sys.argv = ["ckptkit", *json.loads(sys.argv[1])]
+from ckptkit.cli import main
+code = 0
+try:
+    main()
+except SystemExit as e:
+    code = e.code
+print("\\nPROBE " + json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+TENSORS = {"net/w": np.ones((2, 3), np.float32), "net/b": np.zeros(3, np.float32),
+           "global_step": np.array(1, np.int64)}
+
+COMMANDS = {   # id -> (args, modules that must stay out, modules that must be in)
+    "inspect": (["inspect", "{v2}"], TF_MODULES | {"h5py", "numpy"}, set()),
+    "inspect-json": (["inspect", "{v2}", "--json", "--no-optimizer"],
+                     TF_MODULES | {"h5py", "numpy"}, set()),
+    "inspect-dir": (["inspect", "{dir}"], TF_MODULES | {"h5py", "numpy"}, set()),
+    "inspect-v1": (["inspect", "{v1}"], TF_MODULES | {"h5py", "numpy"}, set()),
+    "help": (["--help"], TF_MODULES | {"h5py", "numpy"}, set()),
+    # reading values needs numpy: proof that the probe sees what is loaded
+    "inspect-stats": (["inspect", "{v2}", "--stats"], TF_MODULES | {"h5py"}, {"numpy"}),
+    "inspect-tensor": (["inspect", "{v2}", "--tensor", "net/w"], TF_MODULES | {"h5py"},
+                       {"numpy"}),
+    "verify": (["verify", "{v2}"], TF_MODULES | {"h5py"}, set()),
+    "diff": (["diff", "{v2}", "{v1}"], TF_MODULES | {"h5py"}, {"numpy"}),
+}
+
+
+@pytest.fixture(scope="module")
+def probes(tmp_path_factory):
+    """Every command's probe, all started at once; id -> {"code", "modules"}."""
+    d = tmp_path_factory.mktemp("layers")
+    paths = {"v2": write_bundle(d / "model.ckpt", TENSORS).prefix, "dir": d,
+             "v1": d / "model.v1"}
+    write_v1(paths["v1"], TENSORS)
+    started = {
+        key: subprocess.Popen(
+            [sys.executable, "-c", PROBE, json.dumps([a.format(**paths) for a in args])],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for key, (args, _, _) in COMMANDS.items()}
+    results = {}
+    for key, proc in started.items():
+        out, err = proc.communicate(timeout=60)
+        report = [line for line in out.splitlines() if line.startswith("PROBE ")]
+        results[key] = json.loads(report[-1][len("PROBE "):]) if report else \
+            {"code": None, "modules": [], "stderr": err}
+    return results
+
+
+def _loaded(modules, wanted):
+    return sorted(m for m in modules if any(m == w or m.startswith(w + ".") for w in wanted))
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_command_loads_no_tensorflow(probes, command):
+    _, absent, present = COMMANDS[command]
+    result = probes[command]
+    assert result["code"] == 0, result
+    assert _loaded(result["modules"], absent) == []
+    assert present <= set(result["modules"])
+
+
+def _tf_imports(source):
+    """(line, what) of every statement that imports a TF-family module: `import x`,
+    `from x import y`, importlib.import_module("x") and __import__("x"), at any depth;
+    strings and comments that merely mention `import tensorflow` do not count."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""] if not node.level else []
+        elif isinstance(node, ast.Call) and node.args and \
+                isinstance(node.args[0], ast.Constant) and \
+                isinstance(node.args[0].value, str) and \
+                getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                    "import_module", "__import__"):
+            names = [node.args[0].value]
+        else:
+            continue
+        found += [(node.lineno, n) for n in names if n.split(".")[0] in TF_ROOTS]
+    return found
+
+
+def _outside_tf_layer():
+    return sorted(p for p in PACKAGE.rglob("*.py")
+                  if p.name != "tfcompat.py" and "train" not in p.relative_to(PACKAGE).parts)
+
+
+def test_only_tfcompat_and_train_import_tensorflow():
+    offenders = {str(p.relative_to(PACKAGE)): _tf_imports(p.read_text("utf-8"))
+                 for p in _outside_tf_layer()}
+    assert {k: v for k, v in offenders.items() if v} == {}
+    assert len(offenders) >= 10   # the walk really saw the package
+
+
+@pytest.mark.parametrize("source, found", [
+    ("import tensorflow as tf", [(1, "tensorflow")]),
+    ("def f():\n    from tensorflow.python import pywrap_tensorflow", [(2, "tensorflow.python")]),
+    ("import os, tf_slim", [(1, "tf_slim")]),
+    ("importlib.import_module('tensorflow.compat.v1')", [(1, "tensorflow.compat.v1")]),
+    ('"""Make `import tensorflow` work."""\n# import tensorflow', []),
+    ("from . import tfcompat\nimport tensorflow_datasets_like", []),
+], ids=["import", "nested-from", "tf-slim", "import-module", "docstring-comment", "lookalike"])
+def test_tf_import_finder(source, found):
+    """The static check finds real imports only, however they are written."""
+    assert _tf_imports(source) == found
