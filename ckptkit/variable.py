@@ -15,6 +15,7 @@ TF_DTYPES = {
     19: ("float16", 2), 20: ("resource", 0), 21: ("variant", 0), 22: ("uint32", 4),
     23: ("uint64", 8), 24: ("float8_e5m2", 1), 25: ("float8_e4m3fn", 1),
     26: ("float8_e4m3fnuz", 1), 27: ("float8_e4m3b11fnuz", 1), 28: ("float8_e5m2fnuz", 1),
+    29: ("int4", 1), 30: ("uint4", 1), 31: ("int2", 1), 32: ("uint2", 1),   # a byte each
 }
 ITEMSIZE = {name: size for name, size in TF_DTYPES.values()}
 ITEMSIZE.update({"object": 0})
@@ -22,7 +23,7 @@ ITEMSIZE.update({"object": 0})
 _STORAGE = {"qint8": "int8", "quint8": "uint8", "qint16": "int16", "quint16": "uint16",
             "qint32": "int32"}
 _ML_DTYPES = {"bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz",
-              "float8_e4m3b11fnuz", "float8_e5m2fnuz"}
+              "float8_e4m3b11fnuz", "float8_e5m2fnuz", "int4", "uint4", "int2", "uint2"}
 FLOATING = {"float16", "bfloat16", "float32", "float64"}
 
 

@@ -3,7 +3,7 @@
 Hand-written on purpose: importing the protobuf runtime costs about as much as the rest of
 `ckptkit inspect` together, and these messages are few and small. Each message is a schema
 {field number: (attribute, kind)}; kinds are "int" (varint, int64 two's complement), "fixed32",
-"bytes", "str", a nested schema, or a repeated number: "varints", "f32", "f64" (packed or
+"bytes" (a slice of the input: a memoryview stays one, so large payloads are not copied), "str", a nested schema, or a repeated number: "varints", "f32", "f64" (packed or
 not, turned into arrays by repeated_array). Attributes whose name ends in "[]" are repeated.
 
 Field numbers follow tensorflow/core/protobuf/tensor_bundle.proto,
@@ -83,8 +83,6 @@ def _decode(buf, schema):
             value = int.from_bytes(value, "little")
         elif kind == "str":
             value = bytes(value).decode("utf-8", "replace")
-        elif kind == "bytes":
-            value = bytes(value)
         if attr.endswith("[]"):
             msg.setdefault(attr[:-2], []).append(value)
         else:
@@ -117,7 +115,7 @@ def repeated_array(items, kind):
             raise FormatError(f"repeated {kind} field with wire type {wire}")
     if not parts:
         return np.array([], dtype=dtype or np.uint64)
-    return np.concatenate(parts)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _varints(raw):

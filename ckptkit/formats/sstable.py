@@ -26,6 +26,7 @@ from ..errors import Corrupt, FormatError, Unsupported
 from .protos import varint
 
 MAGIC = 0xDB4775248B80FB57
+_CHUNK = 8 << 20   # bytes per step when checksumming a large block
 FOOTER_SIZE = 48
 _MASK_DELTA = 0xA282EAD8
 
@@ -67,6 +68,7 @@ class Table:
     def __init__(self, path):
         self.path = path
         self.buf = map_file(path)
+        self._view = memoryview(self.buf)
         if len(self.buf) < FOOTER_SIZE:
             raise FormatError(f"{path}: too short to be a checkpoint table "
                               f"({len(self.buf)} bytes)")
@@ -96,10 +98,13 @@ class Table:
         if end + 5 > len(self.buf):
             raise FormatError(f"{self.path}: block at {offset}+{size} runs past the end of "
                               f"the file ({len(self.buf)} bytes); the file is truncated")
-        data = self.buf[offset:end]
+        data = self._view[offset:end]   # no copy: V1 blocks hold whole tensors
         kind = self.buf[end]
         stored = struct.unpack_from("<I", self.buf, end + 1)[0]
-        if unmask_crc(stored) != google_crc32c.extend(google_crc32c.value(data), bytes([kind])):
+        crc = 0
+        for start in range(offset, end, _CHUNK):
+            crc = google_crc32c.extend(crc, self.buf[start:min(start + _CHUNK, end)])
+        if unmask_crc(stored) != google_crc32c.extend(crc, bytes([kind])):
             raise Corrupt(f"{self.path}: checksum mismatch in block at offset {offset}")
         if kind == 1:
             return _unsnappy(data, self.path)
@@ -132,7 +137,7 @@ class Table:
             vend = vstart + vlen
             if shared > len(key) or vend > limit:
                 raise Corrupt(f"{self.path}: bad entry in table block")
-            key = key[:shared] + block[pos:vstart]
+            key = key[:shared] + bytes(block[pos:vstart])
             yield key, block[vstart:vend]
             pos = vend
 
@@ -145,8 +150,12 @@ class Table:
                     yield key, value
 
     def close(self):
+        self._view.release()
         if isinstance(self.buf, mmap.mmap):
-            self.buf.close()
+            try:
+                self.buf.close()
+            except BufferError:
+                pass   # arrays still view it; the map closes when they go
 
 
 def _unsnappy(data, path):

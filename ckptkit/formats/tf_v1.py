@@ -101,7 +101,7 @@ def _tensor_values(name, dtype, shape, proto):
     if dtype == "string":
         values = proto.get("string_val", [])
         arr = np.empty(len(values), dtype=object)
-        arr[:] = values
+        arr[:] = [bytes(v) for v in values]
     else:
         kind = _VALUE_FIELD.get(dtype, "int_val")
         raw = repeated_array(proto.get(kind, []), TENSOR_KINDS[kind])
