@@ -164,6 +164,8 @@ def _compare(x, y, atol, rtol):
             equal = (xs == ys) | (np.isnan(p) & np.isnan(q))   # exact, also for int64
             delta = np.where(equal, 0.0, np.abs(p - q))
             delta = np.where(np.isnan(delta), np.inf, delta)   # NaN against a number
+            if xs.dtype.kind in "iub":   # unequal ints differ by >= 1, even past 2**53
+                delta = np.where(equal, 0.0, np.maximum(delta, 1.0))
             same = same and bool(np.all(equal | (delta <= atol + rtol * np.abs(q))))
         if delta.size:
             worst = max(worst, float(delta.max()))
