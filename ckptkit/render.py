@@ -31,7 +31,11 @@ def shape(s):
 def emit_json(obj):
     """Strict JSON: NaN and infinities become the strings "NaN", "Infinity", "-Infinity"
     (as protobuf's JSON mapping writes them), which every parser accepts."""
-    click.echo(json.dumps(_strict(obj), allow_nan=False))
+    try:
+        text = json.dumps(obj, allow_nan=False)
+    except ValueError:   # a NaN or infinity somewhere: the slower sanitising pass
+        text = json.dumps(_strict(obj), allow_nan=False)
+    click.echo(text)
 
 
 def _strict(obj):
@@ -97,6 +101,21 @@ def tree(variables, depth=None):
             else:
                 yield child
 
+    sizes = {}
+
+    def totals(node):
+        """(tensors, parameters) under a scope, each scope summed once."""
+        if id(node) not in sizes:
+            count = params = 0
+            for child in node.values():
+                if isinstance(child, dict):
+                    c, p = totals(child)
+                    count, params = count + c, params + p
+                else:
+                    count, params = count + 1, params + child.size
+            sizes[id(node)] = count, params
+        return sizes[id(node)]
+
     def companions(node, key):
         """Last name parts of the slots/EMA of variable `key`, when its `key/` scope holds
         only those (TF1 `w/Adam`, TF2 `w/.OPTIMIZER_SLOT/optimizer/m`)."""
@@ -118,9 +137,8 @@ def tree(variables, depth=None):
                 while len(child) == 1 and isinstance(next(iter(child.values())), dict):
                     inner = next(iter(child))
                     key, child = key + inner, child[inner]
-                found = list(leaves(child))
-                rows.append((indent + key, plural(len(found), "tensor"), "",
-                             number(sum(v.size for v in found)), ""))
+                count, params = totals(child)
+                rows.append((indent + key, plural(count, "tensor"), "", number(params), ""))
                 if depth is None or level + 1 < depth:
                     walk(child, indent + "  ", level + 1)
             else:
@@ -145,7 +163,8 @@ def summary(variables):
     nbytes = sum(v.nbytes for v in variables)
     by_role = {}
     for v in variables:
-        by_role[role(v.name)] = by_role.get(role(v.name), 0) + 1
+        r = role(v.name)
+        by_role[r] = by_role.get(r, 0) + 1
     extra = ", ".join(f"{by_role[r]} {r}" for r in ("optimizer", "ema", "step", "meta")
                       if r in by_role)
     return (f"{plural(len(variables), 'tensor')}, {number(params)} parameters, "

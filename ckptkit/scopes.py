@@ -4,19 +4,21 @@ Recognising these everywhere keeps them out of restore plans and lets `inspect` 
 hide them (tensorpack's and timm's habit of not counting slots as problems).
 """
 import re
+from functools import lru_cache
 
 _OPTIMIZERS = (r"Adam|AdamW|Adamax|Nadam|LazyAdam|Momentum|RMSProp|RMSprop|Adagrad|AdagradDA|"
                r"ProximalAdagrad|ProximalGradientDescent|Ftrl|Adadelta|SGD|Lamb|LARS|Yogi")
-# a TF1 slot is the last component: var/Adam, var/Adam_1, var/t_0/Adagrad, ...
-_SLOT = re.compile(rf"/({_OPTIMIZERS})(_\d+)?$")
-_OPTIMIZER = re.compile(
-    rf"(^|/)(beta[12]_power(_\d+)?|\.OPTIMIZER_SLOT/.*)$"        # Adam powers, TF2 slots
-    rf"|^training(_\d+)?/({_OPTIMIZERS})/"                       # Keras-in-estimator slots
-    r"|^optimizer(_weights)?/"                                    # TF2 object / Keras h5 / K3
-    r"|^[mv](hat)?_\d+(:0)?$")                                    # Keras 2.3 m_i/v_i/vhat_i
-_EMA = re.compile(r"/ExponentialMovingAverage(_\d+)?$")
-_STEP = re.compile(r"(^|/)(global_step|iterations(:0)?)$"
-                   r"|^(save_counter|step)/\.ATTRIBUTES/VARIABLE_VALUE$")
+# judged on the last name component (cached: a 100,000-variable checkpoint has few of them)
+_SLOT = re.compile(rf"({_OPTIMIZERS})(_\d+)?")         # var/Adam, var/Adam_1, var/t_0/Adagrad
+_EMA = re.compile(r"ExponentialMovingAverage(_\d+)?")
+_POWER = re.compile(r"beta[12]_power(_\d+)?")           # Adam's, anywhere
+_STEPS = {"global_step", "iterations", "iterations:0"}
+# judged on the whole name
+_OPTIMIZER_PREFIX = re.compile(
+    rf"training(_\d+)?/({_OPTIMIZERS})/"                 # Keras-in-estimator slots
+    r"|optimizer(_weights)?/"                            # TF2 object / Keras h5 / Keras 3
+    r"|[mv](hat)?_\d+(:0)?$")                            # Keras 2.3 m_i/v_i/vhat_i
+_TF2_STEPS = {"save_counter/.ATTRIBUTES/VARIABLE_VALUE", "step/.ATTRIBUTES/VARIABLE_VALUE"}
 _META = {"_CHECKPOINTABLE_OBJECT_GRAPH"}
 
 ROLES = ("model", "optimizer", "ema", "step", "meta")
@@ -26,10 +28,23 @@ def role(name):
     """One of ROLES for a checkpoint key."""
     if name in _META:
         return "meta"
-    if _EMA.search(name):
-        return "ema"
-    if _STEP.search(name):
+    scope, _, last = name.rpartition("/")
+    found = _last_role(last, bool(scope))
+    if found:
+        return found
+    if name in _TF2_STEPS:
         return "step"
-    if _SLOT.search(name) or _OPTIMIZER.search(name):
+    if ".OPTIMIZER_SLOT/" in name or _OPTIMIZER_PREFIX.match(name):
         return "optimizer"
     return "model"
+
+
+@lru_cache(maxsize=1 << 16)
+def _last_role(last, scoped):
+    if scoped and _EMA.fullmatch(last):
+        return "ema"
+    if last in _STEPS:
+        return "step"
+    if scoped and _SLOT.fullmatch(last) or _POWER.fullmatch(last):
+        return "optimizer"
+    return None

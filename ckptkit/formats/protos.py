@@ -2,15 +2,16 @@
 
 Hand-written on purpose: importing the protobuf runtime costs about as much as the rest of
 `ckptkit inspect` together, and these messages are few and small. Each message is a schema
-{field number: (attribute, kind)}; kinds are "int" (varint, int64 two's complement), "fixed32",
-"bytes" (a slice of the input: a memoryview stays one, so large payloads are not copied), "str", a nested schema, or a repeated number: "varints", "f32", "f64" (packed or
-not, turned into arrays by repeated_array). Attributes whose name ends in "[]" are repeated.
+made by message({field number: (attribute, kind)}); kinds are "int" (varint, int64 two's
+complement), "fixed32", "str", "bytes" (a slice of the input: a memoryview stays one, so
+large payloads are not copied), a nested schema, or a repeated number "varints", "f32",
+"f64" (packed or not; turned into arrays by repeated_array). An attribute whose name ends in
+"[]" is repeated.
 
 Field numbers follow tensorflow/core/protobuf/tensor_bundle.proto,
 framework/{tensor_shape,tensor_slice,tensor,versions}.proto, util/saved_tensor_slice.proto and
 protobuf/trackable_object_graph.proto.
 """
-from math import prod
 
 from ..errors import FormatError
 from ..variable import TF_DTYPES
@@ -32,10 +33,6 @@ def varint(buf, pos, limit=None):
     raise FormatError("truncated varint")
 
 
-def _signed(v):
-    return v - (1 << 64) if v >= 1 << 63 else v
-
-
 def decode(buf, schema, what=None):
     """Decode one message into a dict of the schema's attributes (unknown fields skipped);
     `what` names the message in errors. Repeated numbers stay raw (see repeated_array)."""
@@ -48,46 +45,88 @@ def decode(buf, schema, what=None):
 
 
 def _decode(buf, schema):
+    """The hot loop of listing a checkpoint: one-byte varints are read inline."""
     msg = {}
     pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, pos = varint(buf, pos)
-        elif wire in (1, 2, 5):
-            if wire == 2:
-                length, pos = varint(buf, pos)
+    try:
+        while pos < end:
+            key = buf[pos]
+            pos += 1
+            if key > 0x7F:
+                key, pos = varint(buf, pos - 1)
+            wire = key & 7
+            if wire == 0:
+                value = buf[pos]
+                pos += 1
+                if value > 0x7F:
+                    value, pos = varint(buf, pos - 1)
+            elif wire == 2 or wire == 5 or wire == 1:
+                if wire == 2:
+                    length = buf[pos]
+                    pos += 1
+                    if length > 0x7F:
+                        length, pos = varint(buf, pos - 1)
+                else:
+                    length = 4 if wire == 5 else 8
+                value = buf[pos:pos + length]
+                pos += length
+                if pos > end:
+                    raise IndexError
             else:
-                length = 8 if wire == 1 else 4
-            if pos + length > end:
-                raise FormatError("truncated message")
-            value, pos = buf[pos:pos + length], pos + length
-        else:
-            raise FormatError(f"bad protobuf wire type {wire}")
-        spec = schema.get(number)
-        if spec is None:
-            continue
-        attr, kind = spec
-        if isinstance(kind, str) and kind in _REPEATED_NUMBERS:
-            msg.setdefault(attr, []).append((wire, value))
-            continue
-        expected = 0 if kind == "int" else 5 if kind == "fixed32" else 2
-        if wire != expected:
-            raise FormatError(f"field {number} has wire type {wire}, expected {expected}")
-        if isinstance(kind, dict):
-            value = _decode(value, kind)
-        elif kind == "int":
-            value = _signed(value)
-        elif kind == "fixed32":
-            value = int.from_bytes(value, "little")
-        elif kind == "str":
-            value = bytes(value).decode("utf-8", "replace")
-        if attr.endswith("[]"):
-            msg.setdefault(attr[:-2], []).append(value)
-        else:
-            msg[attr] = value
+                raise FormatError(f"bad protobuf wire type {wire}")
+            spec = schema.get(key >> 3)
+            if spec is None:
+                continue
+            name, kind, repeated, expected = spec
+            if expected is None:   # a repeated number: kept raw for repeated_array
+                msg.setdefault(name, []).append((wire, value))
+                continue
+            if wire != expected:
+                raise FormatError(f"field {key >> 3} has wire type {wire}, expected {expected}")
+            if kind == "int":
+                if value >= 1 << 63:
+                    value -= 1 << 64
+            elif kind == "fixed32":
+                value = int.from_bytes(value, "little")
+            elif kind == "str":
+                value = bytes(value).decode("utf-8", "replace")
+            elif kind != "bytes":
+                value = _nested(value, kind)
+            if repeated:
+                msg.setdefault(name, []).append(value)
+            else:
+                msg[name] = value
+    except IndexError:
+        raise FormatError("truncated message") from None
     return msg
+
+
+_SMALL = {}   # (schema, bytes) -> decoded: shapes and slices repeat across many entries
+
+
+def _nested(buf, schema):
+    """A sub-message; small ones are decoded once per distinct value (results are shared
+    and never modified)."""
+    if len(buf) > 32:
+        return _decode(buf, schema)
+    key = (id(schema), bytes(buf))
+    hit = _SMALL.get(key)
+    if hit is None:
+        if len(_SMALL) > 100_000:
+            _SMALL.clear()
+        hit = _SMALL[key] = _decode(buf, schema)
+    return hit
+
+
+def message(fields):
+    """A schema from {number: (attribute, kind)}, each field as (name, kind, repeated,
+    expected wire type; None for repeated numbers, which take any)."""
+    compiled = {}
+    for number, (attr, kind) in fields.items():
+        wire = None if kind in ("varints", "f32", "f64") else 0 if kind == "int" else \
+            5 if kind == "fixed32" else 2
+        compiled[number] = (attr.removesuffix("[]"), kind, attr.endswith("[]"), wire)
+    return compiled
 
 
 _REPEATED_NUMBERS = {"varints": (0, None), "f32": (5, "<f4"), "f64": (1, "<f8")}
@@ -136,45 +175,54 @@ def _varints(raw):
     return out
 
 
-VERSION = {1: ("producer", "int"), 2: ("min_consumer", "int")}
-SHAPE = {2: ("dim[]", {1: ("size", "int"), 2: ("name", "str")}), 3: ("unknown_rank", "int")}
-SLICE = {1: ("extent[]", {1: ("start", "int"), 2: ("length", "int")})}
-BUNDLE_HEADER = {1: ("num_shards", "int"), 2: ("endianness", "int"), 3: ("version", VERSION)}
-BUNDLE_ENTRY = {1: ("dtype", "int"), 2: ("shape", SHAPE), 3: ("shard_id", "int"),
-                4: ("offset", "int"), 5: ("size", "int"), 6: ("crc32c", "fixed32"),
-                7: ("slices[]", SLICE)}
-TENSOR = {1: ("dtype", "int"), 2: ("shape", SHAPE), 4: ("content", "bytes"),
-          5: ("float_val", "f32"), 6: ("double_val", "f64"), 7: ("int_val", "varints"),
-          8: ("string_val[]", "bytes"), 9: ("scomplex_val", "f32"), 10: ("int64_val", "varints"),
-          11: ("bool_val", "varints"), 12: ("dcomplex_val", "f64"), 13: ("half_val", "varints"),
-          16: ("uint32_val", "varints"), 17: ("uint64_val", "varints")}
-SAVED_SLICE_META = {1: ("name", "str"), 2: ("shape", SHAPE), 3: ("dtype", "int"),
-                    4: ("slice[]", SLICE)}
-SAVED_TENSOR_SLICES = {
-    1: ("meta", {1: ("tensor[]", SAVED_SLICE_META), 2: ("versions", VERSION)}),
-    2: ("data", {1: ("name", "str"), 2: ("slice", SLICE), 3: ("data", TENSOR)}),
-}
-OBJECT_GRAPH = {1: ("nodes[]", {
-    1: ("children[]", {1: ("node_id", "int"), 2: ("local_name", "str")}),
-    2: ("attributes[]", {1: ("name", "str"), 2: ("full_name", "str"),
-                         3: ("checkpoint_key", "str")}),
-    3: ("slot_variables[]", {1: ("original_variable_node_id", "int"), 2: ("slot_name", "str"),
-                             3: ("slot_variable_node_id", "int")}),
-})}
+VERSION = message({1: ("producer", "int"), 2: ("min_consumer", "int")})
+SHAPE = message({2: ("dim[]", message({1: ("size", "int"), 2: ("name", "str")})),
+                 3: ("unknown_rank", "int")})
+SLICE = message({1: ("extent[]", message({1: ("start", "int"), 2: ("length", "int")}))})
+BUNDLE_HEADER = message({1: ("num_shards", "int"), 2: ("endianness", "int"),
+                         3: ("version", VERSION)})
+BUNDLE_ENTRY = message({1: ("dtype", "int"), 2: ("shape", SHAPE), 3: ("shard_id", "int"),
+                        4: ("offset", "int"), 5: ("size", "int"), 6: ("crc32c", "fixed32"),
+                        7: ("slices[]", SLICE)})
+TENSOR = message({1: ("dtype", "int"), 2: ("shape", SHAPE), 4: ("content", "bytes"),
+                  5: ("float_val", "f32"), 6: ("double_val", "f64"), 7: ("int_val", "varints"),
+                  8: ("string_val[]", "bytes"), 9: ("scomplex_val", "f32"),
+                  10: ("int64_val", "varints"), 11: ("bool_val", "varints"),
+                  12: ("dcomplex_val", "f64"), 13: ("half_val", "varints"),
+                  16: ("uint32_val", "varints"), 17: ("uint64_val", "varints")})
+# TensorProto value field -> its repeated kind, for repeated_array
+TENSOR_KINDS = {name: kind for name, kind, _, wire in TENSOR.values() if wire is None}
+SAVED_SLICE_META = message({1: ("name", "str"), 2: ("shape", SHAPE), 3: ("dtype", "int"),
+                            4: ("slice[]", SLICE)})
+SAVED_TENSOR_SLICES = message({
+    1: ("meta", message({1: ("tensor[]", SAVED_SLICE_META), 2: ("versions", VERSION)})),
+    2: ("data", message({1: ("name", "str"), 2: ("slice", SLICE), 3: ("data", TENSOR)})),
+})
+OBJECT_GRAPH = message({1: ("nodes[]", message({
+    1: ("children[]", message({1: ("node_id", "int"), 2: ("local_name", "str")})),
+    2: ("attributes[]", message({1: ("name", "str"), 2: ("full_name", "str"),
+                                 3: ("checkpoint_key", "str")})),
+    3: ("slot_variables[]", message({1: ("original_variable_node_id", "int"),
+                                     2: ("slot_name", "str"),
+                                     3: ("slot_variable_node_id", "int")})),
+}))})
 
 
-def tensor_type(dtype_code, shape_msg, what):
+def tensor_type(dtype_code, shape_msg):
     """(dtype name, bytes per element, shape, element count) from a tensor's DataType enum
-    and TensorShapeProto; `what` names the tensor in errors."""
+    and TensorShapeProto; errors say what is wrong, the caller says which tensor."""
     if dtype_code not in TF_DTYPES:
-        raise FormatError(f"{what} has unknown dtype {dtype_code}")
+        raise FormatError(f"has unknown dtype {dtype_code}")
     dtype, itemsize = TF_DTYPES[dtype_code]
     if shape_msg.get("unknown_rank"):
-        raise FormatError(f"{what} has unknown rank")
-    shape = tuple(d.get("size", 0) for d in shape_msg.get("dim", ()))
-    if any(d < 0 for d in shape):
-        raise FormatError(f"{what} has shape {list(shape)}")
-    return dtype, itemsize, shape, prod(shape)
+        raise FormatError("has unknown rank")
+    shape = tuple([d.get("size", 0) for d in shape_msg.get("dim", ())])
+    nelem = 1
+    for d in shape:
+        if d < 0:
+            raise FormatError(f"has shape {list(shape)}")
+        nelem *= d
+    return dtype, itemsize, shape, nelem
 
 
 def raw_extents(slice_msg, rank):
@@ -185,6 +233,3 @@ def raw_extents(slice_msg, rank):
     if len(extents) != rank:
         raise FormatError(f"slice of rank {len(extents)} for a tensor of rank {rank}")
     return tuple((e.get("start", 0), e.get("length", -1)) for e in extents)
-# TensorProto value field -> its repeated kind, for repeated_array
-TENSOR_KINDS = {attr: kind for attr, kind in TENSOR.values()
-                if isinstance(kind, str) and kind in _REPEATED_NUMBERS}

@@ -137,7 +137,7 @@ class Table:
             vend = vstart + vlen
             if shared > len(key) or vend > limit:
                 raise Corrupt(f"{self.path}: bad entry in table block")
-            key = key[:shared] + bytes(block[pos:vstart])
+            key = key[:shared] + block[pos:vstart]   # bytes, also from a memoryview
             yield key, block[vstart:vend]
             pos = vend
 

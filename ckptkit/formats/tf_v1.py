@@ -42,8 +42,11 @@ class TFV1Reader(Reader):
             raise FormatError(f"{path}: no tensor list (not a V1 checkpoint)")
         for t in sorted(meta.get("tensor", []), key=lambda t: t.get("name", "")):
             name = t.get("name", "")
-            dtype, itemsize, shape, nelem = tensor_type(
-                t.get("dtype", 0), t.get("shape", {}), f"{path}: tensor {name!r}")
+            try:
+                dtype, itemsize, shape, nelem = tensor_type(t.get("dtype", 0),
+                                                            t.get("shape", {}))
+            except FormatError as e:
+                raise FormatError(f"{path}: tensor {name!r} {e}") from None
             parts = tuple(slices.explicit(raw_extents(s, len(shape)), shape)
                           for s in t.get("slice", []))
             partitioned = parts if len(parts) > 1 else ()

@@ -12,6 +12,7 @@ entry with its full shape and `slices` but no bytes; each slice's bytes sit unde
 OrderedCode key (slices.py), which sorts before all names and is not listed as a tensor.
 Index-only checkpoints (data shards absent) list fine; reading a value names the missing file.
 """
+import gc
 import os
 from math import prod
 
@@ -55,6 +56,18 @@ class TFV2Reader(Reader):
                            for i in range(self.num_shards)]
         self.files = [self.index_path] + self.data_paths
         variables = self.variables
+        collecting = gc.isenabled()
+        gc.disable()   # ~a million small objects for a big index, none of them cyclic
+        try:
+            self._read_entries(entries)
+        finally:
+            if collecting:
+                gc.enable()
+        if GRAPH_KEY in variables:
+            self.format = "tf-object"   # the object graph is read by tf_object.objects()
+
+    def _read_entries(self, entries):
+        variables = self.variables
         for key, value in entries:
             entry = decode(value, BUNDLE_ENTRY, f"{self.index_path}: entry {key!r}")
             if key[:1] == b"\x00":
@@ -62,13 +75,13 @@ class TFV2Reader(Reader):
                 continue
             name = key.decode("utf-8", "backslashreplace")
             variables[name] = self._variable(name, entry)
-        if GRAPH_KEY in variables:
-            self.format = "tf-object"   # the object graph is read by tf_object.objects()
 
     def _variable(self, name, entry):
-        dtype, itemsize, shape, nelem = tensor_type(
-            entry.get("dtype", 0), entry.get("shape", {}),
-            f"{self.index_path}: tensor {name!r}")
+        try:
+            dtype, itemsize, shape, nelem = tensor_type(entry.get("dtype", 0),
+                                                        entry.get("shape", {}))
+        except FormatError as e:
+            raise FormatError(f"{self.index_path}: tensor {name!r} {e}") from None
         size = entry.get("size", 0)
         if entry.get("slices"):
             raw = tuple(raw_extents(s, len(shape)) for s in entry["slices"])
