@@ -1,5 +1,6 @@
 """Normal use of `ckptkit inspect`, `verify` and `diff` on small bundles written by the test
-encoder (tests/hostile.py): exact output, exact exit codes, the JSON contracts of DESIGN.md."""
+encoder (tests/bundle_writer.py): exact output, exact exit codes, the JSON contracts of
+DESIGN.md."""
 import json
 import math
 import re
@@ -10,7 +11,7 @@ import pytest
 
 from ckptkit import __version__
 from ckptkit.cli import cli
-from hostile import string_tensor_bytes, write_bundle, write_v1
+from bundle_writer import string_tensor_bytes, write_bundle, write_v1
 
 MODEL = {
     "beta1_power": np.array(0.9, np.float32),

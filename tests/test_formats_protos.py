@@ -9,11 +9,16 @@ import numpy as np
 import pytest
 
 import ckptkit
-from ckptkit.formats.protos import BUNDLE_ENTRY, SHAPE, TENSOR, decode
+from ckptkit.formats.protos import BUNDLE_ENTRY, SHAPE, TENSOR, decode, message
 from ckptkit.formats.tf_object import objects
 from ckptkit.formats import slices
-from tf_factories import as_bits, varint, write_bundle, write_table
-from tf_factories import proto_field as field
+from bundle_writer import pb_bytes, pb_int, varint, write_bundle, write_table
+from tf_factories import as_bits
+
+
+def field(number, value):
+    """A protobuf field: varint for ints, length-delimited for bytes."""
+    return (pb_int if isinstance(value, int) else pb_bytes)(number, value)
 
 
 def fixed32(number, value):
@@ -34,7 +39,7 @@ def test_bundle_entry():
 
 
 def test_negative_int64_is_ten_bytes_twos_complement():
-    assert decode(field(1, (1 << 64) - 1), SHAPE | {1: ("x", "int")}) == {"x": -1}
+    assert decode(field(1, (1 << 64) - 1), SHAPE | message({1: ("x", "int")})) == {"x": -1}
     assert decode(field(2, field(1, (1 << 64) - 5)), SHAPE) == {"dim": [{"size": -5}]}
 
 
@@ -109,7 +114,7 @@ def test_unknown_fields_of_every_wire_type_are_skipped():
 
 @pytest.mark.parametrize("body, match", [
     (field(4, b"abcdef")[:-2], "truncated message"),
-    (b"\x08", "truncated varint"),
+    (b"\x08", "truncated message"),
     (b"\x08" + b"\xff" * 11, "longer than 10 bytes"),
     (varint(1 << 3 | 3), "wire type 3"),
     (fixed32(1, 0)[:-1], "truncated"),
@@ -180,7 +185,7 @@ def test_objects_refuses_a_graph_of_several_strings():
 
 
 def test_objects_of_a_name_based_checkpoint_is_a_format_error(tmp_path):
-    prefix = write_bundle(str(tmp_path / "plain"), {"w": np.zeros(2, np.float32)})
+    prefix = write_bundle(str(tmp_path / "plain"), {"w": np.zeros(2, np.float32)}).prefix
     with ckptkit.open_checkpoint(prefix) as reader:
         assert reader.format == "tf-v2"
         with pytest.raises(ckptkit.FormatError, match="_CHECKPOINTABLE_OBJECT_GRAPH"):

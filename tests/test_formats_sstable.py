@@ -9,8 +9,8 @@ import pytest
 import ckptkit
 from ckptkit.formats import slices
 from ckptkit.formats.sstable import MAGIC, Table, _unsnappy, is_table, mask_crc, unmask_crc
-from tf_factories import (GOLDEN_SLICES, GOLDEN_V1, GOLDEN_VALUES, assert_same_value, varint,
-                          write_golden, write_table)
+from bundle_writer import varint, write_table
+from tf_factories import GOLDEN_SLICES, GOLDEN_V1, GOLDEN_VALUES, assert_same_value, write_golden
 
 # --- slice keys: checkpoint::EncodeTensorNameSlice, as TF wrote them ------------------------
 
@@ -110,7 +110,7 @@ def table(request, tmp_path):
     path = str(tmp_path / "t.index")
     items = _items()
     write_table(path, items, block_size=block_size, restart_interval=restart_interval,
-                snappy=snappy)
+                compression=1 if snappy else 0)
     table = Table(path)
     yield table, items
     table.close()
@@ -272,7 +272,7 @@ def test_v1_entries_rewritten_with_snappy_blocks_read_the_same(tmp_path):
     with open(path, "wb") as f:
         f.write(GOLDEN_V1)
     items = list(Table(path).items())
-    write_table(str(tmp_path / "v1s"), items, block_size=64, snappy=True)
+    write_table(str(tmp_path / "v1s"), items, block_size=64, compression=1)
     with ckptkit.open_checkpoint(str(tmp_path / "v1s")) as reader:
         for name, value in GOLDEN_VALUES.items():
             assert_same_value(reader.read(name), value, name)

@@ -20,9 +20,10 @@ import pytest
 import ckptkit
 from ckptkit.formats import slices
 from ckptkit.formats.sstable import Table
+from bundle_writer import write_bundle, write_table
 from tf_factories import (SAVER_DTYPES, Var, assert_matches_tf, assert_same_value,
                           golden_variables, restore_graph, sample, save_graph, save_raw_v2,
-                          save_slim_net, shard_files, write_bundle, write_golden, write_table)
+                          save_slim_net, shard_files, write_golden)
 
 pytestmark = pytest.mark.tf
 
@@ -403,7 +404,7 @@ def test_golden_bytes_are_what_tf_writes(tmp_path, tf, version):
 def test_tf_reads_the_pure_bundle_writer(tmp_path, tf):
     tensors = {"a/w": sample("float32", (3, 4)), "a/step": np.int64(7),
                "b": sample("uint16", (0,)), "c": sample("float64", (2, 0, 2))}
-    prefix = write_bundle(str(tmp_path / "pure.ckpt"), tensors)
+    prefix = write_bundle(str(tmp_path / "pure.ckpt"), tensors).prefix
     oracle = load(tf, prefix)
     for name, value in tensors.items():
         assert_same_value(oracle.get_tensor(name), np.asarray(value), name)
@@ -413,11 +414,11 @@ def test_tf_reads_the_pure_bundle_writer(tmp_path, tf):
 
 def test_tf_reads_a_snappy_index_with_small_blocks(tmp_path, tf):
     tensors = {f"v{i:03d}/kernel": sample("float32", (2,), i) for i in range(60)}
-    prefix = write_bundle(str(tmp_path / "s"), tensors)
+    prefix = write_bundle(str(tmp_path / "s"), tensors).prefix
     table = Table(prefix + ".index")
     entries = list(table.items())
     table.close()
-    write_table(prefix + ".index", entries, block_size=256, restart_interval=3, snappy=True)
+    write_table(prefix + ".index", entries, block_size=256, restart_interval=3, compression=1)
     oracle = load(tf, prefix)
     with ckptkit.open_checkpoint(prefix) as reader:
         assert_matches_tf(reader, oracle)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import ckptkit
-from hostile import write_bundle, write_v1
+from bundle_writer import write_bundle, write_v1
 
 PACKAGE = Path(ckptkit.__file__).parent
 TF_MODULES = {"tensorflow", "tf_keras", "keras", "tf_slim", "ckptkit.tfcompat", "ckptkit.train"}

@@ -1,6 +1,6 @@
 """Path resolution: every way a user names a checkpoint, without TF.
 
-Bundles come from the pure writer in tf_factories (TF reads them too: test_formats_tf_v2) and
+Bundles come from the pure writer in bundle_writer (TF reads them too: test_formats_tf_v2) and
 the V1 file is bytes TF 2.21 wrote (tf_factories.GOLDEN_V1).
 """
 import os
@@ -11,12 +11,14 @@ import pytest
 
 import ckptkit
 from ckptkit.paths import resolve
-from tf_factories import GOLDEN_VALUES, assert_same_value, write_bundle, write_golden
+from bundle_writer import write_bundle
+from tf_factories import GOLDEN_VALUES, assert_same_value, write_golden
 
 
 def bundle(prefix, step=0):
     """A one-shard V2 bundle at `prefix` holding `step`, so tests can tell bundles apart."""
-    return write_bundle(str(prefix), {"step": np.int64(step), "w": np.arange(3, dtype="f4")})
+    return write_bundle(str(prefix), {"step": np.int64(step),
+                                      "w": np.arange(3, dtype="f4")}).prefix
 
 
 def state(directory, path, *others):

@@ -7,15 +7,13 @@ Kept apart so `pytest -m "not tf"` never loads TensorFlow (importing this module
   the functions, through ckptkit.tfcompat (graph mode), except `save_tf2`, which runs TF2
   eager code in a subprocess.
 - golden bytes (`GOLDEN_*`, `write_golden`): a tiny V2 bundle and V1 file TF 2.21 wrote.
-- pure writers (`write_table`, `write_bundle`, `snappy_literal`): a LevelDB-style table and a
-  minimal V2 bundle built byte by byte, for the table, snappy and path tests.
-  test_formats_tf_v2 checks that TF writes the golden bytes and reads what the writers write.
+  test_formats_tf_v2 checks that TF writes the golden bytes and reads what the pure writer
+  (tests/bundle_writer.py, no TF) writes.
 
 Values come from `sample(dtype, shape)`: deterministic, each dtype's edge values first
 (nan, -0.0, inf, min/max, strings with NUL and 0xff bytes, empty strings).
 """
 import os
-import struct
 import subprocess
 import sys
 import textwrap
@@ -382,131 +380,3 @@ def write_golden(directory, version="V2"):
         with open(name, "wb") as f:
             f.write(data)
     return path
-
-
-# --- pure writers (no TF) -------------------------------------------------------------------
-
-TABLE_MAGIC = 0xDB4775248B80FB57
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def masked_crc(data):
-    import google_crc32c
-
-    crc = google_crc32c.value(data)
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def snappy_literal(data):
-    """Valid raw snappy that holds `data` as literals only (no back-references)."""
-    out = bytearray(varint(len(data)))
-    for start in range(0, len(data), 65536):
-        chunk = data[start:start + 65536]
-        n = len(chunk) - 1
-        if n < 60:
-            out.append(n << 2)
-        elif n < 256:
-            out += bytes([60 << 2, n])
-        else:
-            out += bytes([61 << 2]) + n.to_bytes(2, "little")
-        out += chunk
-    return bytes(out)
-
-
-def _block(entries, restart_interval):
-    out, restarts, last = bytearray(), [], b""
-    for i, (key, value) in enumerate(entries):
-        shared = 0
-        if i % restart_interval:
-            while shared < min(len(key), len(last)) and key[shared] == last[shared]:
-                shared += 1
-        else:
-            restarts.append(len(out))
-        out += varint(shared) + varint(len(key) - shared) + varint(len(value))
-        out += key[shared:] + value
-        last = key
-    restarts = restarts or [0]
-    out += b"".join(struct.pack("<I", r) for r in restarts) + struct.pack("<I", len(restarts))
-    return bytes(out)
-
-
-def write_table(path, items, *, block_size=4096, restart_interval=16, snappy=False):
-    """Write sorted (key, value) byte pairs as a TF/LevelDB table; returns the file's bytes.
-
-    Small `block_size` forces several data blocks; `snappy=True` stores every block as raw
-    snappy (type 1), the way some tools wrote tables.
-    """
-    items = sorted(items)
-    out = bytearray()
-
-    def emit(block):
-        kind, payload = (1, snappy_literal(block)) if snappy else (0, block)
-        handle = varint(len(out)) + varint(len(payload))
-        out.extend(payload + bytes([kind]) + struct.pack("<I", masked_crc(payload + bytes([kind]))))
-        return handle
-
-    index, pending, size = [], [], 0
-    for key, value in items:
-        pending.append((key, value))
-        size += len(key) + len(value) + 3
-        if size >= block_size:
-            index.append((pending[-1][0], emit(_block(pending, restart_interval))))
-            pending, size = [], 0
-    if pending:
-        index.append((pending[-1][0], emit(_block(pending, restart_interval))))
-    meta_handle = emit(_block([], 1))
-    index_handle = emit(_block(index, 1))
-    footer = (meta_handle + index_handle).ljust(40, b"\x00") + struct.pack("<Q", TABLE_MAGIC)
-    out += footer
-    with open(path, "wb") as f:
-        f.write(out)
-    return bytes(out)
-
-
-_ENUM = {"float32": 1, "float64": 2, "int32": 3, "uint8": 4, "int16": 5, "int8": 6,
-         "complex64": 8, "int64": 9, "bool": 10, "uint16": 17, "complex128": 18, "float16": 19,
-         "uint32": 22, "uint64": 23}
-
-
-def proto_field(number, value):
-    """A protobuf field: varint for ints, length-delimited for bytes."""
-    if isinstance(value, int):
-        return varint(number << 3) + varint(value)
-    return varint(number << 3 | 2) + varint(len(value)) + value
-
-
-def write_bundle(prefix, tensors):
-    """A minimal one-shard V2 bundle of numeric {name: array}, as TF's BundleWriter lays it
-    out (header under key "", one BundleEntryProto per name, data back to back)."""
-    os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
-    data, entries = bytearray(), []
-    # BundleHeaderProto: num_shards=1, version{producer=1}
-    header = proto_field(1, 1) + proto_field(3, proto_field(1, 1))
-    entries.append((b"", header))
-    for name in sorted(tensors):
-        value = np.asarray(tensors[name])
-        raw = value.astype(value.dtype.newbyteorder("<")).tobytes()
-        shape = b"".join(proto_field(2, proto_field(1, d) if d else b"") for d in value.shape)
-        entry = proto_field(1, _ENUM[value.dtype.name]) + proto_field(2, shape)
-        if data:
-            entry += proto_field(4, len(data))
-        if raw:
-            entry += proto_field(5, len(raw))
-        entry += bytes([6 << 3 | 5]) + struct.pack("<I", masked_crc(raw))
-        entries.append((name.encode("utf-8"), entry))
-        data += raw
-    write_table(prefix + ".index", entries)
-    with open(prefix + ".data-00000-of-00001", "wb") as f:
-        f.write(data)
-    return prefix
