@@ -1,0 +1,173 @@
+"""Write the checkpoints tools/bench measures into bench-data/ (or the folder given), each
+written by TensorFlow itself, and skip those already there:
+
+- resnet_v1_50/model.ckpt  tf_slim resnet_v1_50 (1000 classes, resnet_arg_scope), random
+                           init, tf.train.Saver V2: 267 variables, ~100 MB.
+- big/model.ckpt           ~700 MB: five 128 MiB float32 variables plus 300 small ones.
+- many/model.ckpt          exactly 100,000 small variables with scoped names such as
+                           net/block_0042/unit_3/conv/weights.
+
+Each one is made in its own subprocess: resnet needs graph mode (ckptkit.tfcompat), while
+big and many save from eager mode with tf.raw_ops.SaveV2 (the kernel every TF V2 save uses),
+which takes seconds where 100,000 graph-mode variables would take many minutes. Every new
+checkpoint is read back with tf.train.load_checkpoint and its key count checked.
+
+    python tools/make_bench_checkpoints.py [OUT_DIR]
+"""
+import os
+import subprocess
+import sys
+import time
+
+RESNET_VARIABLES = 267
+BIG_LARGE = 5                    # large float32 tensors ...
+BIG_LARGE_ELEMENTS = 32 << 20    # ... of 128 MiB each
+BIG_SMALL = 300
+MANY = 100_000
+# per unit of the "many" network: name -> shape (10 tensors, ~0.6 KB per unit)
+MANY_UNIT = {
+    "conv/weights": (3, 3, 4, 4), "conv/biases": (4,),
+    "conv/BatchNorm/beta": (4,), "conv/BatchNorm/gamma": (4,),
+    "conv/BatchNorm/moving_mean": (4,), "conv/BatchNorm/moving_variance": (4,),
+    "shortcut/weights": (1, 1, 4, 4), "shortcut/BatchNorm/beta": (4,),
+    "shortcut/BatchNorm/gamma": (4,), "shortcut/BatchNorm/moving_mean": (4,),
+}
+MANY_UNITS_PER_BLOCK = 4
+MANY_BLOCKS = MANY // (MANY_UNITS_PER_BLOCK * len(MANY_UNIT))   # 2,500
+
+
+def _prefix(out_dir, name):
+    return os.path.join(out_dir, name, "model.ckpt")
+
+
+def _present(prefix):
+    return os.path.isfile(prefix + ".index") and os.path.isfile(
+        prefix + ".data-00000-of-00001")
+
+
+def _write_state(prefix):
+    with open(os.path.join(os.path.dirname(prefix), "checkpoint"), "w") as f:
+        name = os.path.basename(prefix)
+        f.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+
+
+def _check(prefix, expected=None, min_bytes=0):
+    """Read the new checkpoint back with TensorFlow's own reader."""
+    import tensorflow as tf
+
+    keys = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    if expected is not None and len(keys) != expected:
+        sys.exit(f"{prefix}: TensorFlow reads {len(keys)} keys, expected {expected}")
+    size = os.path.getsize(prefix + ".data-00000-of-00001")
+    if size < min_bytes:
+        sys.exit(f"{prefix}: data file is {size} bytes, expected >= {min_bytes}")
+    print(f"{prefix}: {len(keys):,} keys, {size / 1e6:.1f} MB of data (checked with "
+          "tf.train.load_checkpoint)", file=sys.stderr)
+
+
+def make_resnet(prefix):
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*layer.apply.*")   # tf_slim's, harmless
+    # tfcompat first (it makes tf_slim importable and turns on graph mode)
+    from ckptkit.tfcompat import slim, tf  # noqa: I001
+    from tf_slim.nets import resnet_v1
+
+    tf.set_random_seed(0)
+    images = tf.placeholder(tf.float32, [None, 224, 224, 3])
+    with slim.arg_scope(resnet_v1.resnet_arg_scope()):
+        resnet_v1.resnet_v1_50(images, num_classes=1000, is_training=False)
+    variables = tf.global_variables()
+    if len(variables) != RESNET_VARIABLES:
+        sys.exit(f"resnet_v1_50 built {len(variables)} variables, expected {RESNET_VARIABLES}")
+    with tf.Session() as sess:
+        sess.run(tf.global_variables_initializer())
+        tf.train.Saver(variables, write_version=tf.train.SaverDef.V2).save(
+            sess, prefix, write_meta_graph=False)
+    _check(prefix, RESNET_VARIABLES)
+
+
+def _save_v2(prefix, named):
+    """Save {name: numpy array} as a V2 bundle with TF's SaveV2 kernel (eager)."""
+    import tensorflow as tf
+
+    names = sorted(named)
+    tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(named[n]) for n in names])
+    _write_state(prefix)
+
+
+def make_big(prefix):
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    named = {}
+    for i in range(BIG_LARGE):
+        named[f"big/embedding_{i}/weights"] = rng.standard_normal(
+            BIG_LARGE_ELEMENTS, dtype=np.float32).reshape(-1, 1024)
+    for i in range(BIG_SMALL):
+        named[f"big/layer_{i:03d}/kernel"] = rng.standard_normal((64, 64), dtype=np.float32)
+    _save_v2(prefix, named)
+    del named
+    _check(prefix, BIG_LARGE + BIG_SMALL, min_bytes=600_000_000)
+
+
+def many_names():
+    return [f"net/block_{b:04d}/unit_{u}/{leaf}"
+            for b in range(MANY_BLOCKS) for u in range(1, MANY_UNITS_PER_BLOCK + 1)
+            for leaf in MANY_UNIT]
+
+
+def make_many(prefix):
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    leaves = list(MANY_UNIT)
+    values = {leaf: rng.standard_normal(MANY_UNIT[leaf], dtype=np.float32) for leaf in leaves}
+    # the same few small arrays under 100,000 names: TF writes each one out separately
+    named = {name: values[name.split("/", 3)[3]] for name in many_names()}
+    assert len(named) == MANY
+    _save_v2(prefix, named)
+    _check(prefix, MANY)
+
+
+def _tf_log_line(line):
+    return line[:1] in "IWE" and line[1:5].isdigit() or line.startswith(
+        "WARNING: All log messages before absl")
+
+
+MAKERS = {"resnet_v1_50": make_resnet, "big": make_big, "many": make_many}
+
+
+def main(argv):
+    if len(argv) == 3 and argv[0] == "--one":   # child: make one checkpoint
+        name, prefix = argv[1], argv[2]
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        MAKERS[name](prefix)
+        return 0
+    out_dir = argv[0] if argv else "bench-data"
+    for name in MAKERS:
+        prefix = _prefix(out_dir, name)
+        if _present(prefix):
+            continue
+        os.makedirs(os.path.dirname(prefix), exist_ok=True)
+        print(f"writing {prefix} ...", file=sys.stderr)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", name,
+                               prefix], check=False, stderr=subprocess.PIPE, text=True)
+        for line in done.stderr.splitlines():   # TF's start-up log lines only on failure
+            if done.returncode or not _tf_log_line(line):
+                print(line, file=sys.stderr)
+        if done.returncode:
+            folder = os.path.dirname(prefix)   # leave no half-written input behind
+            for leftover in os.listdir(folder):
+                if leftover.startswith(os.path.basename(prefix)) or leftover == "checkpoint":
+                    os.remove(os.path.join(folder, leftover))
+            print(f"failed to write {prefix}", file=sys.stderr)
+            return done.returncode
+        print(f"wrote {prefix} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
