@@ -29,9 +29,6 @@ class Group(click.Group):
             code = _fail("aborted", 130)
         except CkptError as e:
             code = _fail(str(e), e.exit_code)
-        except BrokenPipeError:
-            sys.stderr.close()   # `ckptkit inspect ... | head`: the reader left, not an error
-            code = 0
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
             code = _fail(f"{where}{e.strerror or e}", 2)

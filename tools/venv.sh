@@ -11,7 +11,6 @@ stamp=".venv/.ckptkit-installed-$(cat setup.py | sha1sum | cut -c1-12)-${CKPTKIT
 if [ ! -f "$stamp" ]; then
     echo "installing ckptkit[$CKPTKIT_EXTRAS] into .venv ..." >&2
     .venv/bin/python -m pip install -q -e ".[$CKPTKIT_EXTRAS]"
-    rm -f .venv/.ckptkit-installed-*
     touch "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH"

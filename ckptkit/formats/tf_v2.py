@@ -89,7 +89,7 @@ class TFV2Reader(Reader):
                             tuple(slices.explicit(r, shape) for r in raw), (entry, raw))
         if itemsize and size != nelem * itemsize:
             raise Corrupt(f"{self.index_path}: tensor {name!r} claims shape {list(shape)} "
-                              f"{dtype} ({nelem * itemsize} bytes) but holds {size} bytes")
+                          f"{dtype} ({nelem * itemsize} bytes) but holds {size} bytes")
         shard = entry.get("shard_id", 0)
         if not 0 <= shard < max(self.num_shards, 1) or entry.get("offset", 0) < 0:
             raise FormatError(f"{self.index_path}: tensor {name!r} points at shard {shard} "
