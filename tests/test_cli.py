@@ -4,6 +4,7 @@ DESIGN.md."""
 import json
 import math
 import re
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -91,6 +92,12 @@ def test_help_has_an_example(ckptkit, command):
     assert (code, err) == (0, "")
     assert out.startswith(f"Usage: ckptkit {command or ''}".rstrip())
     assert re.search(r"^  Examples?:\n    ckptkit ", out, re.M)
+
+
+@pytest.mark.parametrize("command", sorted(cli.commands))
+def test_every_command_has_a_readme_section(command):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert f"\n### {command}\n" in readme
 
 
 # ---------------------------------------------------------------- inspect: text
