@@ -357,6 +357,117 @@ def legacy(script, args):
     return 0
 
 
+def _patterns(values):
+    """Repeatable options that also take slim-style comma lists: --exclude a,b --exclude c."""
+    return [p.strip() for value in values for p in value.split(",") if p.strip()]
+
+
+def _model_variables(net, num_classes, hidden, head_scope, keep_head, target):
+    """The variables of the model to restore into: built from --net, or read from --target."""
+    from .plan import ModelVar
+
+    if bool(net) == bool(target):
+        raise CkptError("give the model as exactly one of --net NAME or --target PATH")
+    if target:
+        if target.endswith(".json"):
+            return _json_variables(target)
+        with open_checkpoint(target) as reader:
+            return [ModelVar.from_variable(v) for v in reader if role(v.name) == "model"]
+    from .train.nets import get_net, model_variables
+
+    record = get_net(net)
+    try:
+        sizes = tuple(int(n) for n in hidden.split(",") if n.strip()) if hidden else ()
+    except ValueError:
+        raise CkptError(f"--head takes layer sizes like 256,128, not {hidden!r}") from None
+    return model_variables(record, num_classes or record.num_classes,
+                           head="keep" if keep_head else "new", head_scope=head_scope,
+                           hidden=sizes), record
+
+
+def _json_variables(path):
+    """Model variables from a JSON list of {name, shape, dtype} (or `inspect --json`)."""
+    import json
+
+    from .plan import ModelVar
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        items = data["variables"] if isinstance(data, dict) else data
+        return [ModelVar(v["name"], tuple(v["shape"]), v.get("dtype", "float32"),
+                         v.get("trainable", True)) for v in items]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CkptError(f"{path}: not a list of {{name, shape, dtype}} variables "
+                        f"({type(e).__name__}: {e})") from None
+
+
+@cli.command()
+@click.argument("checkpoint")
+@click.option("--net", metavar="NAME", help="Build this tf_slim net as the model (needs TF).")
+@click.option("--num-classes", type=click.IntRange(1), help="Classes of the new head.")
+@click.option("--head", "hidden", metavar="SIZES", help="Hidden layers of the new head, "
+              "e.g. 256,128.")
+@click.option("--head-scope", default="Logits", show_default=True,
+              help="Variable scope of the new head.")
+@click.option("--keep-head", is_flag=True, help="Keep the net's original classifier.")
+@click.option("--target", metavar="PATH", help="Take the model's variables from another "
+              "checkpoint or a JSON list (`inspect --json` output) instead of --net; no TF.")
+@click.option("--exclude", multiple=True, metavar="SCOPES",
+              help="Model scopes not to restore (repeatable, or comma-separated).")
+@click.option("--include", multiple=True, metavar="SCOPES",
+              help="Restore only model variables under these scopes.")
+@click.option("--train", multiple=True, metavar="SCOPES",
+              help="Scopes the optimizer updates (default: all trainable).")
+@click.option("--train-from", metavar="SCOPE",
+              help="Freeze every variable created before this scope.")
+@click.option("--map", "maps", multiple=True, metavar="OLD=NEW",
+              help="Rename checkpoint scopes, in order: 'InceptionV3/=v3/', 're:^(.*)=net/\\1'.")
+@click.option("--match", type=click.Choice(["component", "prefix", "suffix"]),
+              default="component", show_default=True,
+              help="How scope patterns match: whole name components, tf-slim's raw prefix, or "
+                   "pair names by their common suffix.")
+@click.option("--use-moving-averages", is_flag=True,
+              help="Restore variables from their ExponentialMovingAverage shadows.")
+@click.option("--strict", is_flag=True, help="Fail on any variable the checkpoint lacks.")
+@click.option("--allow-mismatch", is_flag=True,
+              help="Skip variables whose shape differs (reported), instead of failing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable plan.")
+@click.option("-v", "--verbose", is_flag=True, help="List every variable of every section.")
+def plan(checkpoint, net, num_classes, hidden, head_scope, keep_head, target, exclude,
+         include, train, train_from, maps, match, use_moving_averages, strict,
+         allow_mismatch, as_json, verbose):
+    """Work out which variables a model restores from a checkpoint, and which it trains.
+
+    Errors (typos, scopes that match nothing, shape mismatches) are reported before any
+    session runs; `finetune` restores exactly what this prints.
+
+    \b
+    Examples:
+      ckptkit plan resnet_v1_50.ckpt --net resnet_v1_50 --num-classes 5 --exclude Logits
+      ckptkit plan inception_v3.ckpt --net inception_v3 --num-classes 5 --train Logits
+      ckptkit plan old.ckpt --target new.ckpt --map 'InceptionV3/=v3/'
+    """
+    from .plan import plan_restore
+
+    found = _model_variables(net, num_classes, hidden, head_scope, keep_head, target)
+    model_vars, record = found if net else (found, None)
+    with open_checkpoint(checkpoint) as reader:
+        _note(reader, False)
+        result = plan_restore(
+            list(reader), model_vars, exclude=_patterns(exclude), include=_patterns(include),
+            maps=list(maps), match=match, use_moving_averages=use_moving_averages,
+            label_offset=record.label_offset if record else 0, strict=strict,
+            allow_mismatch=allow_mismatch, train=_patterns(train) or None,
+            train_from=train_from)
+    result.check(strict=strict)
+    if as_json:
+        render.emit_json(result.to_json())
+    else:
+        click.echo("\n".join(render.plan_table(result, verbose)))
+    return 0
+
+
 def main():
     cli.main()
 

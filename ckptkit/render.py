@@ -185,3 +185,27 @@ def progress(total, label):
                   TimeRemainingColumn(), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+# plan sections whose rows are shown without --verbose: the ones that need a decision
+_PLAN_DETAIL = ("excluded", "missing", "mismatched", "skipped", "unused: model weights")
+_PLAN_ROWS = 12   # rows shown per section without --verbose
+
+
+def plan_table(plan, verbose=False):
+    """The plan as one grouped table: every section with its count and parameters, then the
+    rows of the sections that need a decision (a dozen each; all with `verbose`)."""
+    rows = []
+    for section in plan.sections():
+        rows.append((section.title, plural(len(section.rows), "variable"),
+                     number(section.params)))
+        if not (verbose or section.title.startswith(_PLAN_DETAIL)):
+            continue
+        shown = section.rows if verbose else section.rows[:_PLAN_ROWS]
+        for model, ckpt, detail in shown:
+            name = f"{model} <- {ckpt}" if model and ckpt else model or ckpt
+            rows.append((f"  {name}", detail, ""))
+        if len(shown) < len(section.rows):
+            rows.append((f"  ... {len(section.rows) - len(shown)} more (--verbose lists all)",
+                         "", ""))
+    return table(rows, "llr")

@@ -1,7 +1,8 @@
 """scopes.role: which checkpoint keys are model weights and which are training state."""
 import pytest
 
-from ckptkit.scopes import role
+from ckptkit.errors import PlanError
+from ckptkit.scopes import closest_scopes, compile_pattern, role, scope_paths
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -84,3 +85,114 @@ def test_corpus_tf1_slots_belong_to_model_variables(oracle):
                     assert any(o in names and role(o) == "model" for o in owners), n
                     checked += 1
     assert checked >= 700   # the corpus has hundreds of slots; all were checked
+
+
+# --- scope patterns ---------------------------------------------------------------------------
+
+INCEPTION = ["InceptionV3/Conv2d_1a_3x3/weights",
+             "InceptionV3/Mixed_5b/Branch_0/Conv2d_0a_1x1/BatchNorm/beta",
+             "InceptionV3/AuxLogits/Conv2d_2b_1x1/biases",
+             "InceptionV3/Logits/Conv2d_1c_1x1/weights",
+             "InceptionV3/Logits/Conv2d_1c_1x1/biases"]
+RESNET = ["resnet_v1_50/conv1/weights",
+          "resnet_v1_50/block1/unit_1/bottleneck_v1/conv1/BatchNorm/moving_mean",
+          "resnet_v1_50/logits/weights",
+          "resnet_v1_50/logits/biases"]
+
+
+@pytest.mark.parametrize("pattern, name, expected", [
+    ("Logits", "Logits/weights", True),
+    ("Logits", "InceptionV3/Logits/Conv2d/weights", True),
+    ("Logits", "Logits", True),                                  # a whole name is a run too
+    ("Logits", "Logits_2/weights", False),
+    ("Logits", "AuxLogits/weights", False),
+    ("Logits", "InceptionV3/AuxLogits/Conv2d_2b_1x1/biases", False),
+    ("Logits", "InceptionV3/LogitsX", False),
+    ("resnet_v1_50/logits", "resnet_v1_50/logits/biases", True),
+    ("resnet_v1_50/logits", "net/resnet_v1_50/logits/biases", True),
+    ("resnet_v1_50/logits", "resnet_v1_50/block1/logits/biases", False),   # consecutive only
+    ("resnet_v1_50/logit", "resnet_v1_50/logits/biases", False),
+    ("logits", "resnet_v1_50/Logits/biases", False),             # case matters
+    ("Logits/", "InceptionV3/Logits/Conv2d/weights", True),      # trailing slash ignored
+    ("/Logits", "Logits/weights", True),                         # leading slash anchors
+    ("/Logits", "InceptionV3/Logits/Conv2d/weights", False),
+    ("/resnet_v1_50/logits/", "resnet_v1_50/logits/weights", True),
+    ("BatchNorm/moving_mean", RESNET[1], True),
+    ("conv1", RESNET[1], True),
+    ("unit_1/bottleneck_v1", RESNET[1], True),
+    ("unit_1/conv1", RESNET[1], False),
+])
+def test_component_patterns(pattern, name, expected):
+    p = compile_pattern(pattern)
+    assert p.text == pattern and p.kind == "component"
+    assert p.matches(name) is expected
+    assert compile_pattern(pattern, match="suffix").matches(name) is expected
+
+
+@pytest.mark.parametrize("pattern, name, expected", [
+    ("Logits", "Logits/weights", True),
+    ("Logits", "Logits_2/weights", True),                        # raw startswith, as slim does
+    ("Logits", "InceptionV3/Logits/Conv2d/weights", False),
+    ("InceptionV3/Logits", "InceptionV3/Logits/Conv2d/weights", True),
+    ("InceptionV3/Logits", "InceptionV3/AuxLogits/Conv2d/weights", False),
+    ("InceptionV3/Mixed_5", "InceptionV3/Mixed_5b/Branch_0/weights", True),
+    ("Logits/", "Logits", False),                                # nothing is stripped
+])
+def test_prefix_patterns(pattern, name, expected):
+    p = compile_pattern(pattern, match="prefix")
+    assert p.kind == "prefix" and p.matches(name) is expected
+
+
+@pytest.mark.parametrize("match", ["component", "prefix", "suffix"])
+@pytest.mark.parametrize("pattern, name, expected", [
+    ("re:Logits", "InceptionV3/AuxLogits/w", True),              # re.search: anywhere
+    ("re:^InceptionV3/(Aux)?Logits/", "InceptionV3/AuxLogits/w", True),
+    ("re:^InceptionV3/(Aux)?Logits/", "InceptionV3/Mixed_5b/w", False),
+    ("re:/(weights|biases)$", "InceptionV3/Logits/Conv2d_1c_1x1/biases", True),
+])
+def test_regex_patterns_whatever_the_mode(match, pattern, name, expected):
+    p = compile_pattern(pattern, match=match)
+    assert p.kind == "re" and p.matches(name) is expected
+
+
+@pytest.mark.parametrize("pattern, match, message", [
+    ("re:Logits(", "component",
+     "invalid regular expression 're:Logits(': missing ), unterminated subpattern at "
+     "position 6"),
+    ("re:*", "prefix", "invalid regular expression 're:*': nothing to repeat at position 0"),
+    ("", "component", "empty scope pattern ''"),
+    ("/", "component", "scope pattern '/' names no scope"),
+    ("Logits", "glob", "unknown match mode 'glob'; use one of component, prefix, suffix"),
+])
+def test_pattern_errors(pattern, match, message):
+    with pytest.raises(PlanError) as e:
+        compile_pattern(pattern, match)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("text, names, expected", [
+    ("logits", RESNET, ["resnet_v1_50/logits"]),                 # by last component, any case
+    ("Logitz", INCEPTION, ["InceptionV3/Logits", "InceptionV3/AuxLogits"]),
+    ("Logits", INCEPTION, ["InceptionV3/Logits", "InceptionV3/AuxLogits"]),
+    ("/Logits/", INCEPTION, ["InceptionV3/Logits", "InceptionV3/AuxLogits"]),
+    ("re:^Logits", INCEPTION, ["InceptionV3/Logits", "InceptionV3/AuxLogits"]),
+    ("resnet_v1_50/logit", RESNET, ["resnet_v1_50/logits", "resnet_v1_50/block1",
+                                    "resnet_v1_50"]),
+    ("resnet_v2_50", RESNET, ["resnet_v1_50"]),                  # not also its children
+    ("InceptionV3/Logits/Conv2d_1c_1x1/weight", INCEPTION,
+     ["InceptionV3/Logits/Conv2d_1c_1x1/weights", "InceptionV3/Logits/Conv2d_1c_1x1",
+      "InceptionV3/AuxLogits/Conv2d_2b_1x1"]),                  # whole paths, then tails
+    ("moving_means", RESNET,
+     ["resnet_v1_50/block1/unit_1/bottleneck_v1/conv1/BatchNorm/moving_mean"]),
+    ("zzzz", RESNET, []),
+    ("Logits", [], []),
+])
+def test_closest_scopes(text, names, expected):
+    assert closest_scopes(text, names) == expected
+
+
+def test_closest_scopes_limit_and_ties():
+    names = [f"net/block{i}/conv/weights" for i in range(1, 10)]
+    assert closest_scopes("net/block", names) == ["net/block1", "net/block2", "net/block3"]
+    assert closest_scopes("net/block", names, n=5)[-1] == "net/block5"
+    assert scope_paths(["a/b/c", "a/d"]) == {"a", "a/b", "a/b/c", "a/d"}
