@@ -5,15 +5,38 @@ reaches `tensorflow.python.layers`, which on TF >= 2.16 forwards to
 `tf_keras.legacy_tf_layers*`; tf_keras now keeps those modules under
 `tf_keras.src.legacy_tf_layers*`. Registering the old names as aliases in sys.modules fixes it
 without touching site-packages.
+
+TF 2.21 prints C++ log lines (oneDNN, CUDA probing) before its logging can be configured;
+they are kept off the terminal while TF loads, and shown if loading fails.
 """
+import contextlib
 import importlib
 import os
 import pkgutil
 import sys
+import tempfile
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow.compat.v1 as tf  # noqa: E402
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Hold file descriptor 2 in a temporary file; replay it if the block fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _alias_legacy_layers():
@@ -29,9 +52,13 @@ def _alias_legacy_layers():
         sys.modules[f"tf_keras.legacy_tf_layers.{info.name}"] = module
 
 
-_alias_legacy_layers()
-tf.disable_eager_execution()
+with _quiet_stderr():
+    import tensorflow.compat.v1 as tf
 
-import tf_slim as slim  # noqa: E402
+    _alias_legacy_layers()
+    tf.disable_eager_execution()
+    tf.get_logger().setLevel("ERROR")   # TF1 deprecation notices are not our users' business
+    warnings.filterwarnings("ignore", message="`layer.apply` is deprecated")
+    import tf_slim as slim
 
 __all__ = ["tf", "slim"]

@@ -1,0 +1,302 @@
+"""The nets factory: one registry of the networks ckptkit can build, and what fine-tuning
+needs to know about each (STYLE.md habits 4 and 5: one registry, adaptation is data).
+
+A NetRecord names a net's variable scope, its image size and preprocessing, the scopes of its
+original classifier and the class count of the published ImageNet checkpoints (1001 with a
+background class at index 0: label_offset 1). Default excludes and new heads come from it.
+
+Importing this module does not load TensorFlow: the registry is plain data and the builders
+are named as "module:function" strings, resolved when a graph is built. `build`,
+`model_variables`, `preprocess` and `scale_gradients` load TF (through ckptkit.tfcompat) on
+first use; the graph work itself lives in heads.py.
+
+Notes
+- resnet_v2 checkpoints were trained at 299x299 with Inception preprocessing (research/slim's
+  README), although tf_slim's default_image_size says 224; the records follow the checkpoints.
+- lenet and cifarnet have no published checkpoints: 10 classes (MNIST, CIFAR-10); LeNet takes
+  one channel.
+"""
+import re
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+
+from ..errors import CkptError
+from ..scopes import closest_scopes, compile_pattern
+
+PREPROCESSING = ("vgg", "inception", "lenet", "cifarnet")
+# ImageNet channel means (RGB) that VGG-style preprocessing subtracts
+VGG_MEANS = (123.68, 116.78, 103.94)
+
+
+@dataclass(frozen=True)
+class NetRecord:
+    """What ckptkit knows about one net; see the module notes."""
+
+    name: str
+    scope: str                  # the net's variable scope: "resnet_v1_50", "InceptionV3"
+    image_size: int
+    preprocessing: str          # one of PREPROCESSING
+    logits_scopes: tuple        # the original classifier: ("InceptionV3/Logits", ...)
+    num_classes: int            # of the published checkpoints
+    label_offset: int = 0       # 1 when num_classes counts a background class
+    channels: int = 3
+    _builder: str = field(default="", repr=False, compare=False)    # "module:function"
+    _arg_scope: str = field(default="", repr=False, compare=False)  # "module:function"
+
+
+def _net(name, scope, size, preprocessing, logits, classes, builder, arg_scope, channels=3):
+    return NetRecord(name, scope, size, preprocessing, tuple(logits), classes,
+                     1 if classes == 1001 else 0, channels, builder, arg_scope)
+
+
+_SLIM = "tf_slim.nets."
+_RESNET_ARGS = _SLIM + "resnet_utils:resnet_arg_scope"
+_SMALL = "ckptkit.train.small_nets:"
+
+NETS = {net.name: net for net in [
+    _net("alexnet_v2", "alexnet_v2", 224, "vgg", ["alexnet_v2/fc8"], 1000,
+         _SLIM + "alexnet:alexnet_v2", _SLIM + "alexnet:alexnet_v2_arg_scope"),
+    _net("cifarnet", "CifarNet", 32, "cifarnet", ["CifarNet/logits"], 10,
+         _SMALL + "cifarnet", _SMALL + "cifarnet_arg_scope"),
+    *[_net(f"inception_v{v}", f"InceptionV{v}", 299 if v == 3 else 224, "inception",
+           [f"InceptionV{v}/Logits"] + (["InceptionV3/AuxLogits"] if v == 3 else []), 1001,
+           f"{_SLIM}inception_v{v}:inception_v{v}",
+           f"{_SLIM}inception_v{v}:inception_v{v}_arg_scope") for v in (1, 2, 3)],
+    _net("lenet", "LeNet", 28, "lenet", ["LeNet/fc4"], 10,
+         _SMALL + "lenet", _SMALL + "lenet_arg_scope", channels=1),
+    *[_net(f"resnet_v1_{d}", f"resnet_v1_{d}", 224, "vgg", [f"resnet_v1_{d}/logits"], 1000,
+           f"{_SLIM}resnet_v1:resnet_v1_{d}", _RESNET_ARGS) for d in (50, 101, 152)],
+    *[_net(f"resnet_v2_{d}", f"resnet_v2_{d}", 299, "inception", [f"resnet_v2_{d}/logits"],
+           1001, f"{_SLIM}resnet_v2:resnet_v2_{d}", _RESNET_ARGS) for d in (50, 101, 152)],
+    *[_net(f"vgg_{d}", f"vgg_{d}", 224, "vgg", [f"vgg_{d}/fc8"], 1000,
+           f"{_SLIM}vgg:vgg_{d}", _SLIM + "vgg:vgg_arg_scope") for d in (16, 19)],
+]}
+
+
+def get_net(name):
+    """The NetRecord called `name` (a NetRecord passes through); CkptError naming the known
+    nets and the closest one otherwise."""
+    if isinstance(name, NetRecord):
+        return name
+    key = str(name).strip().lower().replace("-", "_")
+    if key in NETS:
+        return NETS[key]
+    scores = sorted((-SequenceMatcher(None, key, known).ratio(), known) for known in NETS)
+    hint = f"; closest: {scores[0][1]}" if -scores[0][0] >= 0.5 else ""
+    raise CkptError(f"unknown net {name!r}; known: {', '.join(sorted(NETS))}{hint}")
+
+
+def build(net, images, num_classes, *, head="new", head_scope="Logits", hidden=(),
+          dropout=0.5, is_training=True, frozen=()):
+    """Build `net` on `images` ([batch, size, size, channels] float32) in the default graph.
+
+    head="new": the backbone without its classifier (ResNets globally pooled, Inception
+    without Logits and AuxLogits, VGG/AlexNet up to fc7, LeNet up to fc3, CifarNet up to fc4),
+    then a new head in variable scope `head_scope`: global average pooling of spatial
+    features, dropout at rate `dropout` while training, ReLU layers `hidden_i` of sizes
+    `hidden`, a final linear layer (`head_scope/weights`, `head_scope/biases`) with
+    `num_classes` outputs. Like the classifiers they replace, the layers are 1x1 convolutions
+    on pooled feature maps (weights [1, 1, depth, n]) and fully connected on flat features
+    (LeNet, CifarNet: [depth, n]), so they get the net's weight decay and initialiser.
+    head="keep": the net's own classifier exactly as tf_slim builds it (with its own dropout);
+    `num_classes` must equal the record's (the caller adds label_offset).
+    frozen: scope patterns (DESIGN.md scope semantics); batch normalization layers under one
+    run in inference mode (moving statistics used, never updated), like Keras
+    trainable=False; a pattern that matches no variable is an error.
+
+    Everything is built under the net's own arg_scope (weight decay, initialisers).
+    Returns (logits [batch, num_classes], end_points); end_points["Logits"] is the logits,
+    and for head="keep" on inception_v3 end_points["AuxLogits"] is [batch, num_classes] too.
+    """
+    from . import heads
+
+    record = get_net(net)
+    if head not in ("new", "keep"):
+        raise CkptError(f"unknown head {head!r}; use 'new' or 'keep'")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise CkptError(f"num_classes must be a positive integer, got {num_classes!r}")
+    hidden = tuple(hidden or ())
+    if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in hidden):
+        raise CkptError(f"hidden layer sizes must be positive integers, got {list(hidden)}")
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or \
+            not 0 <= dropout < 1:
+        raise CkptError(f"dropout is a rate in [0, 1), got {dropout!r}")
+    if isinstance(frozen, str):
+        frozen = (frozen,)
+    patterns = [compile_pattern(p) for p in frozen]
+    if head == "keep":
+        if num_classes != record.num_classes:
+            raise CkptError(
+                f"head='keep' reuses the {record.num_classes}-class classifier of "
+                f"{record.name}, but num_classes is {num_classes}; use head='new' for "
+                f"{num_classes} classes")
+        if hidden:
+            raise CkptError("hidden layers belong to a new head; use head='new'")
+    else:
+        top = head_scope.strip("/") if isinstance(head_scope, str) else ""
+        if not top or top == record.scope or top.startswith(record.scope + "/"):
+            raise CkptError(f"head scope {head_scope!r} must be a scope of its own, outside "
+                            f"{record.scope!r}; e.g. 'Logits'")
+        head_scope = top
+    try:
+        return heads.build(record, images, num_classes, head=head, head_scope=head_scope,
+                           hidden=hidden, dropout=dropout, is_training=is_training,
+                           frozen=patterns)
+    except ValueError as e:     # TF: images too small for a VALID kernel, variables exist...
+        shape = getattr(getattr(images, "shape", None), "as_list", lambda: "?")()
+        raise CkptError(f"cannot build {record.name} on images of shape {shape}: "
+                        f"{_tf_error(e)} (its image size is {record.image_size})") from None
+
+
+def _tf_error(error):
+    """The gist of a TF graph-construction error, in one line."""
+    text = str(error)
+    small = re.search(r"subtracting (\d+) from (\d+) for '\{\{node ([^}]+)\}\}", text)
+    if small:
+        window, size, node = small.groups()
+        return (f"too small: at {node.rpartition('/')[0]} a window of {window} meets a "
+                f"feature map of {size}")
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def model_variables(net, num_classes, **build_kwargs):
+    """The variables `build(net, ..., num_classes, **build_kwargs)` creates, as
+    ckptkit.plan.ModelVar in graph creation order (built in a fresh graph on one image of the
+    net's size)."""
+    from ..plan import ModelVar
+    from ..tfcompat import tf
+
+    record = get_net(net)
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.placeholder(
+            tf.float32, [1, record.image_size, record.image_size, record.channels], "images")
+        build(record, images, num_classes, **build_kwargs)
+        trainable = {v.op.name for v in tf.trainable_variables()}
+        return [ModelVar(v.op.name, tuple(v.shape.as_list()), v.dtype.base_dtype.name,
+                         v.op.name in trainable) for v in tf.global_variables()]
+
+
+def preprocess(net, image, is_training):
+    """A uint8 [h, w, C] image (C = 1, 3 or 4) as the float32 [size, size, channels] input
+    `net` was trained on.
+
+    vgg: train: random resized crop + horizontal flip; eval: aspect-preserving resize (shorter
+      side size * 256/224) + central crop; then the ImageNet RGB means are subtracted.
+    inception: train: random resized crop + horizontal flip; eval: central 87.5% crop +
+      resize; then scaled to [-1, 1].
+    lenet: resize, then (x - 128) / 128.
+    cifarnet: resize (train: 4-pixel pad, random crop, flip), then per-image standardisation.
+    Grayscale becomes RGB for 3-channel nets, RGB becomes grayscale for LeNet, alpha is
+    dropped. Random resized crop: area 8%-100%, aspect ratio 3/4-4/3.
+    """
+    from ..tfcompat import tf
+
+    record = get_net(net)
+    image = tf.convert_to_tensor(image)
+    if image.dtype != tf.uint8:
+        raise CkptError(f"preprocess expects a uint8 image, got {image.dtype.name}")
+    if image.shape.ndims not in (None, 3):
+        raise CkptError(f"preprocess expects one [height, width, channels] image, got shape "
+                        f"{image.shape.as_list()}")
+    size, kind = record.image_size, record.preprocessing
+    with tf.name_scope("preprocess"):
+        image = _channels(tf, tf.cast(image, tf.float32), record.channels)
+        if kind in ("vgg", "inception"):
+            if is_training:
+                image = tf.image.random_flip_left_right(_random_resized_crop(tf, image, size))
+            elif kind == "vgg":
+                image = _central_crop(tf, _resize_shorter_side(tf, image, size * 256 // 224),
+                                      size)
+            else:
+                image = tf.image.resize(tf.image.central_crop(image, 0.875), [size, size])
+            if kind == "vgg":
+                image = image - tf.constant(VGG_MEANS, tf.float32)
+            else:
+                image = image / 127.5 - 1.0
+        else:
+            image = tf.image.resize(image, [size, size])
+            if kind == "lenet":
+                image = (image - 128.0) / 128.0
+            else:
+                if is_training:
+                    image = tf.image.resize_with_crop_or_pad(image, size + 8, size + 8)
+                    image = tf.image.random_crop(image, [size, size, record.channels])
+                    image = tf.image.random_flip_left_right(image)
+                image = tf.image.per_image_standardization(image)
+        image = tf.ensure_shape(image, [size, size, record.channels])
+    return image
+
+
+def _channels(tf, image, channels):
+    """float [h, w, C] -> [h, w, channels]: gray -> RGB by copying, RGB -> gray (luma)."""
+    have = image.shape[-1] if image.shape.ndims == 3 else None
+    if have is None:
+        rgb = tf.cond(tf.equal(tf.shape(image)[2], 1),
+                      lambda: tf.tile(image, [1, 1, 3]), lambda: image)[:, :, :3]
+    elif have == channels:
+        return image
+    elif have == 1:
+        rgb = tf.tile(image, [1, 1, 3])
+    else:
+        rgb = image[:, :, :3]
+    return rgb if channels == 3 else tf.image.rgb_to_grayscale(rgb)
+
+
+def _random_resized_crop(tf, image, size):
+    begin, extent, _ = tf.image.sample_distorted_bounding_box(
+        tf.shape(image), bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
+        max_attempts=100, use_image_if_no_bounding_boxes=True)
+    return tf.image.resize(tf.slice(image, begin, extent), [size, size])
+
+
+def _resize_shorter_side(tf, image, side):
+    hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    scaled = tf.cast(tf.round(hw * (side / tf.reduce_min(hw))), tf.int32)
+    return tf.image.resize(image, tf.maximum(scaled, side))
+
+
+def _central_crop(tf, image, size):
+    hw = tf.shape(image)[:2]
+    top, left = (hw[0] - size) // 2, (hw[1] - size) // 2
+    return image[top:top + size, left:left + size]
+
+
+def scale_gradients(grads_and_vars, lr_mults):
+    """Per-scope learning-rate multipliers: each gradient whose variable matches a pattern of
+    `lr_mults` (pairs (pattern, multiplier), or a dict) is multiplied; the longest matching
+    pattern wins; unmatched gradients, None gradients and 1x pass through unchanged.
+    A pattern that matches no variable, or a negative multiplier, is a CkptError."""
+    from ..tfcompat import tf
+
+    pairs = list(grads_and_vars)
+    rules = []
+    for text, mult in (lr_mults.items() if isinstance(lr_mults, dict) else lr_mults):
+        try:
+            mult = float(mult)
+        except (TypeError, ValueError):
+            mult = -1.0
+        if not mult >= 0 or mult == float("inf"):
+            raise CkptError(f"learning-rate multiplier for {text!r} must be a number >= 0")
+        rules.append((compile_pattern(text), mult))
+    names = [v.op.name for _, v in pairs]
+    for pattern, _ in rules:
+        if not any(map(pattern.matches, names)):
+            close = closest_scopes(pattern.text, names)
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise CkptError(f"no trained variable matches learning-rate scope "
+                            f"{pattern.text!r}{hint}")
+    scaled = []
+    for grad, var in pairs:
+        hits = [(len(p.text), -i, m) for i, (p, m) in enumerate(rules) if p.matches(var.op.name)]
+        mult = max(hits)[2] if hits else 1.0
+        if grad is not None and mult != 1.0:
+            with tf.name_scope("lr_mult"):
+                if isinstance(grad, tf.IndexedSlices):
+                    grad = tf.IndexedSlices(grad.values * tf.cast(mult, grad.values.dtype),
+                                            grad.indices, grad.dense_shape)
+                else:
+                    grad = grad * tf.cast(mult, grad.dtype)
+        scaled.append((grad, var))
+    return scaled

@@ -1,0 +1,479 @@
+"""The nets factory (ckptkit.train.nets): every net with a new head and with its own, checked
+against tf_slim's variable lists; frozen batch norm and learning-rate multipliers checked by
+value after a training step; preprocessing by output shape and range.
+
+Building a big net's graph costs 2-9 s, so by default the variable lists are compared for
+the small nets, resnet_v1_50, resnet_v2_50 and inception_v3 (one per code path: tf_slim's
+builder, ckptkit's ResNet v2 blocks, an Inception base); the others are checked without
+building (resnet_v1 depths are tf_slim's own builders, ResNet v2 block tables equal tf_slim's,
+every Inception base exists). CKPTKIT_TEST_ALL_NETS=1 builds every net (about 3 minutes).
+"""
+import os
+import subprocess
+import sys
+from unittest import mock
+
+import numpy as np
+import pytest
+
+from ckptkit.errors import CkptError
+from ckptkit.scopes import compile_pattern
+
+pytestmark = pytest.mark.tf
+
+# measured on TensorFlow 2.21 / tf_slim 1.1: (variables with the original classifier for the
+# record's class count, of those in the classifier scopes)
+COUNTS = {
+    "alexnet_v2": (16, 2), "cifarnet": (10, 2), "inception_v1": (230, 2),
+    "inception_v2": (277, 2), "inception_v3": (388, 12), "lenet": (8, 2),
+    "resnet_v1_50": (267, 2), "resnet_v1_101": (522, 2), "resnet_v1_152": (777, 2),
+    "resnet_v2_50": (272, 2), "resnet_v2_101": (544, 2), "resnet_v2_152": (816, 2),
+    "vgg_16": (32, 2), "vgg_19": (38, 2),
+}
+ALL = os.environ.get("CKPTKIT_TEST_ALL_NETS") == "1"
+SMALL = ["alexnet_v2", "cifarnet", "lenet", "vgg_16", "vgg_19"]
+BUILT = sorted(COUNTS) if ALL else SMALL + ["inception_v3", "resnet_v1_50", "resnet_v2_50"]
+KEPT = BUILT if ALL else SMALL + ["inception_v3", "resnet_v2_50"]
+
+
+@pytest.fixture(scope="module")
+def tf():
+    from ckptkit.tfcompat import tf
+    return tf
+
+
+@pytest.fixture(scope="module")
+def nets():
+    from ckptkit.train import nets
+    return nets
+
+
+@pytest.fixture(scope="module")
+def built(tf, nets):
+    """Cached graphs: built(kind, name) for kind "slim" (tf_slim's own net, its classifier),
+    "new" (5 classes) or "keep" -> (variables as (name, shape, dtype, trainable), logits
+    shape, names of the variables with a weight-decay loss)."""
+    from ckptkit.tfcompat import slim
+    from ckptkit.train.heads import resolve
+    cache = {}
+
+    def get(kind, name):
+        if (kind, name) not in cache:
+            record = nets.get_net(name)
+            graph = tf.Graph()
+            with graph.as_default():
+                size = record.image_size
+                images = tf.placeholder(tf.float32, [1, size, size, record.channels])
+                if kind == "slim":
+                    with slim.arg_scope(resolve(record._arg_scope)()):
+                        logits, _ = resolve(record._builder)(
+                            images, num_classes=record.num_classes, is_training=True)
+                else:
+                    classes = 5 if kind == "new" else record.num_classes
+                    logits, _ = nets.build(record, images, classes, head=kind)
+                trainable = set(tf.trainable_variables())
+                variables = [(v.op.name, tuple(v.shape.as_list()), v.dtype.base_dtype.name,
+                              v in trainable) for v in tf.global_variables()]
+                decayed = _decayed(tf)
+            cache[kind, name] = variables, logits.shape.as_list(), decayed
+        return cache[kind, name]
+    return get
+
+
+def _decayed(tf):
+    """Names of the variables a regularization loss reads."""
+    names, todo = set(), [loss.op for loss in tf.losses.get_regularization_losses()]
+    while todo:
+        op = todo.pop()
+        if op.type == "VarHandleOp":
+            names.add(op.name)
+        todo.extend(t.op for t in op.inputs)
+    return names
+
+
+def _in(scopes, name):
+    return any(compile_pattern(s).matches(name) for s in scopes)
+
+
+# --- registry --------------------------------------------------------------------------------
+
+def test_registry_loads_no_tensorflow():
+    code = ("import sys\nfrom ckptkit.train.nets import NETS, get_net\n"
+            "get_net('lenet')\n"
+            "print(len(NETS), sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'tf_slim', 'tf_keras', 'keras')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.split() == ["14", "[]"]
+
+
+@pytest.mark.parametrize("name", sorted(COUNTS))
+def test_record_is_consistent(nets, name):
+    record = nets.get_net(name)
+    assert record.name == name and nets.get_net(record) is record
+    assert record.preprocessing in nets.PREPROCESSING
+    assert record.logits_scopes and all(s.startswith(record.scope + "/")
+                                        for s in record.logits_scopes)
+    assert record.label_offset == (1 if record.num_classes == 1001 else 0)
+    assert record.channels == (1 if name == "lenet" else 3)
+
+
+@pytest.mark.parametrize("name, classes, offset, size, preprocessing, logits", [
+    ("resnet_v1_50", 1000, 0, 224, "vgg", ("resnet_v1_50/logits",)),
+    ("resnet_v2_101", 1001, 1, 299, "inception", ("resnet_v2_101/logits",)),
+    ("inception_v3", 1001, 1, 299, "inception",
+     ("InceptionV3/Logits", "InceptionV3/AuxLogits")),
+    ("vgg_19", 1000, 0, 224, "vgg", ("vgg_19/fc8",)),
+    ("lenet", 10, 0, 28, "lenet", ("LeNet/fc4",)),
+    ("cifarnet", 10, 0, 32, "cifarnet", ("CifarNet/logits",)),
+])
+def test_record_facts(nets, name, classes, offset, size, preprocessing, logits):
+    r = nets.get_net(name)
+    assert (r.num_classes, r.label_offset, r.image_size, r.preprocessing, r.logits_scopes) == \
+        (classes, offset, size, preprocessing, logits)
+
+
+def test_unknown_net_names_the_known_ones(nets):
+    known = ("alexnet_v2, cifarnet, inception_v1, inception_v2, inception_v3, lenet, "
+             "resnet_v1_101, resnet_v1_152, resnet_v1_50, resnet_v2_101, resnet_v2_152, "
+             "resnet_v2_50, vgg_16, vgg_19")
+    with pytest.raises(CkptError) as e:
+        nets.get_net("resnet50")
+    assert str(e.value) == f"unknown net 'resnet50'; known: {known}; closest: resnet_v1_50"
+    with pytest.raises(CkptError, match=r"^unknown net 'zzz'; known: alexnet_v2, .*vgg_19$"):
+        nets.get_net("zzz")
+    assert nets.get_net("ResNet-V1-50").name == "resnet_v1_50"
+
+
+# --- heads -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", BUILT)
+def test_new_head_replaces_the_classifier(nets, built, name):
+    record = nets.get_net(name)
+    slim_vars, slim_logits, slim_decayed = built("slim", name)
+    new_vars, logits, decayed = built("new", name)
+    assert logits == [1, 5]
+    assert slim_logits[0] == 1 and slim_logits[-1] == record.num_classes
+    kept = [v for v in slim_vars if not _in(record.logits_scopes, v[0])]
+    head = new_vars[len(kept):]
+    assert new_vars[:len(kept)] == kept
+    # a 1x1 convolution on pooled feature maps, fully connected on flat features (like the
+    # classifier it replaces); weight decay as the net's arg_scope gives its layers
+    depth = head[0][1][-2]
+    conv = name not in ("lenet", "cifarnet")
+    assert head == [("Logits/weights", (1, 1, depth, 5) if conv else (depth, 5), "float32",
+                     True), ("Logits/biases", (5,), "float32", True)]
+    assert not [v for v in new_vars if _in(record.logits_scopes, v[0])]
+    assert decayed - {"Logits/weights"} == {n for n in slim_decayed
+                                            if not _in(record.logits_scopes, n)}
+    assert ("Logits/weights" in decayed) == (name != "lenet")   # LeNet: decay 0, no loss
+    assert (len(slim_vars), len(slim_vars) - len(kept)) == COUNTS[name]
+    assert len(new_vars) == len(slim_vars) - COUNTS[name][1] + 2
+
+
+@pytest.mark.parametrize("name", KEPT)
+def test_keep_head_is_tf_slims_net(nets, built, name):
+    keep_vars, logits, decayed = built("keep", name)
+    assert (keep_vars, decayed) == (built("slim", name)[0], built("slim", name)[2])
+    assert logits == [1, nets.get_net(name).num_classes]
+
+
+def test_design_facts(built):
+    """DESIGN.md: resnet_v1_50 has 267 variables with its 1000-class head, inception_v3 388
+    with 1001 classes; a new head keeps 265 of resnet_v1_50's and adds 2."""
+    assert len(built("slim", "resnet_v1_50")[0]) == 267
+    new = built("new", "resnet_v1_50")[0]
+    assert len(new) == 267 and len([v for v in new if v[0].startswith("resnet_v1_50/")]) == 265
+    assert new[-2:] == [("Logits/weights", (1, 1, 2048, 5), "float32", True),
+                        ("Logits/biases", (5,), "float32", True)]
+    assert len(built("keep", "inception_v3")[0]) == 388
+    bn = {v[0].rpartition("/")[2]: v[3] for v in new
+          if v[0].startswith("resnet_v1_50/conv1/BatchNorm/")}
+    assert bn == {"gamma": True, "beta": True, "moving_mean": False, "moving_variance": False}
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(COUNTS) if n.startswith("inception")])
+def test_inception_bases_exist(nets, name):
+    """The headless Inception nets are tf_slim's inception_vN_base."""
+    from ckptkit.train.heads import resolve
+    assert callable(resolve(nets.get_net(name)._builder + "_base"))
+
+
+def test_model_variables_records(nets):
+    variables = nets.model_variables("lenet", 3)
+    assert [(v.name, v.shape, v.dtype, v.trainable) for v in variables] == [
+        ("LeNet/conv1/weights", (5, 5, 1, 32), "float32", True),
+        ("LeNet/conv1/biases", (32,), "float32", True),
+        ("LeNet/conv2/weights", (5, 5, 32, 64), "float32", True),
+        ("LeNet/conv2/biases", (64,), "float32", True),
+        ("LeNet/fc3/weights", (3136, 1024), "float32", True),
+        ("LeNet/fc3/biases", (1024,), "float32", True),
+        ("Logits/weights", (1024, 3), "float32", True),
+        ("Logits/biases", (3,), "float32", True)]
+    from ckptkit.plan import ModelVar
+    assert all(isinstance(v, ModelVar) for v in variables)
+
+
+def test_hidden_layers_and_head_scope(nets):
+    base = [(v.name, v.shape) for v in nets.model_variables("lenet", 5)][:-2]
+    names = [(v.name, v.shape) for v in nets.model_variables("lenet", 5, hidden=(256, 128),
+                                                             head_scope="Head")]
+    assert names == base + [
+        ("Head/hidden_1/weights", (1024, 256)), ("Head/hidden_1/biases", (256,)),
+        ("Head/hidden_2/weights", (256, 128)), ("Head/hidden_2/biases", (128,)),
+        ("Head/weights", (128, 5)), ("Head/biases", (5,))]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"head": "keep"}, (r"^head='keep' reuses the 10-class classifier of lenet, but "
+                        r"num_classes is 5; use head='new' for 5 classes$")),
+    ({"head": "old"}, r"^unknown head 'old'; use 'new' or 'keep'$"),
+    ({"hidden": (0,)}, r"^hidden layer sizes must be positive integers, got \[0\]$"),
+    ({"dropout": 1.0}, r"^dropout is a rate in \[0, 1\), got 1.0$"),
+    ({"head_scope": "LeNet/new"}, r"^head scope 'LeNet/new' must be a scope of its own"),
+    ({"frozen": ["LeNet/conv9"]}, (r"^frozen scope 'LeNet/conv9' matches no variable of "
+                                   r"lenet; closest: LeNet/conv1, LeNet/conv2")),
+])
+def test_build_refuses_bad_arguments(tf, nets, kwargs, message):
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [1, 28, 28, 1])
+        with pytest.raises(CkptError, match=message):
+            nets.build("lenet", images, 5, **kwargs)
+
+
+def test_images_too_small_is_one_line(tf, nets):
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [1, 64, 64, 3])
+        with pytest.raises(CkptError) as e:
+            nets.build("vgg_16", images, 5)
+    assert str(e.value) == ("cannot build vgg_16 on images of shape [1, 64, 64, 3]: too small: "
+                            "at vgg_16/fc6 a window of 7 meets a feature map of 2 (its image "
+                            "size is 224)")
+
+
+@pytest.mark.parametrize("name", ["resnet_v2_50", "resnet_v2_101", "resnet_v2_152"])
+def test_resnet_v2_blocks_are_tf_slims(nets, name):
+    """ckptkit builds ResNet v2 from blocks (to reach the `preact` batch norms); they are the
+    blocks tf_slim's resnet_v2_N passes to resnet_v2 (captured without building)."""
+    from ckptkit.train.heads import resnet_v2_blocks, resolve
+    module = sys.modules[resolve("tf_slim.nets.resnet_v2:resnet_v2").__module__]
+    seen = []
+    with mock.patch.object(module, "resnet_v2",
+                           lambda inputs, blocks, *args, **kwargs: seen.append(blocks)):
+        getattr(module, name)(None)
+    ours = resnet_v2_blocks(nets.get_net(name))
+    assert [(b.scope, b.unit_fn, b.args) for b in ours] == \
+        [(b.scope, b.unit_fn, b.args) for b in seen[0]]
+
+
+# --- frozen batch norm -----------------------------------------------------------------------
+
+def _train_step(tf, name, frozen, watch):
+    """One SGD step (with UPDATE_OPS) on 2 images of 64x64; the `watch` variables before and
+    after, and the update ops' names."""
+    from ckptkit.train import nets
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(1)
+        rng = np.random.RandomState(0)
+        images = tf.constant(rng.uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32))
+        logits, _ = nets.build(name, images, 5, frozen=frozen, dropout=0.0)
+        loss = tf.losses.sparse_softmax_cross_entropy(tf.constant([0, 3]), logits)
+        updates = tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+        with tf.control_dependencies(updates):
+            step = tf.train.GradientDescentOptimizer(0.1).minimize(loss)
+        by_name = {v.op.name: v for v in tf.global_variables()}
+        tensors = [by_name[w] for w in watch]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            before = sess.run(tensors)
+            sess.run(step)
+            after = sess.run(tensors)
+    return dict(zip(watch, zip(before, after))), [op.name for op in updates]
+
+
+@pytest.mark.parametrize("name, frozen, still, moving", [
+    ("resnet_v1_50", ["resnet_v1_50/block1"],
+     ["resnet_v1_50/block1/unit_1/bottleneck_v1/conv1/BatchNorm/moving_mean",
+      "resnet_v1_50/block1/unit_3/bottleneck_v1/conv3/BatchNorm/moving_variance"],
+     ["resnet_v1_50/block2/unit_1/bottleneck_v1/conv1/BatchNorm/moving_mean",
+      "resnet_v1_50/conv1/BatchNorm/moving_mean"]),
+    ("resnet_v2_50", ["resnet_v2_50/block1", "/resnet_v2_50/postnorm"],
+     ["resnet_v2_50/block1/unit_1/bottleneck_v2/preact/moving_mean",
+      "resnet_v2_50/block1/unit_2/bottleneck_v2/conv2/BatchNorm/moving_mean",
+      "resnet_v2_50/postnorm/moving_mean"],
+     ["resnet_v2_50/block2/unit_1/bottleneck_v2/preact/moving_mean",
+      "resnet_v2_50/block4/unit_3/bottleneck_v2/conv1/BatchNorm/moving_variance"]),
+])
+def test_frozen_batch_norm_keeps_its_statistics(tf, name, frozen, still, moving):
+    gamma = still[0].rpartition("/")[0] + "/gamma"
+    values, updates = _train_step(tf, name, frozen, still + moving + [gamma])
+    for watched in still:
+        before, after = values[watched]
+        assert np.array_equal(before, after), watched
+    for watched in moving + [gamma]:     # frozen statistics, but gamma/beta still train
+        before, after = values[watched]
+        assert not np.array_equal(before, after), watched
+    assert updates and not [u for u in updates if any(
+        compile_pattern(f).matches(u) for f in frozen)]
+
+
+@pytest.mark.parametrize("kwargs", [{"is_training": False}, {"frozen": ["resnet_v2_50"]}],
+                         ids=["inference", "all-frozen"])
+def test_no_statistics_update_when_nothing_trains(tf, nets, kwargs):
+    """Every batch norm of ResNet v2 (conv normalizers, `preact`, `postnorm`) follows."""
+    with tf.Graph().as_default():
+        nets.build("resnet_v2_50", tf.placeholder(tf.float32, [1, 64, 64, 3]), 5, **kwargs)
+        assert tf.get_collection(tf.GraphKeys.UPDATE_OPS) == []
+
+
+def test_frozen_checks_on_a_second_tower(tf, nets):
+    """A build that reuses every variable (a second replica) is checked against the graph's."""
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [1, 28, 28, 1])
+        nets.build("lenet", images, 5, frozen=["LeNet/conv1"])
+        with tf.variable_scope(tf.get_variable_scope(), reuse=True):
+            nets.build("lenet", images, 5, frozen=["LeNet/conv1"])
+            with pytest.raises(CkptError, match="^frozen scope 'conv3' matches no variable"):
+                nets.build("lenet", images, 5, frozen=["conv3"])
+
+
+def test_a_batch_norm_out_of_reach_is_an_error(tf, nets):
+    """A net whose batch norm ckptkit cannot switch (here: ResNet v2 units left unwrapped)
+    fails the build instead of updating frozen statistics."""
+    from ckptkit.train import heads
+    with tf.Graph().as_default(), mock.patch.object(heads._BatchNorm, "unit",
+                                                    lambda self, unit_fn: unit_fn):
+        images = tf.placeholder(tf.float32, [1, 64, 64, 3])
+        with pytest.raises(CkptError, match="^cannot freeze batch norm 'resnet_v2_50/block4/"
+                                            "unit_1/bottleneck_v2/preact' of resnet_v2_50: "):
+            nets.build("resnet_v2_50", images, 5, frozen=["resnet_v2_50/block4"])
+
+
+# --- learning-rate multipliers ---------------------------------------------------------------
+
+def test_scale_gradients_multiplies_the_update(tf, nets):
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(2)
+        images = tf.constant(np.random.RandomState(1).rand(2, 28, 28, 1).astype(np.float32))
+        logits, _ = nets.build("lenet", images, 5, dropout=0.0)
+        loss = tf.losses.sparse_softmax_cross_entropy(tf.constant([1, 4]), logits)
+        sgd = tf.train.GradientDescentOptimizer(0.05)
+        plain = sgd.compute_gradients(loss)
+        scaled = nets.scale_gradients(plain, [("Logits", 10), ("LeNet/fc3", 1)])
+        assert [v for _, v in scaled] == [v for _, v in plain]
+        by_name = {v.op.name: i for i, (_, v) in enumerate(plain)}
+        head, conv = by_name["Logits/weights"], by_name["LeNet/conv1/weights"]
+        assert scaled[conv][0] is plain[conv][0]            # 1x: untouched
+        steps = {"plain": sgd.apply_gradients(plain), "scaled": sgd.apply_gradients(scaled)}
+        variables = tf.global_variables()
+        watched = [variables.index(plain[head][1]), variables.index(plain[conv][1])]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            start = sess.run(variables)
+            g_plain, g_scaled = sess.run([plain[head][0], scaled[head][0]])
+            assert np.array_equal(g_scaled, g_plain * np.float32(10))
+            delta = {}
+            for kind, step in steps.items():      # the same start for both steps
+                for var, value in zip(variables, start):
+                    var.load(value, sess)
+                sess.run(step)
+                after = sess.run(variables)
+                delta[kind] = [after[i] - start[i] for i in watched]
+    # the gradients are exactly 10x (above); the updates too, but for the float32 rounding of
+    # `weight - update` (a few units in the last place of the largest weight)
+    ulp = np.spacing(np.abs(start[watched[0]]).max())
+    assert np.abs(delta["plain"][0]).max() > 1e5 * ulp
+    np.testing.assert_allclose(delta["scaled"][0], 10 * delta["plain"][0], rtol=0, atol=16 * ulp)
+    np.testing.assert_array_equal(delta["scaled"][1], delta["plain"][1])
+
+
+def test_scale_gradients_longest_pattern_wins(tf, nets):
+    with tf.Graph().as_default():
+        a = tf.get_variable("net/block1/w", [2], initializer=tf.ones_initializer())
+        b = tf.get_variable("net/block2/w", [2], initializer=tf.ones_initializer())
+        grads = [(tf.ones([2]), a), (tf.ones([2]), b), (None, a)]
+        out = nets.scale_gradients(grads, {"net": 2, "net/block2": 0.5})
+        with tf.Session() as sess:
+            assert [list(g) for g in sess.run([out[0][0], out[1][0]])] == [[2, 2], [0.5, 0.5]]
+        assert out[2] == (None, a)
+
+
+@pytest.mark.parametrize("mults, message", [
+    ([("Logitz", 10)], (r"^no trained variable matches learning-rate scope 'Logitz'; "
+                        r"closest: Logits")),
+    ([("Logits", -1)], r"^learning-rate multiplier for 'Logits' must be a number >= 0$"),
+    ([("Logits", "x")], r"^learning-rate multiplier for 'Logits' must be a number >= 0$"),
+])
+def test_scale_gradients_refuses(tf, nets, mults, message):
+    with tf.Graph().as_default():
+        w = tf.get_variable("Logits/weights", [2])
+        with pytest.raises(CkptError, match=message):
+            nets.scale_gradients([(tf.ones([2]), w)], mults)
+
+
+# --- preprocessing ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prep(tf, nets):
+    """prep(net, image, is_training) -> the numpy result (one graph per call)."""
+    def run(net, image, is_training, shape=None):
+        with tf.Graph().as_default():
+            feed = tf.placeholder(tf.uint8, shape or image.shape)
+            out = nets.preprocess(net, feed, is_training)
+            static = out.shape.as_list()
+            with tf.Session() as sess:
+                first, second = (sess.run(out, {feed: image}) for _ in range(2))
+        assert list(first.shape) == static
+        return first, second
+    return run
+
+
+RNG = np.random.RandomState(3)
+PHOTO = RNG.randint(0, 256, (90, 150, 3)).astype(np.uint8)
+GRAY = RNG.randint(0, 256, (120, 70, 1)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("net, size, low, high", [
+    ("vgg_16", 224, -123.68, 255 - 103.94), ("resnet_v1_50", 224, -123.68, 255 - 103.94),
+    ("inception_v3", 299, -1, 1), ("resnet_v2_50", 299, -1, 1),
+])
+@pytest.mark.parametrize("is_training", [False, True])
+def test_preprocess_shapes_and_ranges(prep, net, size, low, high, is_training):
+    out, again = prep(net, PHOTO, is_training)
+    assert out.shape == (size, size, 3) and out.dtype == np.float32
+    assert low - 1e-3 <= out.min() and out.max() <= high + 1e-3
+    assert out.max() - out.min() > (high - low) / 2
+    assert np.array_equal(out, again) != is_training       # augmentation is random
+
+
+def test_preprocess_values(prep):
+    flat = np.full((60, 100, 3), 100, np.uint8)
+    vgg, _ = prep("vgg_16", flat, False)
+    np.testing.assert_allclose(vgg, np.broadcast_to(
+        100 - np.array([123.68, 116.78, 103.94], np.float32), vgg.shape), atol=1e-3)
+    for value, expected in ((0, -1.0), (255, 1.0)):
+        inception, _ = prep("inception_v1", np.full((50, 50, 3), value, np.uint8), True)
+        np.testing.assert_allclose(inception, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [None, [None, None, None]])
+def test_preprocess_grayscale_becomes_rgb(prep, shape):
+    out, _ = prep("inception_v3", GRAY, False, shape)
+    assert out.shape == (299, 299, 3)
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+
+
+def test_preprocess_small_nets(prep):
+    lenet, _ = prep("lenet", PHOTO, False)
+    assert lenet.shape == (28, 28, 1) and -1 <= lenet.min() and lenet.max() < 1
+    cifar, _ = prep("cifarnet", GRAY, True)
+    assert cifar.shape == (32, 32, 3)
+    assert abs(cifar.mean()) < 1e-4 and abs(cifar.std() - 1) < 1e-2
+
+
+def test_preprocess_wants_uint8(tf, nets):
+    with tf.Graph().as_default(), \
+            pytest.raises(CkptError, match="^preprocess expects a uint8 image, got float32$"):
+        nets.preprocess("vgg_16", tf.zeros([8, 8, 3]), False)
