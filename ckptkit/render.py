@@ -203,7 +203,7 @@ def plan_table(plan, verbose=False):
             continue
         shown = section.rows if verbose else section.rows[:_PLAN_ROWS]
         for model, ckpt, detail in shown:
-            name = f"{model} <- {ckpt}" if model and ckpt else model or ckpt
+            name = f"{model} <- {ckpt}" if model and ckpt and model != ckpt else model or ckpt
             rows.append((f"  {name}", detail, ""))
         if len(shown) < len(section.rows):
             rows.append((f"  ... {len(section.rows) - len(shown)} more (--verbose lists all)",

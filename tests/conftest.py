@@ -36,3 +36,15 @@ def corpus():
 def runner():
     """Invoke the click CLI in-process: runner.invoke(cli, [...])."""
     return CliRunner()
+
+
+@pytest.fixture
+def ckptkit(runner):
+    """ckptkit(*args) -> (exit code, stdout, stderr); paths may be Path objects."""
+    from ckptkit.cli import cli
+
+    def invoke(*args):
+        result = runner.invoke(cli, [str(a) for a in args], prog_name="ckptkit")
+        assert "Traceback" not in result.output
+        return result.exit_code, result.stdout, result.stderr
+    return invoke

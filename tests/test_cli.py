@@ -70,14 +70,6 @@ def ckpts(tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def ckptkit(runner):
-    """ckptkit(*args) -> (exit code, stdout, stderr); paths may be Path objects."""
-    def invoke(*args):
-        result = runner.invoke(cli, [str(a) for a in args], prog_name="ckptkit")
-        assert "Traceback" not in result.output
-        return result.exit_code, result.stdout, result.stderr
-    return invoke
 
 
 # ---------------------------------------------------------------- version and help
