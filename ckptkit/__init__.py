@@ -2,10 +2,18 @@
 from .errors import CkptError, Corrupt, FormatError, NotFound, PlanError, Unsupported
 from .formats import Reader, open_checkpoint
 from .legacy import NewCheckpointReader
-from .plan import ModelVar, RestorePlan, plan_restore
 from .variable import Variable
 
 __version__ = "0.1.0"
 __all__ = ["open_checkpoint", "NewCheckpointReader", "plan_restore", "ModelVar", "RestorePlan",
            "Reader", "Variable", "CkptError",
            "Corrupt", "FormatError", "NotFound", "PlanError", "Unsupported"]
+
+
+def __getattr__(name):
+    """The planner loads on first use, keeping `ckptkit inspect` start-up lean."""
+    if name in ("plan_restore", "ModelVar", "RestorePlan"):
+        from . import plan
+
+        return getattr(plan, name)
+    raise AttributeError(f"module 'ckptkit' has no attribute {name!r}")

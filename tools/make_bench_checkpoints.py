@@ -3,6 +3,7 @@ written by TensorFlow itself, and skip those already there:
 
 - resnet_v1_50/model.ckpt  tf_slim resnet_v1_50 (1000 classes, resnet_arg_scope), random
                            init, tf.train.Saver V2: 267 variables, ~100 MB.
+- resnet_v1_152/model.ckpt the same for resnet_v1_152: 777 variables, ~240 MB.
 - big/model.ckpt           ~700 MB: five 128 MiB float32 variables plus 300 small ones.
 - many/model.ckpt          exactly 100,000 small variables with scoped names such as
                            net/block_0042/unit_3/conv/weights.
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import time
 
-RESNET_VARIABLES = 267
+RESNET_VARIABLES = {50: 267, 152: 777}   # with resnet_arg_scope, 1000 classes
 BIG_LARGE = 5                    # large float32 tensors ...
 BIG_LARGE_ELEMENTS = 32 << 20    # ... of 128 MiB each
 BIG_SMALL = 300
@@ -65,7 +66,7 @@ def _check(prefix, expected=None, min_bytes=0):
           "tf.train.load_checkpoint)", file=sys.stderr)
 
 
-def make_resnet(prefix):
+def make_resnet(prefix, depth=50):
     import warnings
 
     warnings.filterwarnings("ignore", message=".*layer.apply.*")   # tf_slim's, harmless
@@ -76,15 +77,16 @@ def make_resnet(prefix):
     tf.set_random_seed(0)
     images = tf.placeholder(tf.float32, [None, 224, 224, 3])
     with slim.arg_scope(resnet_v1.resnet_arg_scope()):
-        resnet_v1.resnet_v1_50(images, num_classes=1000, is_training=False)
+        getattr(resnet_v1, f"resnet_v1_{depth}")(images, num_classes=1000, is_training=False)
     variables = tf.global_variables()
-    if len(variables) != RESNET_VARIABLES:
-        sys.exit(f"resnet_v1_50 built {len(variables)} variables, expected {RESNET_VARIABLES}")
+    if len(variables) != RESNET_VARIABLES[depth]:
+        sys.exit(f"resnet_v1_{depth} built {len(variables)} variables, expected "
+                 f"{RESNET_VARIABLES[depth]}")
     with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())
         tf.train.Saver(variables, write_version=tf.train.SaverDef.V2).save(
             sess, prefix, write_meta_graph=False)
-    _check(prefix, RESNET_VARIABLES)
+    _check(prefix, RESNET_VARIABLES[depth])
 
 
 def _save_v2(prefix, named):
@@ -136,7 +138,8 @@ def _tf_log_line(line):
         "WARNING: All log messages before absl")
 
 
-MAKERS = {"resnet_v1_50": make_resnet, "big": make_big, "many": make_many}
+MAKERS = {"resnet_v1_50": make_resnet, "resnet_v1_152": lambda p: make_resnet(p, 152),
+          "big": make_big, "many": make_many}
 
 
 def main(argv):
