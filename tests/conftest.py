@@ -32,6 +32,15 @@ def corpus():
     return CORPUS
 
 
+@pytest.fixture(scope="session")
+def tf():
+    """tf.compat.v1 in graph mode, through ckptkit's one TensorFlow import (tests using it
+    are marked tf)."""
+    from ckptkit.tfcompat import tf
+
+    return tf
+
+
 @pytest.fixture
 def runner():
     """Invoke the click CLI in-process: runner.invoke(cli, [...])."""

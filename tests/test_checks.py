@@ -135,22 +135,15 @@ def test_v1_v2_and_npz_of_one_model_compare_equal(tmp_path):
 
 
 @pytest.mark.tf
-def test_diff_of_real_v1_and_v2_files_matches_tf(corpus, tf_module):
+def test_diff_of_real_v1_and_v2_files_matches_tf(corpus, tf):
     """sugyan/tensorflow-mnist's regression model, saved as V1 (2017) and as V2 (2018): the
     files differ (retrained), and diff's figures are what TF's own reader gives."""
     a = corpus / "v1_sugyan_regression_2017" / "regression.ckpt"
     b = corpus / "v2_sugyan_regression" / "regression.ckpt"
-    ta, tb = tf_module.train.load_checkpoint(str(a)), tf_module.train.load_checkpoint(str(b))
+    ta, tb = tf.train.load_checkpoint(str(a)), tf.train.load_checkpoint(str(b))
     report = _diff(a, b)
     assert [c.name for c in report.changed] == ["regression/W", "regression/b"]
     for change in report.changed:
         delta = ta.get_tensor(change.name).astype(np.float64) - tb.get_tensor(change.name)
         assert change.max_abs == np.abs(delta).max()
         assert change.rms == pytest.approx(np.sqrt(np.square(delta).mean()), rel=1e-12)
-
-
-@pytest.fixture(scope="module")
-def tf_module():
-    from ckptkit.tfcompat import tf
-
-    return tf

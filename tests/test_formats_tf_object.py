@@ -33,13 +33,6 @@ def attributes(tf2_ckpt):
         return {a.key: a for a in objects(reader)}
 
 
-@pytest.fixture(scope="module")
-def tf():
-    from ckptkit.tfcompat import tf
-
-    return tf
-
-
 def test_keys_and_values_match_tf(tf2_ckpt, tf):
     with ckptkit.open_checkpoint(tf2_ckpt) as reader:
         assert reader.format == "tf-object"

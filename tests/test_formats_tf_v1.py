@@ -23,13 +23,6 @@ pytestmark = pytest.mark.tf
 SHAPES = {"matrix": (4, 5), "scalar": (), "empty": (0,), "empty_3x0": (3, 0)}
 
 
-@pytest.fixture(scope="module")
-def tf():
-    from ckptkit.tfcompat import tf
-
-    return tf
-
-
 # tf.train.load_checkpoint raises "Data type not supported" on these in V1 files
 TF_READER_LACKS = ("float16", "uint16", "complex64", "complex128")
 

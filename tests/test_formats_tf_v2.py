@@ -30,13 +30,6 @@ pytestmark = pytest.mark.tf
 SHAPES = {"matrix": (4, 5), "scalar": (), "empty": (0,), "empty_3x0": (3, 0)}
 
 
-@pytest.fixture(scope="module")
-def tf():
-    from ckptkit.tfcompat import tf
-
-    return tf
-
-
 def load(tf, path):
     return tf.train.load_checkpoint(path)
 

@@ -33,13 +33,6 @@ def _variables(dtypes):
 
 
 @pytest.fixture(scope="module")
-def tf():
-    from ckptkit.tfcompat import tf
-
-    return tf
-
-
-@pytest.fixture(scope="module")
 def v2_ckpt(tmp_path_factory, tf):
     return save_graph(tmp_path_factory.mktemp("legacy_v2"), _variables(SAVER_DTYPES)).path
 

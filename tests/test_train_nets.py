@@ -37,12 +37,6 @@ KEPT = BUILT if ALL else SMALL + ["inception_v3", "resnet_v2_50"]
 
 
 @pytest.fixture(scope="module")
-def tf():
-    from ckptkit.tfcompat import tf
-    return tf
-
-
-@pytest.fixture(scope="module")
 def nets():
     from ckptkit.train import nets
     return nets

@@ -13,13 +13,6 @@ pytestmark = pytest.mark.tf
 SIZE = {"resnet_v1_50": 96, "inception_v3": 299}   # inception's AuxLogits need a big input
 
 
-@pytest.fixture(scope="module")
-def tf():
-    from ckptkit.tfcompat import tf
-
-    return tf
-
-
 def _graph_vars(tf):
     trainable = {v.op.name for v in tf.trainable_variables()}
     return [ModelVar(v.op.name, tuple(v.shape.as_list()), v.dtype.base_dtype.name,
