@@ -471,3 +471,12 @@ def test_preprocess_wants_uint8(tf, nets):
     with tf.Graph().as_default(), \
             pytest.raises(CkptError, match="^preprocess expects a uint8 image, got float32$"):
         nets.preprocess("vgg_16", tf.zeros([8, 8, 3]), False)
+
+
+def test_keep_head_of_a_1001_class_net_takes_1000_or_1001(tf, nets):
+    with tf.Graph().as_default():
+        images = tf.placeholder(tf.float32, [1, 299, 299, 3])
+        with pytest.raises(CkptError, match=r"^head='keep' reuses the 1001-class classifier "
+                           r"of inception_v3 \(or 1000 without its background class\), but "
+                           r"num_classes is 5; use head='new' for 5 classes$"):
+            nets.build("inception_v3", images, 5, head="keep")

@@ -125,17 +125,16 @@ def test_without_exclude_the_mismatch_is_named_before_any_session(tf, pretrained
 
 
 def test_inception_1001_classes_keep_head_slices_background_class(tf, pretrained, tmp_path):
-    """A 1001-class checkpoint into a 1000-class classifier: label_offset drops class 0."""
-    from tf_slim.nets import inception_v3
+    """A 1001-class checkpoint into the kept classifier at 1000 classes: label_offset drops
+    class 0 of Logits and AuxLogits."""
+    from ckptkit.train.nets import build, get_net
 
-    from ckptkit.tfcompat import slim
-
+    record = get_net("inception_v3")
     with ckptkit.open_checkpoint(pretrained["inception_v3"]) as reader:
         with tf.Graph().as_default():
-            with slim.arg_scope(inception_v3.inception_v3_arg_scope()):
-                inception_v3.inception_v3(tf.placeholder(tf.float32, [1, 299, 299, 3]), 1000,
-                                          is_training=False)
-            plan = plan_restore(list(reader), _graph_vars(tf), label_offset=1)
+            build(record, tf.placeholder(tf.float32, [1, 299, 299, 3]), 1000, head="keep",
+                  is_training=False)
+            plan = plan_restore(list(reader), _graph_vars(tf), label_offset=record.label_offset)
             offsets = {r.model: r.offset for r in plan.restore if r.offset}
             assert sorted(offsets) == ["InceptionV3/AuxLogits/Conv2d_2b_1x1/biases",
                                        "InceptionV3/AuxLogits/Conv2d_2b_1x1/weights",

@@ -99,7 +99,8 @@ def build(net, images, num_classes, *, head="new", head_scope="Logits", hidden=(
     on pooled feature maps (weights [1, 1, depth, n]) and fully connected on flat features
     (LeNet, CifarNet: [depth, n]), so they get the net's weight decay and initialiser.
     head="keep": the net's own classifier exactly as tf_slim builds it (with its own dropout);
-    `num_classes` must equal the record's (the caller adds label_offset).
+    `num_classes` is the record's, or one less for a 1001-class net (the plan then drops the
+    checkpoint's background class: label_offset).
     frozen: scope patterns (DESIGN.md scope semantics); batch normalization layers under one
     run in inference mode (moving statistics used, never updated), like Keras
     trainable=False; a pattern that matches no variable is an error.
@@ -125,10 +126,13 @@ def build(net, images, num_classes, *, head="new", head_scope="Logits", hidden=(
         frozen = (frozen,)
     patterns = [compile_pattern(p) for p in frozen]
     if head == "keep":
-        if num_classes != record.num_classes:
+        without_background = record.num_classes - record.label_offset
+        if num_classes not in (record.num_classes, without_background):
+            also = f" (or {without_background} without its background class)" \
+                if record.label_offset else ""
             raise CkptError(
                 f"head='keep' reuses the {record.num_classes}-class classifier of "
-                f"{record.name}, but num_classes is {num_classes}; use head='new' for "
+                f"{record.name}{also}, but num_classes is {num_classes}; use head='new' for "
                 f"{num_classes} classes")
         if hidden:
             raise CkptError("hidden layers belong to a new head; use head='new'")
