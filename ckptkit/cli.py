@@ -421,6 +421,8 @@ def _json_variables(path):
               help="Scopes the optimizer updates (default: all trainable).")
 @click.option("--train-from", metavar="SCOPE",
               help="Freeze every variable created before this scope.")
+@click.option("--lr-mult", "lr_mults", multiple=True, metavar="SCOPE=MULT",
+              help="Learning-rate multiplier for trainable scopes, e.g. Logits=10.")
 @click.option("--map", "maps", multiple=True, metavar="OLD=NEW",
               help="Rename checkpoint scopes, in order: 'InceptionV3/=v3/', 're:^(.*)=net/\\1'.")
 @click.option("--match", type=click.Choice(["component", "prefix", "suffix"]),
@@ -435,7 +437,7 @@ def _json_variables(path):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable plan.")
 @click.option("-v", "--verbose", is_flag=True, help="List every variable of every section.")
 def plan(checkpoint, net, num_classes, hidden, head_scope, keep_head, target, exclude,
-         include, train, train_from, maps, match, use_moving_averages, strict,
+         include, train, train_from, lr_mults, maps, match, use_moving_averages, strict,
          allow_mismatch, as_json, verbose):
     """Work out which variables a model restores from a checkpoint, and which it trains.
 
@@ -459,7 +461,7 @@ def plan(checkpoint, net, num_classes, hidden, head_scope, keep_head, target, ex
             maps=list(maps), match=match, use_moving_averages=use_moving_averages,
             label_offset=record.label_offset if record else 0, strict=strict,
             allow_mismatch=allow_mismatch, train=_patterns(train) or None,
-            train_from=train_from)
+            train_from=train_from, lr_mults=lr_mults)
     result.check(strict=strict)
     if as_json:
         render.emit_json(result.to_json())

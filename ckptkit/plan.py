@@ -142,6 +142,7 @@ class RestorePlan:
     skipped: list = field(default_factory=list)
     unused: list = field(default_factory=list)
     trainable: list = field(default_factory=list)
+    lr_mults: dict = field(default_factory=dict)   # trainable name -> multiplier (not 1)
     model_shapes: dict = field(default_factory=dict, repr=False, compare=False)
     ckpt_shapes: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -150,7 +151,8 @@ class RestorePlan:
         - restore: a plain model name when the checkpoint tensor has the same name and is not
           sliced, else {"model", "ckpt"} and "offset" when one applies;
         - mismatched: {"model", "ckpt", "model_shape", "ckpt_shape", "model_dtype",
-          "ckpt_dtype", "skipped"}, skipped true for those allow_mismatch accepted.
+          "ckpt_dtype", "skipped"}, skipped true for those allow_mismatch accepted;
+        - and, only when some multiplier is not 1, "lr_mults": {trainable name: multiplier}.
         """
         return {
             "restore": [r.to_json() for r in self.restore],
@@ -160,6 +162,7 @@ class RestorePlan:
                           + [m.to_json(skipped=True) for m in self.skipped],
             "unused": [name for name, _ in self.unused],
             "trainable": list(self.trainable),
+            **({"lr_mults": dict(self.lr_mults)} if self.lr_mults else {}),
         }
 
     def check(self, strict=False):
@@ -212,18 +215,21 @@ class RestorePlan:
                 names = by_role[r]
                 out.append(Section(title, [("", n, _shape(cs[n])) for n in names],
                                    sum(prod(cs[n]) for n in names)))
-        out.append(Section("trainable", [(n, "", _shape(ms[n])) for n in self.trainable],
-                           sum(prod(ms[n]) for n in self.trainable)))
+        out.append(Section("trainable", [
+            (n, "", _shape(ms[n]) + (f" lr x{self.lr_mults[n]:g}" if n in self.lr_mults else ""))
+            for n in self.trainable], sum(prod(ms[n]) for n in self.trainable)))
         return out
 
 
 def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=(),
                  match="component", use_moving_averages=False, label_offset=0, strict=False,
-                 allow_mismatch=False, train=None, train_from=None):
+                 allow_mismatch=False, train=None, train_from=None, lr_mults=()):
     """Plan restoring `model_vars` (ModelVar, creation order) from `checkpoint_vars`
-    (Variable records); see the module notes. Raises PlanError for patterns or rename rules
-    that match nothing, ambiguous pairings, restoring nothing, and (strict) any missing or
-    mismatched variable."""
+    (Variable records); see the module notes. `lr_mults`: "SCOPE=MULT" texts or (pattern,
+    multiplier) pairs scaling the learning rate of trainable variables (the 10x head; the
+    pattern matching the innermost scope wins, the later one on a tie). Raises PlanError for
+    patterns or rename rules that match nothing, ambiguous pairings, restoring nothing, and
+    (strict) any missing or mismatched variable."""
     if match not in MATCH_MODES:
         raise PlanError(f"unknown match mode {match!r}; use one of {', '.join(MATCH_MODES)}")
     if train and train_from:
@@ -244,6 +250,7 @@ def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=()
     excl = _patterns(exclude, kind, names)
     incl = _patterns(include, kind, names)
     trainable = _trainable(models, names, train, train_from, kind)
+    multipliers = _lr_mults(lr_mults, trainable, names, kind)
     excluded, candidates = [], []
     for m in models:
         hit = next((p.text for p in excl if p.matches(m.name)), None)
@@ -290,7 +297,7 @@ def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=()
     unused = [(v.name, roles[v.name]) for v in ckpt if v.name not in accounted]
     plan = RestorePlan(
         restore=restore, excluded=excluded, missing=missing, mismatched=mismatched,
-        skipped=skipped, unused=unused, trainable=trainable,
+        skipped=skipped, unused=unused, trainable=trainable, lr_mults=multipliers,
         model_shapes={m.name: m.shape for m in models},
         ckpt_shapes={v.name: tuple(v.shape) for v in ckpt})
     if not restore:
@@ -343,6 +350,43 @@ def _trainable(models, names, train, train_from, kind):
             raise PlanError(_no_match(train_from, names))
         return [m.name for m in models[first:] if m.trainable]
     return [m.name for m in able]
+
+
+def _lr_mults(specs, trainable, names, kind):
+    """{trainable name: multiplier} for the names a multiplier pattern reaches; a pattern
+    reaching no trainable variable is an error."""
+    parsed = []
+    for spec in specs or ():
+        if isinstance(spec, str):
+            text, sep, value = spec.rpartition("=")
+            try:
+                mult = float(value)
+            except ValueError:
+                mult = None
+            if not sep or not text or mult is None or not mult >= 0:
+                raise PlanError(f"--lr-mult takes SCOPE=MULTIPLIER (e.g. Logits=10), not "
+                                f"{spec!r}")
+        else:
+            text, mult = spec
+        pattern = compile_pattern(text, kind)
+        if not any(pattern.matches(n) for n in trainable):
+            if any(pattern.matches(n) for n in names):
+                raise PlanError(f"--lr-mult {text!r} reaches no trainable variable (what it "
+                                "matches is frozen); add it to --train or drop the multiplier")
+            raise PlanError(_no_match(text, names))
+        parsed.append((pattern, float(mult)))
+    out = {}
+    for name in trainable:
+        parts = name.split("/")
+        best, mult = 0, 1.0
+        for pattern, m in parsed:   # the innermost scope wins: Logits=10 over net=0.1
+            depth = next((k for k in range(1, len(parts) + 1)
+                          if pattern.matches("/".join(parts[:k]))), 0)
+            if depth and depth >= best:
+                best, mult = depth, m
+        if mult != 1.0:
+            out[name] = mult
+    return out
 
 
 class _Rule:

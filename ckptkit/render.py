@@ -199,7 +199,8 @@ def plan_table(plan, verbose=False):
     for section in plan.sections():
         rows.append((section.title, plural(len(section.rows), "variable"),
                      number(section.params)))
-        if not (verbose or section.title.startswith(_PLAN_DETAIL)):
+        if not (verbose or section.title.startswith(_PLAN_DETAIL)
+                or section.title == "trainable" and plan.lr_mults):
             continue
         shown = section.rows if verbose else section.rows[:_PLAN_ROWS]
         for model, ckpt, detail in shown:

@@ -566,6 +566,34 @@ def test_trainable_sets():
     assert raw.trainable and all("/block4/unit_3/" in n for n in raw.trainable)
 
 
+@pytest.mark.parametrize("specs", [["logits=10", "resnet_v1_50=0.1"],
+                                   [("resnet_v1_50", 0.1), ("resnet_v1_50/logits", 10)]])
+def test_lr_multipliers_innermost_scope_wins(specs):
+    """The seeds' 10x head on a 0.1x backbone; 1x variables are left out of the map."""
+    model = resnet_v1_50(5)
+    plan = plan_restore(RESNET_CKPT, model, exclude=["logits"], lr_mults=specs)
+    assert {n: m for n, m in plan.lr_mults.items() if m == 10.0} == dict.fromkeys(LOGITS, 10.0)
+    assert set(plan.lr_mults) == set(plan.trainable)
+    assert all(m == 0.1 for n, m in plan.lr_mults.items() if n not in LOGITS)
+    assert plan.to_json()["lr_mults"] == plan.lr_mults
+    ones = plan_restore(RESNET_CKPT, model, exclude=["logits"], lr_mults=["logits=1"])
+    assert ones.lr_mults == {} and "lr_mults" not in ones.to_json()
+
+
+@pytest.mark.parametrize("specs, train, message", [
+    (["logits"], None, r"^--lr-mult takes SCOPE=MULTIPLIER \(e\.g\. Logits=10\), not 'logits'$"),
+    (["logits=ten"], None, r"not 'logits=ten'$"),
+    (["logits=-1"], None, r"not 'logits=-1'$"),
+    (["=10"], None, r"not '=10'$"),
+    (["logitz=10"], None, r"^no variable matches scope 'logitz'; closest: resnet_v1_50/logits"),
+    (["block1=0.1"], ["logits"], r"^--lr-mult 'block1' reaches no trainable variable"),
+])
+def test_lr_multiplier_errors(specs, train, message):
+    with pytest.raises(PlanError, match=message):
+        plan_restore(RESNET_CKPT, resnet_v1_50(5), exclude=["logits"], train=train,
+                     lr_mults=specs)
+
+
 # --- output contracts ------------------------------------------------------------------------
 
 def test_json_contract():
