@@ -240,7 +240,7 @@ def verify(path, as_json):
     """
     from .checks import verify as run_verify
 
-    total = _quiet_size(path)
+    total = _quiet_size(path) if sys.stderr.isatty() else 0   # only a bar needs it
     with render.progress(total, "verify") as advance:
         report = run_verify(path, advance)
     if as_json:

@@ -32,7 +32,7 @@ from ..errors import Corrupt, FormatError, NotFound, Unsupported
 from ..variable import Variable, numpy_dtype
 from .base import Reader
 from .npz import ZIP_ERRORS, data_start
-from .sstable import map_file
+from .sstable import map_file, unmap
 
 WEIGHTS_MEMBER = "model.weights.h5"
 # what h5py raises on damaged metadata or data
@@ -133,10 +133,7 @@ class KerasH5Reader(Reader):
     def close(self):
         if self._h5 is not None:
             self._h5.close()
-        try:
-            self._map.close()
-        except (BufferError, AttributeError):
-            pass   # arrays still view it (the map closes when they go), or bytes
+        unmap(self._map)
 
 
 def _variable(name, ds):

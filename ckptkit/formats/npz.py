@@ -27,7 +27,7 @@ from math import prod
 from ..errors import Corrupt, FormatError, Unsupported
 from ..variable import Variable, dtype_name
 from .base import Reader
-from .sstable import map_file
+from .sstable import map_file, unmap
 
 # what zipfile raises on a damaged archive or member
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError,
@@ -182,7 +182,4 @@ class NpzReader(Reader):
     def close(self):
         if self._zip is not None:
             self._zip.close()
-        try:
-            self._map.close()
-        except (BufferError, AttributeError):
-            pass   # arrays still view it (the map closes when they go), or never mapped
+        unmap(self._map)

@@ -18,7 +18,7 @@ from math import prod
 from ..errors import FormatError, NotFound, Unsupported
 from ..variable import ITEMSIZE, Variable, numpy_dtype
 from .base import Reader
-from .sstable import map_file
+from .sstable import map_file, unmap
 
 DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16",
           "F16": "float16", "BF16": "bfloat16", "U32": "uint32", "I32": "int32",
@@ -107,10 +107,7 @@ class SafetensorsReader(Reader):
                              offset=self._start + var.where).reshape(var.shape)
 
     def close(self):
-        try:
-            self._map.close()
-        except BufferError:
-            pass   # arrays still view it; the map closes when they go
+        unmap(self._map)
 
 
 def _ints(values):

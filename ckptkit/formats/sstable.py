@@ -49,6 +49,15 @@ def map_file(path):
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
+def unmap(buf):
+    """Close a map from map_file; one that arrays still view closes when they go."""
+    if isinstance(buf, mmap.mmap):
+        try:
+            buf.close()
+        except BufferError:
+            pass
+
+
 def is_table(path):
     """True when the file ends in the table magic."""
     try:
@@ -151,11 +160,7 @@ class Table:
 
     def close(self):
         self._view.release()
-        if isinstance(self.buf, mmap.mmap):
-            try:
-                self.buf.close()
-            except BufferError:
-                pass   # arrays still view it; the map closes when they go
+        unmap(self.buf)
 
 
 def _unsnappy(data, path):

@@ -23,7 +23,7 @@ from ..variable import Variable, numpy_dtype
 from . import slices
 from .base import Reader
 from .protos import BUNDLE_ENTRY, BUNDLE_HEADER, decode, raw_extents, tensor_type
-from .sstable import Table, map_file, unmask_crc
+from .sstable import Table, map_file, unmap, unmask_crc
 
 
 GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -181,10 +181,7 @@ class TFV2Reader(Reader):
     def close(self):
         self._table.close()
         for buf in self._shards.values():
-            try:
-                buf.close()
-            except (BufferError, AttributeError):
-                pass   # arrays still view it; the map closes when they go
+            unmap(buf)
 
 
 def _string_lengths(name, data, n):
