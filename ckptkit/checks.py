@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 
 from .errors import Corrupt
 from .scopes import role
+from .variable import ML_DTYPES
 
 _CHUNK = 1 << 20   # elements per step when streaming over a large tensor
 
@@ -53,7 +54,7 @@ def tensor_stats(array):
     tensor never needs a float64 copy of itself. None for non-numeric tensors."""
     import numpy as np
 
-    if array.dtype.kind not in "biufc" and array.dtype.name not in _EXTRA_FLOATS:
+    if array.dtype.kind not in "biufc" and array.dtype.name not in ML_DTYPES:
         return None
     flat = array.reshape(-1)
     count = nan = inf = 0
@@ -75,10 +76,6 @@ def tensor_stats(array):
         return Stats(float("nan"), float("nan"), float("nan"), float("nan"), nan, inf)
     mean = total / count
     return Stats(lo, hi, mean, max(total_sq / count - mean * mean, 0.0) ** 0.5, nan, inf)
-
-
-_EXTRA_FLOATS = {"bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz",
-                 "float8_e4m3b11fnuz", "float8_e5m2fnuz"}
 
 
 @dataclass(frozen=True)

@@ -18,13 +18,12 @@ TF_DTYPES = {
     29: ("int4", 1), 30: ("uint4", 1), 31: ("int2", 1), 32: ("uint2", 1),   # a byte each
 }
 ITEMSIZE = {name: size for name, size in TF_DTYPES.values()}
-ITEMSIZE.update({"object": 0})
 # quantized TF types are stored as their plain integer twins
 _STORAGE = {"qint8": "int8", "quint8": "uint8", "qint16": "int16", "quint16": "uint16",
             "qint32": "int32"}
-_ML_DTYPES = {"bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz",
-              "float8_e4m3b11fnuz", "float8_e5m2fnuz", "int4", "uint4", "int2", "uint2"}
-FLOATING = {"float16", "bfloat16", "float32", "float64"}
+# numeric dtypes numpy holds through ml_dtypes (their numpy kind is "V")
+ML_DTYPES = {"bfloat16", "float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz",
+             "float8_e4m3b11fnuz", "float8_e5m2fnuz", "int4", "uint4", "int2", "uint2"}
 
 
 def numpy_dtype(name):
@@ -32,7 +31,7 @@ def numpy_dtype(name):
     import numpy as np
 
     name = _STORAGE.get(name, name)
-    if name in _ML_DTYPES:
+    if name in ML_DTYPES:
         import ml_dtypes
 
         return np.dtype(getattr(ml_dtypes, name))
