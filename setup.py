@@ -17,9 +17,11 @@ setup(
         "rich>=13",
     ],
     extras_require={
-        "tf": ["tensorflow-cpu>=2.16", "tf-keras>=2.16", "tf-slim>=1.1"],
-        "gpu": ["tensorflow[and-cuda]>=2.16", "tf-keras>=2.16", "tf-slim>=1.1"],
-        "dev": ["pytest>=7", "safetensors>=0.4"],
+        "tf": ["tensorflow-cpu>=2.16", "tf-keras>=2.16", "tf-slim>=1.1", "matplotlib>=3.6"],
+        "gpu": ["tensorflow[and-cuda]>=2.16", "tf-keras>=2.16", "tf-slim>=1.1",
+                "matplotlib>=3.6"],
+        "demo": ["scikit-learn>=1.2"],
+        "dev": ["pytest>=7", "safetensors>=0.4", "scikit-learn>=1.2"],
     },
     entry_points={"console_scripts": ["ckptkit=ckptkit.cli:main"]},
 )

@@ -470,6 +470,260 @@ def plan(checkpoint, net, num_classes, hidden, head_scope, keep_head, target, ex
     return 0
 
 
+def _sizes(text, option):
+    """'256,128' -> (256, 128)."""
+    try:
+        sizes = tuple(int(n) for n in text.split(",") if n.strip()) if text else ()
+    except ValueError:
+        sizes = (0,)
+    if any(n < 1 for n in sizes):
+        raise CkptError(f"{option} takes layer sizes like 256,128, not {text!r}")
+    return sizes
+
+
+@cli.command()
+@click.option("--net", required=True, metavar="NAME", help="The tf_slim net to build.")
+@click.option("--checkpoint", metavar="PATH",
+              help="Pretrained checkpoint to restore from (omit to train from scratch).")
+@click.option("--data", required=True, metavar="PATH", help="Image folder (one sub-folder "
+              "per class, optional train/ and val/), TFRecord glob or folder, or .npz (X, y).")
+@click.option("--train-dir", required=True, metavar="DIR",
+              help="Where checkpoints and metrics go; a run there is resumed.")
+@click.option("--val-data", metavar="PATH", help="Validation data in the same form.")
+@click.option("--val-split", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Hold out this fraction (stratified, seeded) [default: 0.1 when the data "
+                   "has no val/ split].")
+@click.option("--num-classes", type=click.IntRange(1),
+              help="Expected classes (default: the data's); a mismatch is an error.")
+@click.option("--mode", type=click.Choice(["head", "features", "finetune", "two-stage"]),
+              default="finetune", show_default=True,
+              help="head: train the new head on a frozen backbone; features: the same on "
+                   "cached backbone features; finetune: train --train/--train-from scopes; "
+                   "two-stage: head first, then unfreeze from --train-from.")
+@click.option("--exclude", multiple=True, metavar="SCOPES",
+              help="Model scopes not to restore (repeatable, or comma-separated).")
+@click.option("--train", multiple=True, metavar="SCOPES",
+              help="Scopes to train (default: all).")
+@click.option("--train-from", metavar="SCOPE", help="Train this scope and every later one.")
+@click.option("--lr-mult", "lr_mults", multiple=True, metavar="SCOPE=MULT",
+              help="Learning-rate multiplier, e.g. Logits=10.")
+@click.option("--map", "maps", multiple=True, metavar="OLD=NEW",
+              help="Rename checkpoint scopes before matching (as in `plan`).")
+@click.option("--match", type=click.Choice(["component", "prefix", "suffix"]),
+              default="component", show_default=True, help="How scope patterns match.")
+@click.option("--use-moving-averages", is_flag=True,
+              help="Restore from ExponentialMovingAverage shadows.")
+@click.option("--allow-mismatch", is_flag=True, help="Skip shape mismatches instead of failing.")
+@click.option("--head", "hidden", metavar="SIZES", help="Hidden layers of the new head, "
+              "e.g. 256,128.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.5,
+              show_default=True, help="Dropout rate before the head's layers.")
+@click.option("--image-size", type=click.IntRange(8),
+              help="Input size (default: the net's).")
+@click.option("--epochs", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--head-epochs", type=click.IntRange(1),
+              help="two-stage: epochs of the head stage [default: half].")
+@click.option("--stage2-lr", type=click.FloatRange(0, min_open=True), default=0.1,
+              show_default=True, help="two-stage: learning-rate factor of stage 2.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "rmsprop", "adam", "adamw"]),
+              default="momentum", show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.01, show_default=True,
+              help="Base learning rate.")
+@click.option("--momentum", type=click.FloatRange(0, 1), default=0.9, show_default=True)
+@click.option("--schedule", type=click.Choice(["constant", "step", "exponential", "cosine"]),
+              default="constant", show_default=True)
+@click.option("--warmup-epochs", type=click.FloatRange(0), default=0.0,
+              help="Linear learning-rate warm-up.")
+@click.option("--decay-epochs", type=click.FloatRange(0), default=0.0,
+              help="step/exponential: epochs per decay.")
+@click.option("--decay-rate", type=click.FloatRange(0, min_open=True), default=0.1,
+              show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(0), default=0.0,
+              help="L2 on trained weights (adamw: decoupled decay); the net's own arg_scope "
+                   "weight decay applies too.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0)
+@click.option("--clip-norm", type=click.FloatRange(0), default=0.0,
+              help="Clip gradients by global norm.")
+@click.option("--no-augment", is_flag=True, help="No random crops/flips while training.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--keep", type=click.IntRange(1), default=3, show_default=True,
+              help="Checkpoints to keep.")
+@click.option("--save-every", type=click.FloatRange(1), default=600.0, show_default=True,
+              help="Seconds between checkpoints within an epoch.")
+@click.option("--patience", type=click.IntRange(0), default=0,
+              help="Stop after this many epochs without a better val accuracy (0: never).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+              show_default=True)
+@click.option("--gpus", metavar="IDS", help="Visible GPUs, e.g. 0,1.")
+@click.option("--mixed-precision", is_flag=True, help="float16 compute on GPUs.")
+@click.option("--compare-scratch", is_flag=True,
+              help="Also train the same model from random initialisation and compare.")
+@click.option("--cache-dir", metavar="DIR", help="Feature cache [default: ~/.cache/ckptkit].")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def finetune(as_json, hidden, no_augment, **options):
+    """Fine-tune a tf_slim net from a checkpoint: restore what `plan` shows, train, evaluate.
+
+    Rerunning the same command resumes an interrupted run (Ctrl-C saves a checkpoint).
+
+    \b
+    Examples:
+      ckptkit finetune --net resnet_v1_50 --checkpoint resnet_v1_50.ckpt --data photos/ \\
+          --exclude Logits --train Logits --train-dir runs/a
+      ckptkit finetune --net inception_v3 --checkpoint inception_v3.ckpt --data flowers/ \\
+          --mode two-stage --train-from InceptionV3/Mixed_7a --train-dir runs/b
+    """
+    from .train.finetune import Settings, finetune as run
+
+    options.update(
+        hidden=_sizes(hidden, "--head"), augment=not no_augment,
+        image_size=options["image_size"] or 0, head_epochs=options["head_epochs"] or 0,
+        exclude=tuple(_patterns(options["exclude"])), train=tuple(_patterns(options["train"])),
+        lr_mults=tuple(options["lr_mults"]), maps=tuple(options["maps"]))
+    summary = run(Settings(**options), log=lambda line: click.echo(line, err=True),
+                  progress=render.training_progress)
+    if as_json:
+        render.emit_json(summary)
+    else:
+        click.echo("\n".join(_finetune_report(summary)))
+    return 130 if summary["stopped"] else 0
+
+
+def _finetune_report(summary):
+    runs = [("pretrained", summary)] + ([("scratch", summary["scratch"])]
+                                        if "scratch" in summary else [])
+    rows = [["run", "epochs", "best val_accuracy", "final val_accuracy", "train dir"]]
+    for name, s in runs:
+        best = (s["best"] or {}).get("val_accuracy")
+        final = (s["final"] or {}).get("val_accuracy")
+        rows.append([name, str(s["epochs"]), "-" if best is None else f"{best:.4f}",
+                     "-" if final is None else f"{final:.4f}", s["train_dir"]])
+    return render.table(rows, "lrrrl")
+
+
+@cli.command(name="eval")
+@click.option("--train-dir", required=True, metavar="DIR", help="A finetune train dir.")
+@click.option("--data", "data_path", metavar="PATH",
+              help="Data to evaluate (default: the run's validation split).")
+@click.option("--last", is_flag=True, help="Use the latest checkpoint, not the best one.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
+def evaluate(train_dir, data_path, last, batch_size, device, as_json):
+    """Accuracy, top-5, per-class accuracy and confusion matrix of a trained model.
+
+    The confusion matrix is also drawn to TRAIN_DIR/confusion.png.
+
+    \b
+    Examples:
+      ckptkit eval --train-dir runs/a
+      ckptkit eval --train-dir runs/a --data photos/test --json
+    """
+    from .train.evaluate import evaluate as run
+    from .train.plots import confusion
+
+    result = run(train_dir, data_path=data_path, best=not last, batch_size=batch_size,
+                 device=device)
+    result["confusion_png"] = os.path.join(train_dir, "confusion.png")
+    confusion(result["confusion"], result["labels"], result["confusion_png"])
+    if as_json:
+        render.emit_json(result)
+        return 0
+    click.echo(f"{result['checkpoint']} on {result['data']}: {result['count']} images")
+    click.echo(f"accuracy {result['accuracy']:.4f}  top-5 {result['top5']:.4f}  "
+               f"loss {result['loss']:.4f}\n")
+    rows = [["class", "images", "accuracy"]] + [
+        [c["label"], str(c["count"]), "-" if c["accuracy"] is None else f"{c['accuracy']:.4f}"]
+        for c in result["per_class"]]
+    click.echo("\n".join(render.table(rows, "lrr")))
+    labels = result["labels"]
+    rows = [["true \\ predicted"] + labels] + [
+        [label] + [str(n) for n in counts] for label, counts in zip(labels, result["confusion"])]
+    click.echo("\n" + "\n".join(render.table(rows, "l" + "r" * len(labels))))
+    click.echo(f"\nconfusion matrix drawn to {result['confusion_png']}")
+    return 0
+
+
+@cli.command()
+@click.option("--train-dir", required=True, metavar="DIR", help="A finetune train dir.")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable predictions.")
+def predict(train_dir, images, top_k, as_json):
+    """Classify images (files or folders of images) with a trained model.
+
+    \b
+    Examples:
+      ckptkit predict --train-dir runs/a photo1.jpg photo2.png
+      ckptkit predict --train-dir runs/a holiday/ --top-k 3 --json
+    """
+    from .train.infer import Classifier
+
+    paths = _image_files(images)
+    with Classifier(train_dir) as classifier:
+        results = classifier.predict_files(paths, top_k=top_k)
+    if as_json:
+        render.emit_json(results)
+        return 0
+    for item in results:
+        if "error" in item:
+            click.echo(f"{item['path']}: error: {item['error']}")
+            continue
+        tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in item["top"])
+        click.echo(f"{item['path']}: {tops}")
+    return 1 if any("error" in item for item in results) else 0
+
+
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def _image_files(args):
+    """Files as given; folders expanded to their images (recursively, sorted)."""
+    paths = []
+    for arg in args:
+        if os.path.isdir(arg):
+            found = sorted(os.path.join(d, f) for d, _, files in os.walk(arg) for f in files
+                           if f.lower().endswith(_IMAGE_SUFFIXES) and not f.startswith("."))
+            if not found:
+                raise CkptError(f"{arg}: no images ({' '.join(_IMAGE_SUFFIXES)})")
+            paths += found
+        elif os.path.exists(arg):
+            paths.append(arg)
+        else:
+            raise CkptError(f"{arg}: no such file")
+    return paths
+
+
+@cli.command()
+@click.option("--train-dir", required=True, metavar="DIR", help="A finetune train dir.")
+@click.option("-o", "--output", required=True, metavar="DIR", help="New folder to export to.")
+@click.option("--checkpoint", metavar="PREFIX", help="Checkpoint to export (default: the best, "
+              "else the latest).")
+def export(train_dir, output, checkpoint):
+    """Export a trained model as a SavedModel and a frozen GraphDef.
+
+    The SavedModel's serving_default signature takes encoded image bytes; predict_arrays
+    takes uint8 images. export.json names the frozen graph's input and output tensors.
+
+    \b
+    Examples:
+      ckptkit export --train-dir runs/a -o exported/
+    """
+    from .train.export import export as run
+
+    written = run(train_dir, output, checkpoint=checkpoint)
+    frozen, saved = written["frozen_graph"], written["saved_model"]
+    click.echo(f"exported {written['checkpoint']} ({written['net']}, "
+               f"{written['num_classes']} classes) to {written['out_dir']}")
+    click.echo(f"  {saved['dir']}/  tags {','.join(saved['tags'])}, signatures "
+               f"{', '.join(saved['signatures'])}")
+    click.echo(f"  {frozen['file']}  input {frozen['input']} ({frozen['input_format']}), "
+               f"outputs {', '.join(frozen['outputs'].values())}")
+    click.echo("  export.json  tensor names, labels, preprocessing")
+    return 0
+
+
 def main():
     cli.main()
 

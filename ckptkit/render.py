@@ -187,6 +187,27 @@ def progress(total, label):
         yield lambda n: bar.advance(task, n)
 
 
+@contextlib.contextmanager
+def training_progress(total, label):
+    """Yield advance(steps, loss=, acc=, ips=): a bar with the running figures on a terminal,
+    nothing in pipes or CI (the epoch lines are the log there)."""
+    if not sys.stderr.isatty():
+        yield lambda n, **fields: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
+        TimeRemainingColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[figures]}"), TimeRemainingColumn(),
+                  transient=True) as bar:
+        task = bar.add_task(label, total=total, figures="")
+
+        def advance(n, **fields):
+            figures = "  ".join(f"{k} {v:.4g}" for k, v in fields.items() if v is not None)
+            bar.update(task, advance=n, figures=figures)
+        yield advance
+
+
 # plan sections whose rows are shown without --verbose: the ones that need a decision
 _PLAN_DETAIL = ("excluded", "missing", "mismatched", "skipped", "unused: model weights")
 _PLAN_ROWS = 12   # rows shown per section without --verbose

@@ -59,6 +59,10 @@ with _quiet_stderr():
     tf.disable_eager_execution()
     tf.get_logger().setLevel("ERROR")   # TF1 deprecation notices are not our users' business
     warnings.filterwarnings("ignore", message="`layer.apply` is deprecated")
+    warnings.filterwarnings("ignore", message="`tf.layers.[a-z_0-9]+` is deprecated")
     import tf_slim as slim
 
-__all__ = ["tf", "slim"]
+    # probing CUDA logs an error line on machines without a GPU: probe here, quietly
+    GPUS = len(tf.config.list_physical_devices("GPU"))
+
+__all__ = ["tf", "slim", "GPUS"]

@@ -344,68 +344,6 @@ def test_a_batch_norm_out_of_reach_is_an_error(tf, nets):
             nets.build("resnet_v2_50", images, 5, frozen=["resnet_v2_50/block4"])
 
 
-# --- learning-rate multipliers ---------------------------------------------------------------
-
-def test_scale_gradients_multiplies_the_update(tf, nets):
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.set_random_seed(2)
-        images = tf.constant(np.random.RandomState(1).rand(2, 28, 28, 1).astype(np.float32))
-        logits, _ = nets.build("lenet", images, 5, dropout=0.0)
-        loss = tf.losses.sparse_softmax_cross_entropy(tf.constant([1, 4]), logits)
-        sgd = tf.train.GradientDescentOptimizer(0.05)
-        plain = sgd.compute_gradients(loss)
-        scaled = nets.scale_gradients(plain, [("Logits", 10), ("LeNet/fc3", 1)])
-        assert [v for _, v in scaled] == [v for _, v in plain]
-        by_name = {v.op.name: i for i, (_, v) in enumerate(plain)}
-        head, conv = by_name["Logits/weights"], by_name["LeNet/conv1/weights"]
-        assert scaled[conv][0] is plain[conv][0]            # 1x: untouched
-        steps = {"plain": sgd.apply_gradients(plain), "scaled": sgd.apply_gradients(scaled)}
-        variables = tf.global_variables()
-        watched = [variables.index(plain[head][1]), variables.index(plain[conv][1])]
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            start = sess.run(variables)
-            g_plain, g_scaled = sess.run([plain[head][0], scaled[head][0]])
-            assert np.array_equal(g_scaled, g_plain * np.float32(10))
-            delta = {}
-            for kind, step in steps.items():      # the same start for both steps
-                for var, value in zip(variables, start):
-                    var.load(value, sess)
-                sess.run(step)
-                after = sess.run(variables)
-                delta[kind] = [after[i] - start[i] for i in watched]
-    # the gradients are exactly 10x (above); the updates too, but for the float32 rounding of
-    # `weight - update` (a few units in the last place of the largest weight)
-    ulp = np.spacing(np.abs(start[watched[0]]).max())
-    assert np.abs(delta["plain"][0]).max() > 1e5 * ulp
-    np.testing.assert_allclose(delta["scaled"][0], 10 * delta["plain"][0], rtol=0, atol=16 * ulp)
-    np.testing.assert_array_equal(delta["scaled"][1], delta["plain"][1])
-
-
-def test_scale_gradients_longest_pattern_wins(tf, nets):
-    with tf.Graph().as_default():
-        a = tf.get_variable("net/block1/w", [2], initializer=tf.ones_initializer())
-        b = tf.get_variable("net/block2/w", [2], initializer=tf.ones_initializer())
-        grads = [(tf.ones([2]), a), (tf.ones([2]), b), (None, a)]
-        out = nets.scale_gradients(grads, {"net": 2, "net/block2": 0.5})
-        with tf.Session() as sess:
-            assert [list(g) for g in sess.run([out[0][0], out[1][0]])] == [[2, 2], [0.5, 0.5]]
-        assert out[2] == (None, a)
-
-
-@pytest.mark.parametrize("mults, message", [
-    ([("Logitz", 10)], (r"^no trained variable matches learning-rate scope 'Logitz'; "
-                        r"closest: Logits")),
-    ([("Logits", -1)], r"^learning-rate multiplier for 'Logits' must be a number >= 0$"),
-    ([("Logits", "x")], r"^learning-rate multiplier for 'Logits' must be a number >= 0$"),
-])
-def test_scale_gradients_refuses(tf, nets, mults, message):
-    with tf.Graph().as_default():
-        w = tf.get_variable("Logits/weights", [2])
-        with pytest.raises(CkptError, match=message):
-            nets.scale_gradients([(tf.ones([2]), w)], mults)
-
 
 # --- preprocessing ---------------------------------------------------------------------------
 

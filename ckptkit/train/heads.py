@@ -175,6 +175,14 @@ def _alexnet_features(record, images, is_training):
     return net, end_points
 
 
+def reuse_head(record, features, num_classes, *, head_scope, hidden, dropout, is_training):
+    """The new head alone on pooled `features` (end_points["PreLogits"] of a build), sharing
+    the variables of that build: features mode trains it on cached features."""
+    with slim.arg_scope(resolve(record._arg_scope)()), \
+            tf.variable_scope(tf.get_variable_scope(), reuse=True):
+        return _new_head(features, num_classes, head_scope, hidden, dropout, is_training)
+
+
 def _new_head(features, num_classes, scope, hidden, dropout, is_training):
     """Global average pooling (spatial features), dropout, ReLU layers `hidden_i` and the final
     linear layer, whose variables are `scope/weights` and `scope/biases`.

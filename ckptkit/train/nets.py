@@ -7,7 +7,7 @@ background class at index 0: label_offset 1). Default excludes and new heads com
 
 Importing this module does not load TensorFlow: the registry is plain data and the builders
 are named as "module:function" strings, resolved when a graph is built. `build`,
-`model_variables`, `preprocess` and `scale_gradients` load TF (through ckptkit.tfcompat) on
+`model_variables` and `preprocess` load TF (through ckptkit.tfcompat) on
 first use; the graph work itself lives in heads.py.
 
 Notes
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 
 from ..errors import CkptError
-from ..scopes import closest_scopes, compile_pattern
+from ..scopes import compile_pattern
 
 PREPROCESSING = ("vgg", "inception", "lenet", "cifarnet")
 # ImageNet channel means (RGB) that VGG-style preprocessing subtracts
@@ -233,18 +233,24 @@ def preprocess(net, image, is_training):
 
 
 def _channels(tf, image, channels):
-    """float [h, w, C] -> [h, w, channels]: gray -> RGB by copying, RGB -> gray (luma)."""
+    """float [h, w, C] -> [h, w, channels]; C: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA. Gray
+    becomes RGB by copying, RGB gray by luma; alpha is dropped; gray stays exact for gray."""
+    def gray():
+        return image[:, :, :1]
+
+    def rgb():
+        return image[:, :, :3]
+
+    def convert(colour):
+        if channels == 1:
+            return tf.image.rgb_to_grayscale(rgb()) if colour else gray()
+        return rgb() if colour else tf.tile(gray(), [1, 1, 3])
+
     have = image.shape[-1] if image.shape.ndims == 3 else None
-    if have is None:
-        rgb = tf.cond(tf.equal(tf.shape(image)[2], 1),
-                      lambda: tf.tile(image, [1, 1, 3]), lambda: image)[:, :, :3]
-    elif have == channels:
-        return image
-    elif have == 1:
-        rgb = tf.tile(image, [1, 1, 3])
-    else:
-        rgb = image[:, :, :3]
-    return rgb if channels == 3 else tf.image.rgb_to_grayscale(rgb)
+    if have is not None:
+        return convert(have >= 3)
+    converted = tf.cond(tf.shape(image)[2] >= 3, lambda: convert(True), lambda: convert(False))
+    return tf.ensure_shape(converted, [None, None, channels])
 
 
 def _random_resized_crop(tf, image, size):
@@ -265,42 +271,3 @@ def _central_crop(tf, image, size):
     hw = tf.shape(image)[:2]
     top, left = (hw[0] - size) // 2, (hw[1] - size) // 2
     return image[top:top + size, left:left + size]
-
-
-def scale_gradients(grads_and_vars, lr_mults):
-    """Per-scope learning-rate multipliers: each gradient whose variable matches a pattern of
-    `lr_mults` (pairs (pattern, multiplier), or a dict) is multiplied; the longest matching
-    pattern wins; unmatched gradients, None gradients and 1x pass through unchanged.
-    A pattern that matches no variable, or a negative multiplier, is a CkptError."""
-    from ..tfcompat import tf
-
-    pairs = list(grads_and_vars)
-    rules = []
-    for text, mult in (lr_mults.items() if isinstance(lr_mults, dict) else lr_mults):
-        try:
-            mult = float(mult)
-        except (TypeError, ValueError):
-            mult = -1.0
-        if not mult >= 0 or mult == float("inf"):
-            raise CkptError(f"learning-rate multiplier for {text!r} must be a number >= 0")
-        rules.append((compile_pattern(text), mult))
-    names = [v.op.name for _, v in pairs]
-    for pattern, _ in rules:
-        if not any(map(pattern.matches, names)):
-            close = closest_scopes(pattern.text, names)
-            hint = f"; closest: {', '.join(close)}" if close else ""
-            raise CkptError(f"no trained variable matches learning-rate scope "
-                            f"{pattern.text!r}{hint}")
-    scaled = []
-    for grad, var in pairs:
-        hits = [(len(p.text), -i, m) for i, (p, m) in enumerate(rules) if p.matches(var.op.name)]
-        mult = max(hits)[2] if hits else 1.0
-        if grad is not None and mult != 1.0:
-            with tf.name_scope("lr_mult"):
-                if isinstance(grad, tf.IndexedSlices):
-                    grad = tf.IndexedSlices(grad.values * tf.cast(mult, grad.values.dtype),
-                                            grad.indices, grad.dense_shape)
-                else:
-                    grad = grad * tf.cast(mult, grad.dtype)
-        scaled.append((grad, var))
-    return scaled

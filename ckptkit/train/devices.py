@@ -1,0 +1,44 @@
+"""Where a session runs: the session config for `--device` and `--gpus`.
+
+GPUs get allow_growth (TF would otherwise take all of their memory at start) and soft
+placement (ops without a GPU kernel fall back to the CPU). `--gpus 0,1` limits the visible
+GPUs like CUDA_VISIBLE_DEVICES does; `--device cpu` hides them all.
+"""
+from ..errors import CkptError
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def session_config(device="auto", gpus=None):
+    """A tf.ConfigProto for `device` ("auto": a GPU when there is one) and `gpus`."""
+    from ..tfcompat import tf
+
+    if device not in DEVICES:
+        raise CkptError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    config = tf.ConfigProto(allow_soft_placement=True)
+    config.gpu_options.allow_growth = True
+    if device == "cpu":
+        config.device_count["GPU"] = 0
+        return config
+    if gpus:
+        wanted = [g.strip() for g in str(gpus).split(",") if g.strip()]
+        if not all(g.isdigit() for g in wanted):
+            raise CkptError(f"--gpus takes GPU numbers like 0,1, not {gpus!r}")
+        if wanted and max(map(int, wanted)) >= gpu_count():
+            raise CkptError(f"--gpus {gpus}: this machine has {gpu_count()} visible GPU(s)")
+        config.gpu_options.visible_device_list = ",".join(wanted)
+    elif device == "gpu" and not gpu_count():
+        raise CkptError("--device gpu, but TensorFlow sees no GPU (is tensorflow[and-cuda] "
+                        "installed, CUDA_VISIBLE_DEVICES set?); use --device cpu")
+    return config
+
+
+def gpu_count():
+    """GPUs TensorFlow can use (0 on a CPU-only build)."""
+    from ..tfcompat import GPUS
+
+    return GPUS
+
+
+def uses_gpu(device="auto"):
+    return device != "cpu" and gpu_count() > 0

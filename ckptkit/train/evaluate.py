@@ -1,0 +1,84 @@
+"""`ckptkit eval`: accuracy, top-5, per-class accuracy and the confusion matrix of a train
+dir's model on its validation split (or on other data with the same class names)."""
+import numpy as np
+
+from ..errors import CkptError
+from ..tfcompat import tf
+from . import data
+from .devices import session_config
+from .infer import checkpoint_of, restore
+from .rundir import RunDir
+
+
+def evaluate(train_dir, *, data_path=None, best=True, batch_size=64, device="auto"):
+    """Evaluate the best (else latest) checkpoint of `train_dir`; returns a dict with
+    accuracy, top5, loss, count, per_class [{label, accuracy, count}], confusion (rows:
+    true class, columns: predicted), checkpoint and data."""
+    run = RunDir(train_dir)
+    model, labels = run.model(), run.labels()
+    checkpoint = checkpoint_of(run, best=best)
+    split, source = _split(run, data_path, labels)
+    graph = tf.Graph()
+    with graph.as_default():
+        source_in = data.Input(split, model.record, batch_size=batch_size, training=False,
+                               name="eval")
+        logits, _ = model.build(source_in.images, is_training=False)
+        k = min(5, model.num_classes)
+        fetches = [tf.nn.sparse_softmax_cross_entropy_with_logits(
+                       labels=tf.cast(source_in.labels, tf.int32), logits=logits),
+                   tf.nn.top_k(logits, k).indices, source_in.labels]
+    with tf.Session(graph=graph, config=session_config(device)) as sess:
+        restore(sess, checkpoint)
+        source_in.start(sess, 0)
+        losses, tops, truth = [], [], []
+        for _ in range(source_in.steps):
+            loss, top, y = sess.run(fetches)
+            losses.append(loss)
+            tops.append(top)
+            truth.append(y)
+    return _report(np.concatenate(losses), np.concatenate(tops), np.concatenate(truth),
+                   labels, checkpoint, source)
+
+
+def _split(run, data_path, labels):
+    """The split to evaluate: the run's own validation split, or all of `data_path`."""
+    if data_path is None:
+        settings = run.read_run().get("settings", {})
+        dataset = data.load_dataset(settings["data"], val_data=settings.get("val_data"),
+                                    val_split=settings.get("val_split"),
+                                    seed=settings.get("seed", 0))
+        if dataset.val is None and dataset.kind != "tfrecord":
+            dataset = data.load_dataset(settings["data"], val_split=0.1,
+                                        seed=settings.get("seed", 0))
+        if dataset.val is None:
+            raise CkptError(f"{settings['data']} has no validation split; give --data")
+        dataset, _ = data.drop_corrupt(dataset)
+        if list(dataset.classes) != list(labels):
+            raise CkptError(f"the classes of {settings['data']} changed since training")
+        return dataset.val, f"{settings['data']} (validation split)"
+    dataset, _ = data.drop_corrupt(data.load_dataset(data_path))
+    split = dataset.val or dataset.train
+    unknown = [c for c in dataset.classes if c not in labels]
+    if unknown:
+        raise CkptError(f"{data_path}: classes {', '.join(unknown)} are not among the model's "
+                        f"({', '.join(labels)})")
+    remap = np.array([labels.index(c) for c in dataset.classes], np.int64)
+    if split.labels is not None:
+        split = data.Split(split.kind, split.items, remap[split.labels], split.count)
+    return split, data_path
+
+
+def _report(losses, tops, truth, labels, checkpoint, source):
+    n = len(labels)
+    confusion = np.zeros((n, n), np.int64)
+    np.add.at(confusion, (truth, tops[:, 0]), 1)
+    per_class = [{"label": label, "count": int(confusion[i].sum()),
+                  "accuracy": float(confusion[i, i] / confusion[i].sum())
+                  if confusion[i].sum() else None} for i, label in enumerate(labels)]
+    return {
+        "checkpoint": checkpoint, "data": source, "count": int(len(truth)),
+        "accuracy": float(np.mean(tops[:, 0] == truth)),
+        "top5": float(np.mean((tops == truth[:, None]).any(axis=1))),
+        "loss": float(np.mean(losses)),
+        "per_class": per_class, "confusion": confusion.tolist(), "labels": list(labels),
+    }

@@ -1,0 +1,90 @@
+"""Optimizers, learning-rate schedules and gradient rules for the training loop, as TF1 ops.
+
+The per-variable learning-rate multipliers come from the restore plan (plan.lr_mults: one
+rule, the innermost scope wins), so what `ckptkit plan --lr-mult` shows is what trains.
+AdamW is Adam with decoupled weight decay (Loshchilov & Hutter): after each update every
+decayed weight shrinks by lr * decay * weight; compat.v1 has no AdamW of its own.
+"""
+import math
+
+from ..errors import CkptError
+from ..tfcompat import tf
+
+OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "step", "exponential", "cosine")
+
+
+def learning_rate(step, *, base, schedule="constant", total_steps, warmup_steps=0,
+                  decay_steps=0, decay_rate=0.1):
+    """The learning rate at global `step` (a tensor): a linear warm-up from 0 over
+    `warmup_steps`, then `schedule` (step: times decay_rate every decay_steps; exponential:
+    smoothly the same; cosine: from base to 0 at total_steps)."""
+    if schedule not in SCHEDULES:
+        raise CkptError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    if schedule in ("step", "exponential") and decay_steps < 1:
+        raise CkptError(f"the {schedule} schedule needs a decay interval of at least one step")
+    with tf.name_scope("learning_rate"):
+        t = tf.cast(step, tf.float32)
+        after = tf.maximum(t - warmup_steps, 0.0)
+        if schedule == "constant":
+            lr = tf.constant(base, tf.float32)
+        elif schedule == "step":
+            lr = base * tf.pow(decay_rate, tf.floor(after / decay_steps))
+        elif schedule == "exponential":
+            lr = base * tf.pow(decay_rate, after / decay_steps)
+        else:
+            span = max(total_steps - warmup_steps, 1)
+            lr = base * 0.5 * (1.0 + tf.cos(math.pi * tf.minimum(after / span, 1.0)))
+        if warmup_steps:
+            lr = lr * tf.minimum((t + 1.0) / warmup_steps, 1.0)
+        return tf.identity(lr, "value")
+
+
+def optimizer(name, lr, *, momentum=0.9):
+    """A tf.compat.v1 optimizer; adamw is Adam here, its decay comes from `decoupled_decay`."""
+    if name == "sgd":
+        return tf.train.GradientDescentOptimizer(lr)
+    if name == "momentum":
+        return tf.train.MomentumOptimizer(lr, momentum)
+    if name == "rmsprop":
+        return tf.train.RMSPropOptimizer(lr, decay=0.9, momentum=momentum, epsilon=1.0)
+    if name in ("adam", "adamw"):
+        return tf.train.AdamOptimizer(lr)
+    raise CkptError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
+
+
+def scale_gradients(grads_and_vars, lr_mults):
+    """Multiply each variable's gradient by lr_mults[its name] (plan.lr_mults); others, None
+    gradients and 1x pass through."""
+    scaled = []
+    for grad, var in grads_and_vars:
+        mult = lr_mults.get(var.op.name, 1.0)
+        if grad is not None and mult != 1.0:
+            with tf.name_scope("lr_mult"):
+                if isinstance(grad, tf.IndexedSlices):
+                    grad = tf.IndexedSlices(grad.values * tf.cast(mult, grad.values.dtype),
+                                            grad.indices, grad.dense_shape)
+                else:
+                    grad = grad * tf.cast(mult, grad.dtype)
+        scaled.append((grad, var))
+    return scaled
+
+
+def clip(grads_and_vars, clip_norm):
+    """Clip the gradients by their global norm (no-op for clip_norm None or 0)."""
+    if not clip_norm:
+        return grads_and_vars
+    grads, variables = zip(*grads_and_vars)
+    clipped, _ = tf.clip_by_global_norm(list(grads), clip_norm)
+    return list(zip(clipped, variables))
+
+
+def decoupled_decay(variables, lr, rate, lr_mults):
+    """AdamW's weight decay, run after the update: w -= lr * mult * rate * w for weights
+    (not biases nor batch-norm parameters, which are 1-D)."""
+    ops = []
+    for var in variables:
+        if var.shape.ndims and var.shape.ndims > 1:
+            step = lr * (rate * lr_mults.get(var.op.name, 1.0))
+            ops.append(tf.assign_sub(var, step * var, use_locking=False).op)
+    return tf.group(*ops, name="decoupled_decay")

@@ -1,0 +1,131 @@
+"""Training curves and confusion matrices as PNG files (matplotlib, Agg backend, no GUI).
+
+Both write through a temp file and a rename, so a reader never sees half a picture.
+Importing this module does not load matplotlib.
+"""
+import math
+import os
+
+from ..errors import CkptError
+
+
+def _figure(width, height):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path, **kwargs):
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        fig.savefig(tmp, format=ext, **kwargs)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _number(value):
+    """float, or nan for a missing / None / non-numeric value."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return value
+
+
+def curves(rows, path):
+    """Accuracy and loss per epoch, training and validation, as the Keras transfer-learning
+    tutorials plot them: two panels, accuracy above loss. `rows` are metrics.jsonl dicts
+    (epoch, loss, accuracy, val_loss, val_accuracy; val_* may be missing or None); with a
+    "stage" key, a vertical line marks where stage 2 (fine-tuning) starts."""
+    rows = [r for r in rows if isinstance(r, dict)]
+    if not rows:
+        raise CkptError("no metrics to plot")
+    epochs = [_number(r.get("epoch")) for r in rows]
+    if any(math.isnan(e) for e in epochs) or any(b <= a for a, b in zip(epochs, epochs[1:])):
+        epochs = list(range(1, len(rows) + 1))    # numbering restarted or missing: row order
+    fig = _figure(8, 8)
+    axes = fig.subplots(2, 1, sharex=True)
+    panels = [("accuracy", "Accuracy", "Training and Validation Accuracy", "lower right"),
+              ("loss", "Cross Entropy", "Training and Validation Loss", "upper right")]
+    start = next((i for i, r in enumerate(rows) if _number(r.get("stage")) == 2), None)
+    for ax, (key, ylabel, title, where) in zip(axes, panels):
+        drawn = []
+        for name, label in ((key, f"Training {ylabel}"), (f"val_{key}", f"Validation {ylabel}")):
+            values = [_number(r.get(name)) for r in rows]
+            finite = [v for v in values if math.isfinite(v)]
+            if not finite:
+                continue
+            drawn += finite
+            ax.plot(epochs, values, label=label.replace(" Cross Entropy", " Loss"),
+                    marker="o" if len(finite) < 30 else None, markersize=3)
+        if drawn and key == "accuracy":
+            low = min(drawn)
+            ax.set_ylim(max(0.0, min(low, 0.95) - 0.05), 1.01)
+        elif drawn:
+            ax.set_ylim(0.0, max(max(drawn) * 1.05, 1e-3))
+        if start:
+            x = (epochs[start - 1] + epochs[start]) / 2
+            ax.axvline(x, color="gray", linestyle="--", label="Start Fine Tuning")
+        if drawn or start:
+            ax.legend(loc=where)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+    axes[1].set_xlabel("epoch")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def confusion(matrix, labels, path):
+    """A heat map of `matrix` (rows: true class, columns: predicted class, in `labels` order)
+    with the count in every cell (for up to 30 classes)."""
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    labels = [str(label) for label in labels]
+    n = len(labels)
+    if matrix.shape != (n, n):
+        raise CkptError(f"confusion matrix of shape {list(matrix.shape)} does not fit "
+                        f"{n} labels")
+    if n == 0:
+        raise CkptError("no classes to plot")
+    side = min(max(4.0, 0.5 * n + 2.5), 40.0)
+    fig = _figure(side + 1, side)
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues", interpolation="nearest", vmin=0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    ticks = range(n)
+    font = 10 if n <= 20 else max(4, int(200 / n))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=font)
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(labels, fontsize=font)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    total = matrix.sum()
+    title = "Confusion matrix"
+    if total:
+        title += f"\naccuracy {np.trace(matrix) / total:.1%}"
+    ax.set_title(title)
+    if n <= 30:
+        integral = np.issubdtype(matrix.dtype, np.integer) or \
+            bool(np.all(np.equal(np.mod(matrix, 1), 0)))
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for i in range(n):
+            for j in range(n):
+                value = matrix[i, j]
+                text = f"{int(value)}" if integral else f"{value:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=font,
+                        color="white" if value > threshold else "black")
+    fig.tight_layout()
+    _save(fig, path, bbox_inches="tight")

@@ -1,0 +1,167 @@
+"""A train dir: what `finetune` leaves behind and `eval`, `predict` and `export` read.
+
+    run.json        the classifier (Model), every setting, versions, the data's fingerprint
+    labels.txt      class names, one `index:name` per line (tf-slim's labels file format)
+    plan.json       the restore plan applied at the start
+    metrics.jsonl   one JSON object per epoch
+    model.ckpt-N    TF V2 checkpoints with a `checkpoint` state file; best/ holds the best one
+    curves.png      accuracy and loss curves
+
+No TensorFlow here: Model.build loads it only when a graph is built.
+"""
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+
+from ..errors import CkptError, NotFound
+from .nets import get_net
+
+RUN, LABELS, PLAN, METRICS, CURVES, BEST = (
+    "run.json", "labels.txt", "plan.json", "metrics.jsonl", "curves.png", "best")
+
+
+@dataclass(frozen=True)
+class Model:
+    """The classifier a run trains: a registry net with a new head."""
+
+    net: str
+    num_classes: int
+    image_size: int = 0         # 0: the net's own
+    hidden: tuple = ()
+    dropout: float = 0.5
+    head_scope: str = "Logits"
+
+    @property
+    def record(self):
+        """The net's NetRecord, at this model's image size."""
+        record = get_net(self.net)
+        if self.image_size and self.image_size != record.image_size:
+            record = dataclasses.replace(record, image_size=self.image_size)
+        return record
+
+    def build(self, images, *, is_training, frozen=()):
+        """(logits, end_points) of this model on preprocessed `images` (see nets.build)."""
+        from .nets import build
+
+        return build(self.record, images, self.num_classes, head="new",
+                     head_scope=self.head_scope, hidden=self.hidden, dropout=self.dropout,
+                     is_training=is_training, frozen=frozen)
+
+    def head(self, features, *, is_training):
+        """The head alone on pooled features, reusing the variables of an earlier build."""
+        from .heads import reuse_head
+
+        return reuse_head(self.record, features, self.num_classes, head_scope=self.head_scope,
+                          hidden=self.hidden, dropout=self.dropout, is_training=is_training)
+
+    def to_json(self):
+        return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_json(cls, data):
+        try:
+            return cls(**{**data, "hidden": tuple(data.get("hidden", ()))})
+        except TypeError as e:
+            raise CkptError(f"run.json: bad model entry {data!r} ({e})") from None
+
+
+class RunDir:
+    """Paths and small files of one train dir."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    @property
+    def prefix(self):
+        """The prefix new checkpoints are saved under."""
+        return self.file("model.ckpt")
+
+    def latest_checkpoint(self, best=False):
+        """Prefix of the newest checkpoint (of best/ when `best`), or None."""
+        from ..paths import resolve
+
+        folder = self.file(BEST) if best else self.path
+        if not os.path.isfile(os.path.join(folder, "checkpoint")):
+            return None
+        try:
+            return resolve(folder).path
+        except CkptError:
+            return None
+
+    def read_run(self):
+        """run.json as a dict; NotFound when this is not a train dir."""
+        try:
+            with open(self.file(RUN), encoding="utf-8") as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise NotFound(f"{self.path}: not a ckptkit train dir (no {RUN}; run "
+                           "`ckptkit finetune --train-dir` first)") from None
+        except ValueError as e:
+            raise CkptError(f"{self.file(RUN)}: not valid JSON ({e})") from None
+
+    def model(self):
+        """The Model of this run."""
+        run = self.read_run()
+        if "model" not in run:
+            raise CkptError(f"{self.file(RUN)}: no model entry")
+        return Model.from_json(run["model"])
+
+    def labels(self):
+        """Class names in label order, from labels.txt."""
+        try:
+            with open(self.file(LABELS), encoding="utf-8") as f:
+                lines = [line.rstrip("\n") for line in f if line.strip()]
+        except FileNotFoundError:
+            raise NotFound(f"{self.path}: no {LABELS}") from None
+        names = {}
+        for line in lines:
+            index, sep, name = line.partition(":")
+            if not sep or not index.strip().isdigit():
+                raise CkptError(f"{self.file(LABELS)}: expected `index:name` lines, got "
+                                f"{line!r}")
+            names[int(index)] = name
+        if sorted(names) != list(range(len(names))):
+            raise CkptError(f"{self.file(LABELS)}: indices must run 0..{len(names) - 1}")
+        return [names[i] for i in range(len(names))]
+
+    def write_labels(self, classes):
+        write_atomic(self.file(LABELS), "".join(f"{i}:{c}\n" for i, c in enumerate(classes)))
+
+    def write_json(self, name, data):
+        write_atomic(self.file(name), json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+    def metrics(self):
+        """The rows of metrics.jsonl (a torn last line, from a kill, is ignored)."""
+        rows = []
+        try:
+            with open(self.file(METRICS), encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        break
+        except FileNotFoundError:
+            pass
+        return rows
+
+    def append_metrics(self, row):
+        with open(self.file(METRICS), "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def write_atomic(path, text):
+    """Write `text` to `path` through a temp file and a rename: never half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,232 @@
+"""The fine-tuning session on real images (scikit-learn's digits): a LeNet pretrained here on
+digits 0-4 is fine-tuned on digits 5-9, with TensorFlow's own reader as the oracle of what
+changed in the checkpoints."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from images import digits_folder
+
+pytestmark = pytest.mark.tf
+
+FAST = dict(batch_size=16, dropout=0.0, optimizer="adam", lr=1e-3, augment=False)
+
+
+@pytest.fixture(scope="module")
+def finetune(tf):
+    from ckptkit.train import finetune
+
+    return finetune
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    """Digits 5-9: 30 training and 20 validation images per class, as train/ and val/."""
+    root = tmp_path_factory.mktemp("target")
+    digits_folder(root / "train", range(5, 10), 30)
+    digits_folder(root / "val", range(5, 10), 20, offset=30)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, finetune):
+    """A LeNet trained from scratch on digits 0-4 (a folder with a 10% val split)."""
+    root = tmp_path_factory.mktemp("source")
+    data = digits_folder(root / "digits", range(5), 60)
+    run = root / "run"
+    finetune.finetune(finetune.Settings(net="lenet", data=str(data), train_dir=str(run),
+                                        epochs=3, **FAST))
+    return run
+
+
+def _settings(finetune, tmp_path, target, pretrained, **kwargs):
+    values = dict(net="lenet", data=str(target), train_dir=str(tmp_path / "run"),
+                  checkpoint=str(pretrained), exclude=("Logits",), epochs=2,
+                  cache_dir=str(tmp_path / "cache"), **FAST)
+    values.update(kwargs)
+    return finetune.Settings(**values)
+
+
+def _values(tf, prefix):
+    reader = tf.train.load_checkpoint(str(prefix))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+def test_pretraining_learns_and_leaves_a_complete_train_dir(pretrained):
+    rows = [json.loads(line) for line in (pretrained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert rows[-1]["val_accuracy"] > 0.8          # 5 digits: chance is 0.2
+    for name in ("run.json", "plan.json", "labels.txt", "curves.png", "checkpoint",
+                 "best/checkpoint"):
+        assert (pretrained / name).is_file(), name
+    assert (pretrained / "labels.txt").read_text() == "0:0\n1:1\n2:2\n3:3\n4:4\n"
+    assert any(p.name.startswith("events.out.tfevents") for p in pretrained.iterdir())
+    run = json.loads((pretrained / "run.json").read_text())
+    assert run["model"]["net"] == "lenet" and run["data"]["train"] + run["data"]["val"] == 300
+    assert run["data"]["val"] == 30                # 10% of each class held out
+    assert rows[-1]["step"] == 3 * -(-270 // 16)
+
+
+def test_train_logits_keeps_every_backbone_variable_bit_identical(
+        tf, finetune, tmp_path, target, pretrained):
+    s = _settings(finetune, tmp_path, target, pretrained, train=("Logits",))
+    summary = finetune.finetune(s)
+    before = _values(tf, tf.train.latest_checkpoint(str(pretrained)))
+    after = _values(tf, summary["checkpoint"])
+    backbone = [n for n in after if n.startswith("LeNet/") and "/Adam" not in n]
+    assert len(backbone) == 6          # conv1, conv2, fc3: weights and biases
+    for name in backbone:
+        assert np.array_equal(after[name], before[name]), name
+    assert not np.array_equal(after["Logits/weights"], before["Logits/weights"])
+    rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    plan = json.loads((tmp_path / "run/plan.json").read_text())
+    assert plan["trainable"] == ["Logits/weights", "Logits/biases"]
+    assert sorted(plan["restore"]) == sorted(backbone)
+
+
+def test_resume_continues_global_step_and_matches_an_uninterrupted_run(
+        tf, finetune, tmp_path, target, pretrained):
+    whole = finetune.finetune(_settings(finetune, tmp_path / "a", target, pretrained, epochs=2))
+    first = finetune.finetune(_settings(finetune, tmp_path / "b", target, pretrained, epochs=1))
+    steps = -(-150 // 16)
+    assert first["step"] == steps
+    resumed = finetune.finetune(_settings(finetune, tmp_path / "b", target, pretrained,
+                                          epochs=2))
+    assert resumed["step"] == whole["step"] == 2 * steps
+    a, b = _values(tf, whole["checkpoint"]), _values(tf, resumed["checkpoint"])
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    assert resumed["final"]["val_accuracy"] == pytest.approx(whole["final"]["val_accuracy"],
+                                                             abs=0.02)
+
+
+def test_features_mode_matches_head_mode_and_reuses_its_cache(
+        finetune, tmp_path, target, pretrained):
+    head = finetune.finetune(_settings(finetune, tmp_path / "head", target, pretrained,
+                                       mode="head", epochs=3))
+    lines = []
+    feats = finetune.finetune(_settings(finetune, tmp_path / "feat", target, pretrained,
+                                        mode="features", epochs=3,
+                                        cache_dir=str(tmp_path / "cache")), log=lines.append)
+    assert any(line.startswith("cached the backbone's features") for line in lines)
+    assert feats["final"]["val_accuracy"] == pytest.approx(head["final"]["val_accuracy"],
+                                                           abs=0.02)
+    assert feats["final"]["loss"] == pytest.approx(head["final"]["loss"], rel=0.02)
+    lines = []
+    finetune.finetune(_settings(finetune, tmp_path / "again", target, pretrained,
+                                mode="features", epochs=1,
+                                cache_dir=str(tmp_path / "cache")), log=lines.append)
+    assert any(line.startswith("features from the cache") for line in lines)
+
+
+def test_two_stage_unfreezes_from_the_scope_with_a_lower_rate(
+        tf, finetune, tmp_path, target, pretrained):
+    summary = finetune.finetune(_settings(finetune, tmp_path, target, pretrained,
+                                          mode="two-stage", train_from="LeNet/fc3", epochs=3))
+    rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in rows] == [1, 2, 2]
+    assert rows[1]["lr"] == pytest.approx(1e-4)
+    before = _values(tf, tf.train.latest_checkpoint(str(pretrained)))
+    after = _values(tf, summary["checkpoint"])
+    assert np.array_equal(after["LeNet/conv2/weights"], before["LeNet/conv2/weights"])
+    assert not np.array_equal(after["LeNet/fc3/weights"], before["LeNet/fc3/weights"])
+
+
+def test_compare_scratch_trains_the_same_model_from_random_weights(
+        finetune, tmp_path, target, pretrained):
+    summary = finetune.finetune(_settings(finetune, tmp_path, target, pretrained, epochs=1,
+                                          compare_scratch=True))
+    scratch = summary["scratch"]
+    assert scratch["train_dir"] == str(tmp_path / "run" / "scratch")
+    assert scratch["epochs"] == summary["epochs"] == 1
+    plan = json.loads((tmp_path / "run/scratch/plan.json").read_text())
+    assert plan["restore"] == []
+
+
+def test_eval_reproduces_the_best_val_accuracy(finetune, tmp_path, target, pretrained):
+    from ckptkit.train.evaluate import evaluate
+
+    summary = finetune.finetune(_settings(finetune, tmp_path, target, pretrained, epochs=2))
+    result = evaluate(summary["train_dir"])
+    assert result["count"] == 100
+    assert result["accuracy"] == pytest.approx(summary["best"]["val_accuracy"], abs=1e-9)
+    assert np.array(result["confusion"]).sum() == 100
+    assert [c["label"] for c in result["per_class"]] == ["5", "6", "7", "8", "9"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mode="two-stage"), r"--mode two-stage needs --train-from"),
+    (dict(mode="head", train=("Logits",)), r"--mode head trains the new head only"),
+    (dict(num_classes=7), r"--num-classes 7 but the data has 5 classes"),
+    (dict(exclude=("Logitz",)), r"Logitz"),
+    (dict(net="lenett"), r"unknown net 'lenett'"),
+])
+def test_bad_settings_fail_before_training(finetune, tmp_path, target, pretrained, kwargs,
+                                           message):
+    from ckptkit.errors import CkptError
+
+    with pytest.raises(CkptError, match=message):
+        finetune.finetune(_settings(finetune, tmp_path, target, pretrained, **kwargs))
+    assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_bad_data_gets_a_clear_error(finetune, tmp_path, pretrained):
+    from ckptkit.errors import CkptError
+
+    one = digits_folder(tmp_path / "one", [3], 5)
+    with pytest.raises(CkptError, match=r"class"):
+        finetune.finetune(_settings(finetune, tmp_path, one, pretrained))
+    empty = digits_folder(tmp_path / "empty", [3, 4], 5)
+    for png in (empty / "4").iterdir():
+        png.unlink()
+    with pytest.raises(CkptError, match=r"has no images"):
+        finetune.finetune(_settings(finetune, tmp_path, empty, pretrained))
+
+
+def test_corrupt_images_are_skipped_with_a_warning(finetune, tmp_path, pretrained):
+    data = digits_folder(tmp_path / "data", [5, 6], 10)
+    (data / "5" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (data / "6" / "empty.jpg").write_bytes(b"")
+    lines = []
+    summary = finetune.finetune(_settings(finetune, tmp_path, data, pretrained, epochs=1),
+                                log=lines.append)
+    warned = [line for line in lines if line.startswith("warning: skipping")]
+    assert len(warned) == 2 and any("broken.png" in w for w in warned)
+    assert summary["epochs"] == 1
+
+
+def test_sigterm_saves_and_the_same_command_resumes(tmp_path, target, pretrained):
+    args = [sys.executable, "-c", "from ckptkit.cli import main; main()", "finetune",
+            "--net", "lenet",
+            "--checkpoint", str(pretrained), "--data", str(target), "--exclude", "Logits",
+            "--train-dir", str(tmp_path / "run"), "--epochs", "40", "--batch-size", "4",
+            "--optimizer", "adam", "--lr", "1e-3", "--no-augment"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (tmp_path / "run" / "metrics.jsonl").exists() and time.time() < deadline \
+            and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()
+    assert b"run the same command to resume" in err
+    state = (tmp_path / "run" / "checkpoint").read_text()
+    stopped_at = int(state.split('"')[1].rpartition("-")[2])
+    assert stopped_at > 38                      # at least one epoch of 38 steps
+    epochs = stopped_at // 38 + 1
+    args[args.index("--epochs") + 1] = str(epochs)
+    done = subprocess.run(args + ["--json"], capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"resuming from" in done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["step"] == epochs * 38 and summary["epochs"] == epochs
+    assert os.path.isfile(str(tmp_path / "run" / "curves.png"))
