@@ -230,3 +230,71 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path, target, pretrained
     summary = json.loads(done.stdout)
     assert summary["step"] == epochs * 38 and summary["epochs"] == epochs
     assert os.path.isfile(str(tmp_path / "run" / "curves.png"))
+
+
+DATA_PARALLEL = """
+import json, sys
+import tensorflow as tf
+cpu, = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from ckptkit.train import finetune as f
+summary = f.finetune(f.Settings(**json.loads(sys.argv[1])))
+print(json.dumps(summary["final"]))
+"""
+
+
+def test_data_parallel_over_two_devices_matches_one_device(tmp_path, target, pretrained):
+    """MirroredStrategy over two logical CPU devices (standing in for two GPUs): each takes
+    half of every batch and the summed gradients give the one-device result."""
+    base = dict(net="lenet", data=str(target), checkpoint=str(pretrained),
+                exclude=["Logits"], epochs=1, **FAST)
+    finals = []
+    for name, devices in (("one", []), ("two", ["/cpu:0", "/cpu:1"])):
+        settings = dict(base, train_dir=str(tmp_path / name), devices=devices)
+        done = subprocess.run([sys.executable, "-c", DATA_PARALLEL, json.dumps(settings)],
+                              capture_output=True, timeout=300)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+        finals.append(json.loads(done.stdout.splitlines()[-1]))
+    one, two = finals
+    assert two["step"] == one["step"] == -(-150 // 16)
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-4)
+    assert two["val_accuracy"] == pytest.approx(one["val_accuracy"], abs=0.011)
+
+
+@pytest.fixture(scope="module")
+def resnet_v1_50(tf, tmp_path_factory):
+    """A tf_slim resnet_v1_50 checkpoint (1000 classes, as published), saved by TF."""
+    from ckptkit.tfcompat import slim
+    from tf_slim.nets import resnet_v1
+
+    prefix = tmp_path_factory.mktemp("resnet") / "resnet_v1_50.ckpt"
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        with slim.arg_scope(resnet_v1.resnet_arg_scope()):
+            resnet_v1.resnet_v1_50(tf.placeholder(tf.float32, [1, 224, 224, 3]), 1000)
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver().save(sess, str(prefix), write_meta_graph=False)
+    return prefix
+
+
+def test_resnet_v1_50_end_to_end_on_tiny_images(tf, finetune, tmp_path, resnet_v1_50):
+    """The real net: restore 265 variables, train the new head only, and the whole backbone
+    (batch-norm moving statistics included) comes out bit-identical."""
+    data = tmp_path / "data"
+    digits_folder(data / "train", [1, 7], 16, size=32, rgb=True)
+    digits_folder(data / "val", [1, 7], 8, offset=16, size=32, rgb=True)
+    summary = finetune.finetune(finetune.Settings(
+        net="resnet_v1_50", checkpoint=str(resnet_v1_50), data=str(data),
+        train_dir=str(tmp_path / "run"), exclude=("Logits",), train=("Logits",),
+        image_size=32, epochs=3, batch_size=8, optimizer="adam", lr=1e-2, augment=False))
+    rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    plan = json.loads((tmp_path / "run/plan.json").read_text())
+    assert len(plan["restore"]) == 265 and plan["trainable"] == ["Logits/weights",
+                                                                  "Logits/biases"]
+    before, after = _values(tf, resnet_v1_50), _values(tf, summary["checkpoint"])
+    backbone = [n for n in after if n.startswith("resnet_v1_50/") and "/Adam" not in n]
+    assert len(backbone) == 265
+    for name in backbone:
+        assert np.array_equal(after[name], before[name]), name

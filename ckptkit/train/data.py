@@ -417,6 +417,17 @@ def _labels_file(path):
 
 # --- TensorFlow -------------------------------------------------------------------------
 
+def load_run_data(data, *, val_data=None, val_split=None, seed=0, num_classes=None):
+    """(dataset, note) for a training run: the data's own validation split, or else 10% held
+    out (stratified, seeded), the rule finetune and eval share; note says when it held out."""
+    dataset = load_dataset(data, val_data=val_data, val_split=val_split, seed=seed,
+                           num_classes=num_classes)
+    if dataset.val is not None or dataset.kind == "tfrecord":
+        return dataset, None
+    return (load_dataset(data, val_split=0.1, seed=seed, num_classes=num_classes),
+            f"no validation split in {data}: holding out 10% (--val-split 0.1, stratified)")
+
+
 def drop_corrupt(dataset):
     """(dataset without the image files TF cannot decode, their paths); splits of arrays or
     records pass through. Decodes every image once, in parallel, in a graph of its own: a
@@ -483,10 +494,12 @@ class Input:
 
     Paths, labels and arrays are fed at start(), not held as graph constants: 100k paths or
     a big array would otherwise be copied into every checkpoint's .meta file.
+    With a tf.distribute `strategy`, `iterator` (for strategy.experimental_run) replaces
+    images and labels.
     """
 
     def __init__(self, split, record, *, batch_size, training, augment=True, seed=0,
-                 name="input"):
+                 name="input", strategy=None):
         from ..tfcompat import tf
         from .nets import get_net, preprocess
 
@@ -524,10 +537,15 @@ class Input:
                 image, label = load(item)
                 return preprocess(record, image, is_training=distort), label
 
-            dataset = dataset.map(example, num_parallel_calls=autotune)
-            self._iterator = tf.data.make_initializable_iterator(
-                dataset.batch(batch_size).prefetch(autotune))
-            self.images, self.labels = self._iterator.get_next()
+            batches = dataset.map(example, num_parallel_calls=autotune) \
+                .batch(batch_size).prefetch(autotune)
+            if strategy is None:
+                iterator = tf.data.make_initializable_iterator(batches)
+                self.images, self.labels = iterator.get_next()
+                self._initializer = iterator.initializer
+            else:       # data-parallel: every replica takes its share of each batch
+                self.iterator = strategy.make_dataset_iterator(batches)
+                self._initializer = self.iterator.initialize()
 
     def _records(self, tf, files):
         """(dataset of serialized examples, parse function); shuffled when training."""
@@ -559,4 +577,4 @@ class Input:
                 if self.training else np.arange(self.split.count)
             feed = {self._order: order[skip * self.batch_size:], self._labels: self.split.labels,
                     self._items: self.split.items}
-        session.run(self._iterator.initializer, feed)
+        session.run(self._initializer, feed)

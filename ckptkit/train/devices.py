@@ -2,7 +2,10 @@
 
 GPUs get allow_growth (TF would otherwise take all of their memory at start) and soft
 placement (ops without a GPU kernel fall back to the CPU). `--gpus 0,1` limits the visible
-GPUs like CUDA_VISIBLE_DEVICES does; `--device cpu` hides them all.
+GPUs like CUDA_VISIBLE_DEVICES does; `--device cpu` hides them all. With several GPUs,
+training is data-parallel through tf.compat.v1's MirroredStrategy (DESIGN.md: graph mode
+needs its make_dataset_iterator + experimental_run); `devices` names them explicitly (tests
+use two logical CPU devices).
 """
 from ..errors import CkptError
 
@@ -42,3 +45,16 @@ def gpu_count():
 
 def uses_gpu(device="auto"):
     return device != "cpu" and gpu_count() > 0
+
+
+def strategy(device="auto", gpus=None, devices=()):
+    """A MirroredStrategy over `devices`, or over every usable GPU when there are several;
+    None for one device. Call it inside the graph it is for."""
+    from ..tfcompat import tf
+
+    if not devices and device != "cpu" and gpu_count() > 1:
+        wanted = [g for g in str(gpus).split(",") if g.strip()] if gpus else range(gpu_count())
+        devices = [f"/gpu:{i}" for i in range(len(wanted))]
+    if len(devices) < 2:
+        return None
+    return tf.distribute.MirroredStrategy(list(devices))

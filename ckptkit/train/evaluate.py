@@ -43,12 +43,11 @@ def evaluate(train_dir, *, data_path=None, best=True, batch_size=64, device="aut
 def _split(run, data_path, labels):
     """The split to evaluate: the run's own validation split, or all of `data_path`."""
     if data_path is None:
-        settings = run.read_run().get("settings", {})
-        dataset = data.load_dataset(settings["data"], val_data=settings.get("val_data"),
-                                    val_split=settings.get("val_split"),
-                                    seed=settings.get("seed", 0))
-        if dataset.val is None and dataset.kind != "tfrecord":
-            dataset = data.load_dataset(settings["data"], val_split=0.1,
+        settings = run.read_run().get("settings") or {}
+        if not isinstance(settings, dict) or not isinstance(settings.get("data"), str):
+            raise CkptError(f"{run.file('run.json')}: no data source recorded; give --data")
+        dataset, _ = data.load_run_data(settings["data"], val_data=settings.get("val_data"),
+                                        val_split=settings.get("val_split"),
                                         seed=settings.get("seed", 0))
         if dataset.val is None:
             raise CkptError(f"{settings['data']} has no validation split; give --data")

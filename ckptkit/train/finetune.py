@@ -38,7 +38,7 @@ from ..plan import RestorePlan, plan_restore
 from ..scopes import role
 from ..tfcompat import tf
 from . import data, features, optim
-from .devices import session_config, uses_gpu
+from .devices import session_config, strategy, uses_gpu
 from .nets import model_variables
 from .restore import apply_plan
 from .rundir import BEST, CURVES, PLAN, RUN, Model, RunDir
@@ -91,6 +91,7 @@ class Settings:
     patience: int = 0               # early stopping: epochs without a better val accuracy
     device: str = "auto"
     gpus: str = None
+    devices: tuple = ()             # data-parallel over these (default: every GPU, if > 1)
     mixed_precision: bool = False
     compare_scratch: bool = False
     cache_dir: str = None
@@ -177,12 +178,10 @@ def _stages(s):
 
 
 def _load_data(s, log):
-    dataset = data.load_dataset(s.data, val_data=s.val_data, val_split=s.val_split,
-                                seed=s.seed, num_classes=s.num_classes)
-    if dataset.val is None and dataset.kind != "tfrecord":
-        dataset = data.load_dataset(s.data, val_split=0.1, seed=s.seed,
-                                    num_classes=s.num_classes)
-        log(f"no validation split in {s.data}: holding out 10% (--val-split 0.1, stratified)")
+    dataset, note = data.load_run_data(s.data, val_data=s.val_data, val_split=s.val_split,
+                                       seed=s.seed, num_classes=s.num_classes)
+    if note:
+        log(note)
     dataset, bad = data.drop_corrupt(dataset)
     for path in bad:
         log(f"warning: skipping unreadable image {path}")
@@ -229,7 +228,6 @@ def _check_resumable(run, model, dataset, log):
 
 def _train_stage(s, stage, run, model, dataset, log, progress):
     """Train one stage to its end epoch; returns (stopped, restore seconds or None)."""
-    trainer_cls = _FeatureTrainer if stage.mode == "features" else _ImageTrainer
     steps_per_epoch = max(1, math.ceil(dataset.train.count / s.batch_size))
     latest = run.latest_checkpoint()
     done = _global_step(latest) if latest else 0
@@ -239,7 +237,11 @@ def _train_stage(s, stage, run, model, dataset, log, progress):
     graph = tf.Graph()
     with graph.as_default():
         tf.set_random_seed(s.seed)
-        trainer = trainer_cls(s, stage, model, dataset, plan, steps_per_epoch)
+        if stage.mode == "features":
+            trainer = _FeatureTrainer(s, stage, model, dataset, plan, steps_per_epoch)
+        else:
+            trainer = _ImageTrainer(s, stage, model, dataset, plan, steps_per_epoch,
+                                    strategy(s.device, s.gpus, s.devices))
         saver = tf.train.Saver(max_to_keep=s.keep, save_relative_paths=True)
         best_saver = tf.train.Saver(max_to_keep=1, save_relative_paths=True)
         init = tf.group(tf.global_variables_initializer(), tf.local_variables_initializer())
@@ -330,8 +332,8 @@ def _correct(logits, labels):
     return tf.reduce_sum(tf.cast(hits, tf.int32))
 
 
-def _train_op(s, stage, loss, trained, lr_mults, steps_per_epoch):
-    """(train op, learning rate, global step) for `trained` variables."""
+def _optimizer(s, stage, steps_per_epoch):
+    """(optimizer, learning rate, global step) of a stage."""
     step = tf.train.get_or_create_global_step()
     first = stage.start_epoch * steps_per_epoch
     total = (stage.end_epoch - stage.start_epoch) * steps_per_epoch
@@ -342,37 +344,69 @@ def _train_op(s, stage, loss, trained, lr_mults, steps_per_epoch):
     opt = optim.optimizer(s.optimizer, lr, momentum=s.momentum)
     if s.mixed_precision and uses_gpu(s.device):
         opt = tf.mixed_precision.enable_mixed_precision_graph_rewrite(opt)
+    return opt, lr, step
+
+
+def _minimize(s, opt, loss, trained, lr_mults, step, update_ops):
+    """The update of `trained` variables (after the batch-norm `update_ops`)."""
     grads = opt.compute_gradients(loss, var_list=trained)
     grads = optim.clip(optim.scale_gradients(grads, lr_mults), s.clip_norm)
-    with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
-        update = opt.apply_gradients(grads, global_step=step)
-    if s.optimizer == "adamw" and s.weight_decay:
-        with tf.control_dependencies([update]):
-            update = tf.group(update, optim.decoupled_decay(trained, lr, s.weight_decay,
-                                                            lr_mults))
-    return update, lr, step
+    with tf.control_dependencies(update_ops):
+        return opt.apply_gradients(grads, global_step=step)
+
+
+def _with_decay(s, update, trained, lr, lr_mults):
+    """AdamW's decoupled decay after `update` (cross-replica: every copy decays alike)."""
+    if s.optimizer != "adamw" or not s.weight_decay:
+        return update
+    with tf.control_dependencies([update]):
+        return tf.group(update, optim.decoupled_decay(trained, lr, s.weight_decay, lr_mults))
 
 
 def _trained_variables(plan):
-    by_name = {v.op.name: v for v in tf.trainable_variables()}
+    by_name = {optim.variable_name(v): v for v in tf.trainable_variables()}
     return [by_name[n] for n in plan.trainable if n in by_name]
 
 
 class _ImageTrainer:
-    """Trains on decoded, preprocessed (and augmented) images through tf.data."""
+    """Trains on decoded, preprocessed (and augmented) images through tf.data; with a
+    tf.distribute strategy, data-parallel over its devices (each replica takes its share of
+    every batch, gradients are summed across replicas)."""
 
-    def __init__(self, s, stage, model, dataset, plan, steps_per_epoch):
+    def __init__(self, s, stage, model, dataset, plan, steps_per_epoch, strategy=None):
         record = model.record
-        self.train_in = data.Input(dataset.train, record, batch_size=s.batch_size,
-                                   training=True, augment=s.augment, seed=s.seed, name="train")
         frozen = frozen_batch_norms(set(plan.model_shapes), plan.trainable)
-        logits, _ = model.build(self.train_in.images, is_training=True, frozen=frozen)
-        trained = _trained_variables(plan)
-        self.loss, self.xent, self.correct = _objective(s, logits, self.train_in.labels,
-                                                        model.num_classes, trained)
-        self.batch = tf.size(self.train_in.labels)
-        self.update, self.lr, self.step = _train_op(s, stage, self.loss, trained,
-                                                    plan.lr_mults, steps_per_epoch)
+        replicas = strategy.num_replicas_in_sync if strategy else 1
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            self.train_in = data.Input(dataset.train, record, batch_size=s.batch_size,
+                                       training=True, augment=s.augment, seed=s.seed,
+                                       name="train", strategy=strategy)
+            opt, self.lr, self.step = _optimizer(s, stage, steps_per_epoch)
+
+            def replica_step(images, labels):
+                before = set(tf.get_collection(tf.GraphKeys.UPDATE_OPS))
+                logits, _ = model.build(images, is_training=True, frozen=frozen)
+                updates = [op for op in tf.get_collection(tf.GraphKeys.UPDATE_OPS)
+                           if op not in before]
+                trained = _trained_variables(plan)
+                loss, xent, correct = _objective(s, logits, labels, model.num_classes,
+                                                 trained)
+                update = _minimize(s, opt, loss / replicas, trained, plan.lr_mults,
+                                   self.step, updates)
+                with tf.control_dependencies([update]):
+                    return tf.identity(xent), correct, tf.size(labels)
+
+            if strategy is None:
+                outputs = replica_step(self.train_in.images, self.train_in.labels)
+            else:
+                per_replica = strategy.experimental_run(lambda batch: replica_step(*batch),
+                                                        self.train_in.iterator)
+                outputs = [strategy.reduce(op, value, axis=None) for op, value in zip(
+                    (tf.distribute.ReduceOp.MEAN, tf.distribute.ReduceOp.SUM,
+                     tf.distribute.ReduceOp.SUM), per_replica)]
+            self.xent, self.correct, self.batch = outputs
+            self.update = _with_decay(s, tf.group(*outputs), _trained_variables(plan),
+                                      self.lr, plan.lr_mults)
         self.val_in = None
         if dataset.val is not None:
             self.val_in = data.Input(dataset.val, record, batch_size=s.batch_size,
@@ -435,10 +469,11 @@ class _FeatureTrainer:
         self.y = tf.placeholder(tf.int64, [None], "labels")
         logits = model.head(self.x, is_training=True)
         trained = _trained_variables(plan)
-        self.loss, self.xent, self.correct = _objective(s, logits, self.y, model.num_classes,
-                                                        trained)
-        self.update, self.lr, self.step = _train_op(s, stage, self.loss, trained,
-                                                    plan.lr_mults, steps_per_epoch)
+        loss, self.xent, self.correct = _objective(s, logits, self.y, model.num_classes,
+                                                   trained)
+        opt, self.lr, self.step = _optimizer(s, stage, steps_per_epoch)
+        self.update = _with_decay(s, _minimize(s, opt, loss, trained, plan.lr_mults,
+                                               self.step, []), trained, self.lr, plan.lr_mults)
         self.eval_ops = _eval_ops(model.head(self.x, is_training=False), self.y,
                                   model.num_classes)
         self.batch_size = s.batch_size

@@ -6,12 +6,19 @@ AdamW is Adam with decoupled weight decay (Loshchilov & Hutter): after each upda
 decayed weight shrinks by lr * decay * weight; compat.v1 has no AdamW of its own.
 """
 import math
+import re
 
 from ..errors import CkptError
 from ..tfcompat import tf
 
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
+
+
+def variable_name(var):
+    """A variable's checkpoint name; inside a tf.distribute replica other than the first,
+    op.name carries a /replica_N suffix."""
+    return re.sub(r"/replica_\d+$", "", var.op.name)
 
 
 def learning_rate(step, *, base, schedule="constant", total_steps, warmup_steps=0,
@@ -58,7 +65,7 @@ def scale_gradients(grads_and_vars, lr_mults):
     gradients and 1x pass through."""
     scaled = []
     for grad, var in grads_and_vars:
-        mult = lr_mults.get(var.op.name, 1.0)
+        mult = lr_mults.get(variable_name(var), 1.0)
         if grad is not None and mult != 1.0:
             with tf.name_scope("lr_mult"):
                 if isinstance(grad, tf.IndexedSlices):
@@ -85,6 +92,6 @@ def decoupled_decay(variables, lr, rate, lr_mults):
     ops = []
     for var in variables:
         if var.shape.ndims and var.shape.ndims > 1:
-            step = lr * (rate * lr_mults.get(var.op.name, 1.0))
+            step = lr * (rate * lr_mults.get(variable_name(var), 1.0))
             ops.append(tf.assign_sub(var, step * var, use_locking=False).op)
     return tf.group(*ops, name="decoupled_decay")

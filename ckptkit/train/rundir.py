@@ -96,7 +96,10 @@ class RunDir:
         """run.json as a dict; NotFound when this is not a train dir."""
         try:
             with open(self.file(RUN), encoding="utf-8") as f:
-                return json.load(f)
+                run = json.load(f)
+            if not isinstance(run, dict):
+                raise ValueError("not a JSON object")
+            return run
         except FileNotFoundError:
             raise NotFound(f"{self.path}: not a ckptkit train dir (no {RUN}; run "
                            "`ckptkit finetune --train-dir` first)") from None
@@ -106,7 +109,7 @@ class RunDir:
     def model(self):
         """The Model of this run."""
         run = self.read_run()
-        if "model" not in run:
+        if not isinstance(run.get("model"), dict):
             raise CkptError(f"{self.file(RUN)}: no model entry")
         return Model.from_json(run["model"])
 
