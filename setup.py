@@ -20,8 +20,8 @@ setup(
         "tf": ["tensorflow-cpu>=2.16", "tf-keras>=2.16", "tf-slim>=1.1", "matplotlib>=3.6"],
         "gpu": ["tensorflow[and-cuda]>=2.16", "tf-keras>=2.16", "tf-slim>=1.1",
                 "matplotlib>=3.6"],
-        "demo": ["scikit-learn>=1.2"],
-        "dev": ["pytest>=7", "safetensors>=0.4", "scikit-learn>=1.2"],
+        "demo": ["mlxtend>=0.22"],
+        "dev": ["pytest>=7", "safetensors>=0.4", "scikit-learn>=1.2", "mlxtend>=0.22"],
     },
     entry_points={"console_scripts": ["ckptkit=ckptkit.cli:main"]},
 )

@@ -39,7 +39,8 @@ class Group(click.Group):
         except Exception as e:   # a bug of ours: still one line, the traceback on request
             if os.environ.get("CKPTKIT_DEBUG"):
                 raise
-            code = _fail(f"internal error: {type(e).__name__}: {e} (please report it; "
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            code = _fail(f"internal error: {type(e).__name__}: {first} (please report it; "
                          "CKPTKIT_DEBUG=1 shows the traceback)", 2)
         if standalone_mode:
             sys.exit(code)
@@ -663,28 +664,34 @@ def predict(train_dir, images, top_k, as_json):
     paths = _image_files(images)
     with Classifier(train_dir) as classifier:
         results = classifier.predict_files(paths, top_k=top_k)
+    failed = any("error" in item for item in results)
     if as_json:
         render.emit_json(results)
-        return 0
+        return 1 if failed else 0
     for item in results:
         if "error" in item:
             click.echo(f"{item['path']}: error: {item['error']}")
             continue
         tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in item["top"])
         click.echo(f"{item['path']}: {tops}")
-    return 1 if any("error" in item for item in results) else 0
+    return 1 if failed else 0
 
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 def _image_files(args):
-    """Files as given; folders expanded to their images (recursively, sorted)."""
+    """Files as given; folders expanded to their images (recursively, sorted; hidden files
+    and folders such as .ipynb_checkpoints/ left out)."""
     paths = []
     for arg in args:
         if os.path.isdir(arg):
-            found = sorted(os.path.join(d, f) for d, _, files in os.walk(arg) for f in files
-                           if f.lower().endswith(_IMAGE_SUFFIXES) and not f.startswith("."))
+            found = []
+            for folder, dirs, files in os.walk(arg):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                found += [os.path.join(folder, f) for f in files
+                          if f.lower().endswith(_IMAGE_SUFFIXES) and not f.startswith(".")]
+            found.sort()
             if not found:
                 raise CkptError(f"{arg}: no images ({' '.join(_IMAGE_SUFFIXES)})")
             paths += found
@@ -721,6 +728,79 @@ def export(train_dir, output, checkpoint):
     click.echo(f"  {frozen['file']}  input {frozen['input']} ({frozen['input_format']}), "
                f"outputs {', '.join(frozen['outputs'].values())}")
     click.echo("  export.json  tensor names, labels, preprocessing")
+    return 0
+
+
+@cli.group()
+def pretrained():
+    """Well-known pretrained checkpoints: list them, download them, name them.
+
+    Any command takes `pretrained:NAME` as a checkpoint path once NAME is downloaded.
+
+    \b
+    Examples:
+      ckptkit pretrained list
+      ckptkit pretrained get resnet_v1_50
+      ckptkit finetune --net resnet_v1_50 --checkpoint pretrained:resnet_v1_50 ...
+    """
+
+
+@pretrained.command(name="list")
+@click.option("--dir", "directory", metavar="DIR", help="Download folder [default: pretrain/].")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
+def pretrained_list(directory, as_json):
+    """The registry's checkpoints and which of them are here.
+
+    \b
+    Examples:
+      ckptkit pretrained list
+      ckptkit pretrained list --json
+    """
+    from . import pretrained as registry
+
+    items = []
+    for item in registry.entries():
+        here = registry.installed(item.name, directory)
+        items.append({"name": item.name, "net": item.net, "num_classes": item.num_classes,
+                      "image_size": item.image_size, "url": item.url, "size": item.size,
+                      "sha256": item.sha256, "exclude": list(item.exclude or ()),
+                      "path": here})
+    if as_json:
+        render.emit_json(items)
+        return 0
+    rows = [["name", "net", "classes", "size", "sha256", "here"]] + [
+        [i["name"], i["net"], str(i["num_classes"] or "-"),
+         render.human_bytes(i["size"]) if i["size"] else "-",
+         "registry" if i["sha256"] else "on first use", i["path"] or "-"] for i in items]
+    click.echo("\n".join(render.table(rows, "llrrll")))
+    return 0
+
+
+@pretrained.command(name="get")
+@click.argument("name")
+@click.option("--dir", "directory", metavar="DIR", help="Download folder [default: pretrain/].")
+@click.option("--force", is_flag=True, help="Download again and replace what is there.")
+def pretrained_get(name, directory, force):
+    """Download, check (sha256, checkpoint CRCs) and unpack a pretrained checkpoint.
+
+    An interrupted download resumes when the command is run again.
+
+    \b
+    Examples:
+      ckptkit pretrained get resnet_v1_50
+      ckptkit pretrained get inception_v3 --dir ~/checkpoints
+    """
+    from . import pretrained as registry
+
+    with render.byte_progress(f"downloading {name}") as progress:
+        fetched = registry.get(name, directory, progress, force=force)
+    if fetched.note:
+        click.echo(f"note: {fetched.note}", err=True)
+    item = registry.entry(name)
+    click.echo(f"{'downloaded' if fetched.downloaded else 'already here'}: {fetched.path}")
+    click.echo(f"fine-tune it with a new head:\n  ckptkit finetune --net {item.net} "
+               f"--checkpoint pretrained:{item.name} --exclude Logits --data DATA "
+               "--train-dir RUN")
     return 0
 
 

@@ -3,7 +3,8 @@
 Accepted: a V2 prefix (`model.ckpt-1000`), any of its files (`.index`, `.data-*`, `.meta`),
 a V1 file, `.h5`/`.keras`/`.weights.h5`, `.npz`, `.safetensors`, a directory (its `checkpoint`
 state file; a state path from another machine falls back to the same basename here; without a
-usable state, the newest checkpoint found), or a SavedModel directory (its variables/).
+usable state, the newest checkpoint found), a SavedModel directory (its variables/), or
+`pretrained:NAME`: registry entry NAME as `ckptkit pretrained get` put it (ckptkit.pretrained).
 """
 import os
 import re
@@ -17,6 +18,7 @@ _V2_MEMBER = re.compile(r"^(.*)\.(index|meta|data-\d{5}-of-\d{5})$", re.S)
 _STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.M)
 _OTHER = (".h5", ".hdf5", ".keras", ".npz", ".safetensors")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+PRETRAINED = "pretrained:"
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,10 @@ class Resolved:
 
 def resolve(path):
     path = os.fspath(path)
+    if path.startswith(PRETRAINED):
+        from . import pretrained   # only this form reads the registry
+        found = resolve(pretrained.resolve(path[len(PRETRAINED):]))
+        return Resolved(found.kind, found.path, note=f"{path} is {found.path}")
     if os.path.isdir(path):
         return _resolve_dir(path)
     if os.path.isfile(path):

@@ -188,6 +188,22 @@ def progress(total, label):
 
 
 @contextlib.contextmanager
+def byte_progress(label):
+    """Yield progress(total, done) for downloads: a bar on a terminal once the first call
+    comes (total may be None), nothing in pipes or CI."""
+    if not sys.stderr.isatty():
+        yield lambda total, done: None
+        return
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+
+    with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda total, done: bar.update(task, total=total, completed=done)
+
+
+@contextlib.contextmanager
 def training_progress(total, label):
     """Yield advance(steps, loss=, acc=, ips=): a bar with the running figures on a terminal,
     nothing in pipes or CI (the epoch lines are the log there)."""

@@ -222,7 +222,7 @@ def test_npz_errors(tmp_path):
     np.savez(tmp_path / "one.npz", X=np.zeros((2, 4)), y=[3, 3])
     assert "found 1 (3)" in _error(tmp_path / "one.npz")[1]
     (tmp_path / "junk.npz").write_text("not a zip")
-    assert "not a readable .npz" in _error(tmp_path / "junk.npz")[1]
+    assert "not an .npz file (not a zip archive)" in _error(tmp_path / "junk.npz")[1]
     np.savez(tmp_path / "ok.npz", X=np.zeros((2, 4)), y=[0, 1])
     (tmp_path / "x.tfrecord").write_bytes(b"")
     assert "is tfrecord data but --data is npz data" in \

@@ -7,10 +7,23 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
     .venv/bin/python -m pip install -q --upgrade pip
 fi
-stamp=".venv/.ckptkit-installed-$(cat setup.py | sha1sum | cut -c1-12)-${CKPTKIT_EXTRAS//,/_}"
-if [ ! -f "$stamp" ]; then
+# one stamp per install: setup.py's hash and the extras installed
+hash=$(sha1sum setup.py | cut -c1-12)
+installed() {   # an install of this setup.py with every extra of $CKPTKIT_EXTRAS
+    local stamp extra have
+    for stamp in .venv/.ckptkit-installed-"$hash"-*; do
+        [ -f "$stamp" ] || continue
+        have="_${stamp##*-}_"
+        for extra in ${CKPTKIT_EXTRAS//,/ }; do
+            [[ "$have" == *"_${extra}_"* ]] || continue 2
+        done
+        return 0
+    done
+    return 1
+}
+if ! installed; then
     echo "installing ckptkit[$CKPTKIT_EXTRAS] into .venv ..." >&2
     .venv/bin/python -m pip install -q -e ".[$CKPTKIT_EXTRAS]"
-    touch "$stamp"
+    touch ".venv/.ckptkit-installed-$hash-${CKPTKIT_EXTRAS//,/_}"
 fi
 export PATH="$PWD/.venv/bin:$PATH"

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import struct
+import zipfile
 from dataclasses import dataclass, replace
 from glob import glob
 from math import isqrt
@@ -65,7 +66,8 @@ class Dataset:
     fingerprint: str    # sha256 hex of the data's identity (see the module notes)
 
 
-def load_dataset(data, *, val_data=None, val_split=None, seed=0, num_classes=None):
+def load_dataset(data, *, val_data=None, val_split=None, seed=0, num_classes=None,
+                 min_classes=2):
     """The Dataset at `data`. Its validation split comes from one of: a val/ folder or
     validation records beside the training data; `val_data` (more data with the training
     classes, a folder or .npz for either, records for records); `val_split`, a stratified,
@@ -98,7 +100,7 @@ def load_dataset(data, *, val_data=None, val_split=None, seed=0, num_classes=Non
                             "records with --val-data")
         train, val = _stratified(train, val_split, seed, source)
         rule = [val_split, seed]
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         raise CkptError(f"{source}: a classifier needs at least 2 classes, found "
                         f"{len(classes)} ({_names(classes)})")
     if num_classes is not None and num_classes != len(classes):
@@ -222,6 +224,8 @@ def _subset(split, mask):
 
 def _read_npz(path):
     """(classes, uint8 images [n, h, w, c], int64 labels) of an .npz file."""
+    if not zipfile.is_zipfile(path):
+        raise FormatError(f"{path}: not an .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = archive.files

@@ -18,16 +18,16 @@ def session_config(device="auto", gpus=None):
 
     if device not in DEVICES:
         raise CkptError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    wanted = [g.strip() for g in str(gpus).split(",")] if gpus is not None else []
+    if gpus is not None and (not wanted or not all(g.isdigit() for g in wanted)):
+        raise CkptError(f"--gpus takes GPU numbers like 0,1, not {gpus!r}")
     config = tf.ConfigProto(allow_soft_placement=True)
     config.gpu_options.allow_growth = True
     if device == "cpu":
         config.device_count["GPU"] = 0
         return config
-    if gpus:
-        wanted = [g.strip() for g in str(gpus).split(",") if g.strip()]
-        if not all(g.isdigit() for g in wanted):
-            raise CkptError(f"--gpus takes GPU numbers like 0,1, not {gpus!r}")
-        if wanted and max(map(int, wanted)) >= gpu_count():
+    if wanted:
+        if max(map(int, wanted)) >= gpu_count():
             raise CkptError(f"--gpus {gpus}: this machine has {gpu_count()} visible GPU(s)")
         config.gpu_options.visible_device_list = ",".join(wanted)
     elif device == "gpu" and not gpu_count():

@@ -55,7 +55,7 @@ def _split(run, data_path, labels):
         if list(dataset.classes) != list(labels):
             raise CkptError(f"the classes of {settings['data']} changed since training")
         return dataset.val, f"{settings['data']} (validation split)"
-    dataset, _ = data.drop_corrupt(data.load_dataset(data_path))
+    dataset, _ = data.drop_corrupt(data.load_dataset(data_path, min_classes=1))
     split = dataset.val or dataset.train
     unknown = [c for c in dataset.classes if c not in labels]
     if unknown:

@@ -39,7 +39,7 @@ from ..scopes import role
 from ..tfcompat import tf
 from . import data, features, optim
 from .devices import session_config, strategy, uses_gpu
-from .nets import model_variables
+from .nets import get_net, model_variables
 from .restore import apply_plan
 from .rundir import BEST, CURVES, PLAN, RUN, Model, RunDir
 
@@ -112,17 +112,28 @@ def finetune(settings, *, log=lambda line: None, progress=None):
     """Run (or resume) `settings`; returns a summary dict (see _summary)."""
     s = _checked(settings)
     run = RunDir(s.train_dir)
-    os.makedirs(run.path, exist_ok=True)
-    dataset = _load_data(s, log)
+    dataset, note = data.load_run_data(s.data, val_data=s.val_data, val_split=s.val_split,
+                                       seed=s.seed, num_classes=s.num_classes)
     model = Model(s.net, len(dataset.classes), s.image_size, tuple(s.hidden), s.dropout)
-    if run.latest_checkpoint():
+    resuming = run.latest_checkpoint() is not None
+    if resuming:
         _check_resumable(run, model, dataset, log)
-    else:
+    stages = _stages(s)
+    model_vars = model_variables(model.record, model.num_classes, head_scope=model.head_scope,
+                                 hidden=model.hidden, dropout=model.dropout)
+    plans = [_plan(s, stage, model, model_vars) for stage in stages]   # errors first
+    if note:
+        log(note)
+    dataset, bad = data.drop_corrupt(dataset)
+    for path in bad:
+        log(f"warning: skipping unreadable image {path}")
+    os.makedirs(run.path, exist_ok=True)
+    if not resuming:
         run.write_labels(dataset.classes)
         run.write_json(RUN, _run_json(s, model, dataset))
     stopped, restore_seconds = False, None
-    for stage in _stages(s):
-        stopped, seconds = _train_stage(s, stage, run, model, dataset, log, progress)
+    for stage, plan in zip(stages, plans):
+        stopped, seconds = _train_stage(s, stage, plan, run, model, dataset, log, progress)
         restore_seconds = seconds if restore_seconds is None else restore_seconds
         if stopped:
             break
@@ -156,6 +167,14 @@ def _checked(s):
             raise CkptError(f"--{name.replace('_', '-')} must be at least 1")
     if s.mode == "two-stage" and s.epochs < 2:
         raise CkptError("--mode two-stage needs --epochs of at least 2 (one per stage)")
+    if s.mode == "two-stage" and s.head_epochs >= s.epochs:
+        raise CkptError(f"--head-epochs {s.head_epochs} leaves no epoch of --epochs "
+                        f"{s.epochs} for the second stage")
+    get_net(s.net)
+    session_config(s.device, s.gpus)
+    for option, path in (("--train-dir", s.train_dir), ("--cache-dir", s.cache_dir)):
+        if path and os.path.exists(path) and not os.path.isdir(path):
+            raise CkptError(f"{option} {path}: a file, not a folder")
     if not 0 <= s.label_smoothing < 1:
         raise CkptError(f"--label-smoothing must be in [0, 1), got {s.label_smoothing}")
     if not s.lr > 0:
@@ -175,17 +194,6 @@ def _stages(s):
     first = min(s.head_epochs or max(1, s.epochs // 2), s.epochs - 1)
     return [_Stage(1, "head", head, None, first),
             _Stage(2, "finetune", (), s.train_from, s.epochs, s.stage2_lr, first)]
-
-
-def _load_data(s, log):
-    dataset, note = data.load_run_data(s.data, val_data=s.val_data, val_split=s.val_split,
-                                       seed=s.seed, num_classes=s.num_classes)
-    if note:
-        log(note)
-    dataset, bad = data.drop_corrupt(dataset)
-    for path in bad:
-        log(f"warning: skipping unreadable image {path}")
-    return dataset
 
 
 def _run_json(s, model, dataset):
@@ -226,14 +234,13 @@ def _check_resumable(run, model, dataset, log):
 
 # --- one stage -------------------------------------------------------------------------------
 
-def _train_stage(s, stage, run, model, dataset, log, progress):
+def _train_stage(s, stage, plan, run, model, dataset, log, progress):
     """Train one stage to its end epoch; returns (stopped, restore seconds or None)."""
     steps_per_epoch = max(1, math.ceil(dataset.train.count / s.batch_size))
     latest = run.latest_checkpoint()
     done = _global_step(latest) if latest else 0
     if done >= stage.end_epoch * steps_per_epoch:
         return False, None
-    plan = _plan(s, stage, model)
     graph = tf.Graph()
     with graph.as_default():
         tf.set_random_seed(s.seed)
@@ -263,11 +270,9 @@ def _train_stage(s, stage, run, model, dataset, log, progress):
         return loop.run(), seconds
 
 
-def _plan(s, stage, model):
+def _plan(s, stage, model, model_vars):
     """The restore plan of this stage (trainable lists differ between stages)."""
     record = model.record
-    model_vars = model_variables(record, model.num_classes, head_scope=model.head_scope,
-                                 hidden=model.hidden, dropout=model.dropout)
     if not s.checkpoint:
         return RestorePlan(trainable=[m.name for m in model_vars
                                       if m.trainable and role(m.name) == "model"],
@@ -568,7 +573,7 @@ class _Loop:
                                              global_step=step)
                     else:
                         stale += 1
-                    self.log(_epoch_line(row, stage.end_epoch))
+                    self.log(_epoch_line(row, s.epochs))
                     epoch, skip = epoch + 1, 0
         finally:
             self.writer.close()
@@ -581,7 +586,7 @@ class _Loop:
         train_seconds = 0.0
         last_save = time.monotonic()
         with _progress(self.progress, per_epoch - skip,
-                       f"epoch {epoch + 1}/{self.stage.end_epoch}") as advance:
+                       f"epoch {epoch + 1}/{self.s.epochs}") as advance:
             steps = self.trainer.train_epoch(self.sess, epoch, skip)
             while True:
                 begun = time.perf_counter()

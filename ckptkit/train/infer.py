@@ -98,7 +98,7 @@ def restore(session, prefix):
         saver = tf.train.Saver(var_list=variables, name="restore")
     try:
         saver.restore(session, prefix)
-    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as e:
+    except tf.errors.OpError as e:     # missing tensors, wrong shapes, truncated data
         raise CkptError(f"{prefix}: cannot restore the model from it ({first_line(e)})") \
             from None
 

@@ -1,0 +1,587 @@
+"""Pretrained checkpoints: the shipped registry, and `get`/`resolve` against a local HTTP server
+(Range requests, dropped connections, wrong checksums, hostile archives), all without TF.
+
+The archives hold tiny real checkpoints from bundle_writer: a V1 file like the tf-slim
+ImageNet archives, or a V2 bundle.
+"""
+import hashlib
+import io
+import json
+import os
+import re
+import socket
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ckptkit
+from ckptkit import paths, pretrained
+from ckptkit.errors import CkptError, Corrupt, FormatError, NotFound
+from bundle_writer import write_bundle, write_v1
+from hostile import flip
+
+TENSORS = {"net/conv1/weights": np.random.default_rng(0).standard_normal((64, 64, 4), "f4"),
+           "net/logits/biases": np.arange(5, dtype="f4")}
+
+
+# ---------------------------------------------------------------- a small HTTP server
+
+class Server:
+    """Serves `files` (URL path -> bytes) on 127.0.0.1 with Range support. `drop_after[path]`
+    sends that many bytes of the file once, then drops the connection; paths in
+    `ignore_range` answer every request with the whole file. `requests` logs
+    (path, Range header, If-Range header, status)."""
+
+    def __init__(self):
+        self.files, self.drop_after, self.ignore_range, self.requests = {}, {}, set(), []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.01,),
+                                       daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def ranges(self):
+        return [r[1] for r in self.requests if r[1]]
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                data = server.files.get(self.path)
+                asked = self.headers.get("Range")
+                log = [self.path, asked, self.headers.get("If-Range")]
+                if data is None:
+                    server.requests.append((*log, 404))
+                    self.send_error(404, "Not Found")
+                    return
+                start = 0
+                m = re.fullmatch(r"bytes=(\d+)-", asked or "")
+                if m and self.path not in server.ignore_range:
+                    start = int(m.group(1))
+                    if start >= len(data):
+                        server.requests.append((*log, 416))
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                status = 206 if start else 200
+                server.requests.append((*log, status))
+                self.send_response(status)
+                if start:
+                    self.send_header("Content-Range",
+                                     f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(data) - start))
+                self.send_header("ETag", '"v1"')
+                self.end_headers()
+                cut = server.drop_after.pop(self.path, None)
+                if cut is None:
+                    self.wfile.write(data[start:])
+                    return
+                self.wfile.write(data[start:cut])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+
+        return Handler
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch):
+    """127.0.0.1 directly, whatever proxy the environment names."""
+    for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.delenv(pretrained.DIR_ENV, raising=False)
+    monkeypatch.delenv(pretrained.REGISTRY_ENV, raising=False)
+
+
+# ---------------------------------------------------------------- archives and registries
+
+def tar_gz(members):
+    """A .tar.gz of `members`: (name, bytes) for files, or a TarInfo for anything else."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for member in members:
+            if isinstance(member, tarfile.TarInfo):
+                tar.addfile(member)
+            else:
+                name, data = member
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def v1_bytes(tmp_path):
+    path = tmp_path / "src.ckpt"
+    write_v1(path, TENSORS)
+    return path.read_bytes()
+
+
+def v2_files(tmp_path):
+    prefix = tmp_path / "src" / "model.ckpt"
+    write_bundle(prefix, TENSORS)
+    return {p.name: p.read_bytes() for p in prefix.parent.iterdir()}
+
+
+def write_registry(path, *items):
+    path.write_text(json.dumps({"entries": list(items)}))
+    return path
+
+
+def item(name, url, member="slim_net.ckpt", **fields):
+    return {"name": name, "net": "resnet_v1_50", "url": url, "member": member,
+            "num_classes": 1000, "image_size": 224, "preprocessing": "vgg",
+            "exclude": ["resnet_v1_50/logits"], "sha256": None, "size": None, **fields}
+
+
+@pytest.fixture
+def hosted(tmp_path, server):
+    """host(archive bytes, **entry fields) -> (registry path, download dir, URL path): the
+    archive on the server and a registry entry "tiny" for it."""
+    def host(archive, name="tiny", **fields):
+        path = f"/models/{name}_2016_08_28.tar.gz"
+        server.files[path] = archive
+        registry = write_registry(tmp_path / "registry.json",
+                                  item(name, server.url(path), **fields))
+        return registry, tmp_path / "pretrain", path
+    return host
+
+
+def slim_archive(tmp_path):
+    """A tar.gz like tf-slim's: one V1 checkpoint file at the top."""
+    return tar_gz([("slim_net.ckpt", v1_bytes(tmp_path))])
+
+
+def listing(directory):
+    return sorted(str(p.relative_to(directory)) for p in Path(directory).rglob("*"))
+
+
+def one_line(error):
+    text = str(error.value)
+    assert text and "\n" not in text, text
+    return text
+
+
+# ---------------------------------------------------------------- the shipped registry
+
+def test_shipped_registry_entries_agree_with_the_nets_registry():
+    from ckptkit.train.nets import NETS, PREPROCESSING
+
+    data = json.loads(pretrained.registry_path().read_text())
+    found = pretrained.load_registry()
+    assert len(found) == len(data["entries"])              # names are unique
+    archives = [e.archive for e in found.values() if e.url]
+    assert len(set(archives)) == len(archives)
+    imagenet = {"resnet_v1_50", "resnet_v1_101", "resnet_v1_152", "resnet_v2_50",
+                "resnet_v2_101", "resnet_v2_152", "inception_v1", "inception_v2",
+                "inception_v3", "vgg_16", "vgg_19"}
+    assert imagenet <= set(found)
+    for entry in found.values():
+        assert entry.net in NETS, entry.name
+        assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
+        assert all(s in data["sources"] for s in entry.source), entry.name
+        if entry.url:
+            assert re.fullmatch(r"https?://\S+\.tar\.gz", entry.url), entry.name
+            assert entry.member.endswith(".ckpt") and entry.source, entry.name
+            assert (entry.size is None) == (entry.sha256 is None), entry.name
+        if entry.name in imagenet:
+            net = NETS[entry.net]
+            assert entry.url and entry.net == entry.name
+            assert entry.preprocessing in PREPROCESSING
+            assert (entry.num_classes, entry.label_offset, entry.image_size,
+                    entry.preprocessing, entry.exclude) == \
+                (net.num_classes, net.label_offset, net.image_size, net.preprocessing,
+                 net.logits_scopes), entry.name
+    demo = found["lenet_mnist_0to4"]
+    assert (demo.net, demo.url, demo.local) == ("lenet", None, "lenet_mnist_0to4")
+    assert (demo.num_classes, demo.image_size, demo.exclude) == (10, 28, ("LeNet/fc4",))
+    assert "tools/make_demo_data.py" in demo.made_by
+
+
+BAD_ENTRIES = [   # (entry fields changed, message)
+    ({"name": "../x"}, "name must be"),
+    ({"net": None}, "net is required"),
+    ({"url": "http://example.org/x.zip"}, "url must be an http"),
+    ({"url": "ftp://example.org/x.tar.gz"}, "url must be an http"),
+    ({"local": "here"}, "either url .with member. or local, not both"),
+    ({"url": None}, "either url .with member. or local, not neither"),
+    ({"member": None}, "member is required with url"),
+    ({"member": "../x.ckpt"}, "member must be a relative path"),
+    ({"member": "/x.ckpt"}, "member must be a relative path"),
+    ({"sha256": "ABC"}, "sha256 must be 64 lowercase hex"),
+    ({"size": -1}, "size must be a byte count"),
+    ({"num_classes": True}, "num_classes must be a positive integer"),
+    ({"label_offset": 2}, "label_offset must be 0 or 1"),
+    ({"exclude": "Logits"}, "exclude must be a list"),
+    ({"sha265": None}, "unknown field 'sha265'"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_ENTRIES)
+def test_registry_validation_names_entry_and_field(tmp_path, change, message):
+    fields = {**item("tiny", "http://example.org/m/tiny.tar.gz"), **change}
+    path = write_registry(tmp_path / "registry.json", fields)
+    with pytest.raises(FormatError, match=message) as e:
+        pretrained.load_registry(path)
+    assert "entry 0" in one_line(e)
+
+
+def test_registry_rejects_duplicates_and_allows_comments(tmp_path):
+    one = item("tiny", "http://example.org/m/tiny.tar.gz", _note="a comment")
+    assert pretrained.entries(write_registry(tmp_path / "r.json", one))[0].name == "tiny"
+    with pytest.raises(FormatError, match="two entries are named 'tiny'"):
+        pretrained.load_registry(write_registry(tmp_path / "r.json", one, one))
+    with pytest.raises(NotFound, match="no pretrained registry at .*CKPTKIT_PRETRAIN"):
+        pretrained.load_registry(tmp_path / "absent.json")
+
+
+def test_unknown_name_lists_the_known_and_the_closest():
+    with pytest.raises(NotFound, match=r"unknown pretrained checkpoint 'resnet_v1_05'; "
+                                       r"known: .*vgg_19; closest: resnet_v1_50") as e:
+        pretrained.resolve("resnet_v1_05", "somewhere")
+    one_line(e)
+
+
+# ---------------------------------------------------------------- get and resolve
+
+def test_get_verifies_unpacks_and_resolves(tmp_path, hosted, server):
+    archive = slim_archive(tmp_path)
+    registry, directory, url = hosted(archive, sha256=hashlib.sha256(archive).hexdigest(),
+                                      size=len(archive))
+    calls = []
+    got = pretrained.get("tiny", directory, lambda total, done: calls.append((total, done)),
+                         registry=registry)
+    expected = str(directory / "tiny" / "slim_net.ckpt")
+    assert (got.path, os.fspath(got), got.downloaded, got.trust, got.note) == \
+        (expected, expected, True, "registry", "")
+    assert calls[0] == (len(archive), 0) and calls[-1] == (len(archive), len(archive))
+    assert [done for _, done in calls] == sorted(done for _, done in calls)
+    assert listing(directory) == ["tiny", "tiny/SHA256", "tiny/slim_net.ckpt"]
+    record = (directory / "tiny" / "SHA256").read_text()
+    checkpoint_sha = hashlib.sha256(Path(expected).read_bytes()).hexdigest()
+    assert f"{checkpoint_sha}  slim_net.ckpt\n" in record
+    assert f"# archive {url.rsplit('/', 1)[1]} sha256 {got.sha256} registry\n" in record
+    with ckptkit.open_checkpoint(got) as reader:
+        np.testing.assert_array_equal(reader.read("net/logits/biases"),
+                                      TENSORS["net/logits/biases"])
+    assert pretrained.resolve("tiny", directory, registry) == expected
+    assert pretrained.installed("tiny", directory, registry) == expected
+
+    before = len(server.requests)
+    again = pretrained.get("tiny", directory, registry=registry)
+    assert (again.path, again.downloaded, len(server.requests)) == (expected, False, before)
+
+
+def test_a_v2_prefix_in_a_subfolder(tmp_path, hosted):
+    archive = tar_gz([(f"tiny/{name}", data) for name, data in v2_files(tmp_path).items()])
+    registry, directory, _ = hosted(archive, member="tiny/model.ckpt")
+    got = pretrained.get("tiny", directory, registry=registry)
+    assert got.path == str(directory / "tiny" / "tiny" / "model.ckpt")
+    assert paths.resolve(got.path).kind == "tf-v2"
+
+
+def test_pretrained_name_as_a_path(tmp_path, hosted, monkeypatch):
+    registry, directory, _ = hosted(slim_archive(tmp_path))
+    monkeypatch.setenv(pretrained.REGISTRY_ENV, str(registry))
+    monkeypatch.setenv(pretrained.DIR_ENV, str(directory))
+    with pytest.raises(NotFound) as e:
+        paths.resolve("pretrained:tiny")
+    assert one_line(e).endswith("not downloaded yet (looked in "
+                                f"{directory / 'tiny'}); run: ckptkit pretrained get tiny")
+    with pytest.raises(NotFound, match=r"run: ckptkit pretrained get tiny --dir elsewhere$"):
+        pretrained.resolve("tiny", "elsewhere")
+
+    pretrained.get("tiny")
+    found = paths.resolve("pretrained:tiny")
+    path = str(directory / "tiny" / "slim_net.ckpt")
+    assert found == paths.Resolved("tf-v1", path, f"pretrained:tiny is {path}")
+    with ckptkit.open_checkpoint("pretrained:tiny") as reader:
+        assert reader.path == path and len(reader) == len(TENSORS)
+
+
+# ---------------------------------------------------------------- interrupted and restarted
+
+def test_an_interrupted_download_resumes_with_a_range_request(tmp_path, hosted, server):
+    archive = slim_archive(tmp_path)
+    registry, directory, url = hosted(archive, sha256=hashlib.sha256(archive).hexdigest())
+    half = len(archive) // 2
+    server.drop_after[url] = half
+    with pytest.raises(CkptError) as e:
+        pretrained.get("tiny", directory, registry=registry)
+    assert re.fullmatch(rf"download of tiny interrupted after {half} of {len(archive)} "
+                        r"bytes \(.*\); run the same command again to resume it", one_line(e))
+    part = directory / ".download" / (url.rsplit("/", 1)[1] + ".part")
+    assert part.read_bytes() == archive[:half]
+
+    calls = []
+    got = pretrained.get("tiny", directory, lambda *a: calls.append(a), registry=registry)
+    assert server.ranges() == [f"bytes={half}-"]
+    assert server.requests[-1][2:] == ('"v1"', 206)          # If-Range: the recorded ETag
+    assert calls[0] == (len(archive), half)
+    assert got.downloaded and listing(directory) == ["tiny", "tiny/SHA256",
+                                                     "tiny/slim_net.ckpt"]
+
+
+def test_a_server_that_ignores_range_restarts_cleanly(tmp_path, hosted, server):
+    archive = slim_archive(tmp_path)
+    registry, directory, url = hosted(archive, sha256=hashlib.sha256(archive).hexdigest())
+    server.drop_after[url] = 100
+    with pytest.raises(CkptError, match="interrupted after 100 of"):
+        pretrained.get("tiny", directory, registry=registry)
+    server.ignore_range.add(url)
+    got = pretrained.get("tiny", directory, registry=registry)
+    assert server.requests[-1][1] == "bytes=100-" and server.requests[-1][3] == 200
+    assert got.sha256 == hashlib.sha256(archive).hexdigest()
+    assert listing(directory) == ["tiny", "tiny/SHA256", "tiny/slim_net.ckpt"]
+
+
+def test_a_part_without_its_record_is_not_trusted(tmp_path, hosted, server):
+    archive = slim_archive(tmp_path)
+    registry, directory, url = hosted(archive)
+    part = directory / ".download" / (url.rsplit("/", 1)[1] + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"stale bytes of some other download")
+    got = pretrained.get("tiny", directory, registry=registry)
+    assert server.ranges() == [] and got.sha256 == hashlib.sha256(archive).hexdigest()
+
+
+def test_a_complete_part_is_not_fetched_again(tmp_path, hosted, server):
+    archive = slim_archive(tmp_path)
+    registry, directory, url = hosted(archive)
+    part = directory / ".download" / (url.rsplit("/", 1)[1] + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(archive)
+    (part.parent / (part.name + ".json")).write_text(json.dumps({"url": server.url(url)}))
+    got = pretrained.get("tiny", directory, registry=registry)
+    assert [r[1:] for r in server.requests] == [(f"bytes={len(archive)}-", None, 416)]
+    assert got.sha256 == hashlib.sha256(archive).hexdigest()
+
+
+# ---------------------------------------------------------------- checksums
+
+@pytest.mark.parametrize("fields, message", [
+    ({"sha256": "0" * 64}, (r"sha256 of downloaded tiny_2016_08_28.tar.gz is [0-9a-f]{64}, "
+                            r"the registry says 0{64}; removed the download")),
+    ({"size": 10}, (r"downloaded tiny_2016_08_28.tar.gz is \d+ bytes, the registry says 10; "
+                    r"removed the download")),
+])
+def test_a_wrong_archive_is_rejected_and_nothing_is_left(tmp_path, hosted, fields, message):
+    registry, directory, _ = hosted(slim_archive(tmp_path), **fields)
+    with pytest.raises(Corrupt) as e:
+        pretrained.get("tiny", directory, registry=registry)
+    assert re.fullmatch(message, one_line(e))
+    assert listing(directory) == []
+
+
+def test_trust_on_first_use_then_a_changed_file_is_caught(tmp_path, hosted, monkeypatch):
+    archive = slim_archive(tmp_path)
+    registry, directory, _ = hosted(archive)
+    monkeypatch.setenv(pretrained.REGISTRY_ENV, str(registry))
+    monkeypatch.setenv(pretrained.DIR_ENV, str(directory))
+    got = pretrained.get("tiny")
+    digest = hashlib.sha256(archive).hexdigest()
+    assert (got.trust, got.sha256) == ("first-use", digest)
+    assert got.note.startswith("trust on first use:") and digest in got.note
+    assert f"sha256 {digest} first-use" in (directory / "tiny" / "SHA256").read_text()
+
+    flip(got.path, -100)
+    changed = (rf"{re.escape(got.path)} has changed since it was downloaded \(sha256 "
+               rf"[0-9a-f]{{64}}, recorded [0-9a-f]{{64}}\); delete "
+               rf"{re.escape(str(directory / 'tiny'))} and run ckptkit pretrained get tiny")
+    for call in (lambda: pretrained.resolve("tiny"), lambda: pretrained.get("tiny"),
+                 lambda: paths.resolve("pretrained:tiny")):
+        with pytest.raises(Corrupt) as e:
+            call()
+        assert re.fullmatch(changed, one_line(e))
+    assert pretrained.resolve("tiny", verify=False) == got.path
+
+    fixed = pretrained.get("tiny", force=True)
+    assert fixed.downloaded and pretrained.resolve("tiny") == got.path
+
+
+def test_a_registry_sha256_that_changed_later_is_caught(tmp_path, hosted):
+    registry, directory, _ = hosted(slim_archive(tmp_path))
+    pretrained.get("tiny", directory, registry=registry)
+    data = json.loads(registry.read_text())
+    data["entries"][0]["sha256"] = "1" * 64
+    registry.write_text(json.dumps(data))
+    with pytest.raises(Corrupt, match=r"unpacked from an archive with sha256 [0-9a-f]{64}, "
+                                      r"but the registry says 1{64}"):
+        pretrained.resolve("tiny", directory, registry)
+
+
+def test_a_checkpoint_failing_its_own_checks_is_not_installed(tmp_path, hosted):
+    files = v2_files(tmp_path)
+    data = bytearray(files["model.ckpt.data-00000-of-00001"])
+    data[10] ^= 0xFF
+    files["model.ckpt.data-00000-of-00001"] = bytes(data)
+    registry, directory, _ = hosted(tar_gz(list(files.items())), member="model.ckpt")
+    with pytest.raises(Corrupt, match="fails its own checks: .*removed the download") as e:
+        pretrained.get("tiny", directory, registry=registry)
+    one_line(e)
+    assert listing(directory) == []
+
+
+def test_an_archive_without_the_member_names_what_it_holds(tmp_path, hosted):
+    registry, directory, _ = hosted(tar_gz([("other.ckpt", v1_bytes(tmp_path))]))
+    with pytest.raises(FormatError, match=r"has no checkpoint 'slim_net.ckpt'; it holds: "
+                                          r"other.ckpt$"):
+        pretrained.get("tiny", directory, registry=registry)
+    assert listing(directory) == []
+
+
+# ---------------------------------------------------------------- hostile archives
+
+def link(name, target, kind=tarfile.SYMTYPE):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+def device(name):
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.CHRTYPE
+    return info
+
+
+@pytest.mark.parametrize("member, message", [
+    (("../escaped.ckpt", b"x"), r"member '../escaped.ckpt' leaves the archive"),
+    (("sub/../../escaped.ckpt", b"x"), r"member 'sub/../../escaped.ckpt' leaves the archive"),
+    (("/tmp/escaped.ckpt", b"x"), r"member '/tmp/escaped.ckpt' has an absolute path"),
+    (link("slim_link", "../../escaped.ckpt"), r"links to '../../escaped.ckpt', outside"),
+    (link("slim_link", "/etc/passwd"), r"links to '/etc/passwd', outside"),
+    (link("slim_link", "../escaped.ckpt", tarfile.LNKTYPE),
+     r"links to '../escaped.ckpt', outside"),
+    (device("slim_dev"), r"member 'slim_dev' is a special file"),
+    (("./SHA256", b"0" * 64 + b"  slim_net.ckpt\n"), r"member './SHA256' would overwrite"),
+])
+def test_unsafe_archives_are_refused_and_nothing_is_written(tmp_path, hosted, member,
+                                                            message):
+    archive = tar_gz([("slim_net.ckpt", v1_bytes(tmp_path)), member])
+    registry, directory, _ = hosted(archive)
+    before = listing(tmp_path)
+    with pytest.raises(FormatError, match=message + ".*; refused") as e:
+        pretrained.get("tiny", directory, registry=registry)
+    one_line(e)
+    assert listing(directory) == []
+    assert [p for p in listing(tmp_path) if p not in before and
+            not p.startswith("pretrain")] == []
+    assert not (tmp_path / "escaped.ckpt").exists()
+
+
+def test_links_inside_the_archive_become_copies(tmp_path, hosted):
+    checkpoint = v1_bytes(tmp_path)
+    archive = tar_gz([("real/net.ckpt", checkpoint), link("slim_net.ckpt", "real/net.ckpt")])
+    registry, directory, _ = hosted(archive)
+    got = pretrained.get("tiny", directory, registry=registry)
+    assert not os.path.islink(got.path) and Path(got.path).read_bytes() == checkpoint
+
+
+# ---------------------------------------------------------------- network and disk errors
+
+def test_http_404_is_one_line(tmp_path, hosted, server):
+    registry, directory, url = hosted(b"")
+    del server.files[url]
+    with pytest.raises(CkptError) as e:
+        pretrained.get("tiny", directory, registry=registry)
+    assert one_line(e) == f"cannot download tiny: HTTP 404 Not Found from {server.url(url)}"
+
+
+def test_a_server_that_is_down_is_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/models/tiny.tar.gz"
+    registry = write_registry(tmp_path / "registry.json", item("tiny", url))
+    with pytest.raises(CkptError) as e:
+        pretrained.get("tiny", tmp_path / "pretrain", registry=registry)
+    assert one_line(e) == f"cannot download tiny from {url}: connection refused"
+
+
+def test_a_silent_server_times_out(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/models/tiny.tar.gz"
+        registry = write_registry(tmp_path / "registry.json", item("tiny", url))
+        with pytest.raises(CkptError) as e:
+            pretrained.get("tiny", tmp_path / "pretrain", registry=registry, timeout=0.3)
+    assert one_line(e) == f"cannot download tiny from {url}: timed out after 0.3 s"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_is_one_line(tmp_path, hosted):
+    registry, directory, url = hosted(slim_archive(tmp_path))
+    part = directory / ".download" / (url.rsplit("/", 1)[1] + ".part")
+    part.parent.mkdir(parents=True)
+    part.symlink_to("/dev/full")           # every write: ENOSPC
+    with pytest.raises(CkptError) as e:
+        pretrained.get("tiny", directory, registry=registry)
+    assert one_line(e).startswith(f"disk full while writing {part}; free some space")
+
+
+# ---------------------------------------------------------------- local entries
+
+def test_a_local_entry_is_found_not_downloaded(tmp_path):
+    local = {"name": "demo", "net": "lenet", "url": None, "local": "lenet_demo",
+             "made_by": "python tools/make_demo_data.py pretrain", "sha256": None}
+    registry = write_registry(tmp_path / "registry.json", local)
+    directory = tmp_path / "pretrain"
+    with pytest.raises(NotFound, match=r"demo is made locally and is not at .*lenet_demo; "
+                                       r"make it with: python tools/make_demo_data.py"):
+        pretrained.get("demo", directory, registry=registry)
+    prefix = write_bundle(directory / "lenet_demo" / "model.ckpt", TENSORS).prefix
+    got = pretrained.get("demo", directory, registry=registry)
+    assert (got.path, got.downloaded, got.trust) == (str(prefix), False, "local")
+    assert pretrained.resolve("demo", directory, registry) == str(prefix)
+
+    local["sha256"] = hashlib.sha256(Path(f"{prefix}.index").read_bytes()).hexdigest()
+    write_registry(registry, local)
+    assert pretrained.resolve("demo", directory, registry) == str(prefix)
+    local["sha256"] = "2" * 64
+    write_registry(registry, local)
+    with pytest.raises(Corrupt, match=r"model.ckpt.index is [0-9a-f]{64}, the registry says"):
+        pretrained.resolve("demo", directory, registry)
+
+
+def test_a_pretrained_path_loads_no_numpy_tf_or_train(tmp_path, hosted):
+    """`ckptkit inspect pretrained:NAME` stays as lean as any inspect (test_layers.py)."""
+    import subprocess
+    import sys
+
+    registry, directory, _ = hosted(slim_archive(tmp_path))
+    pretrained.get("tiny", directory, registry=registry)
+    probe = ("import sys, ckptkit.paths as p; print(p.resolve('pretrained:tiny').kind); "
+             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('numpy', 'tensorflow', 'tf_slim') or m.startswith('ckptkit.train')))")
+    env = {**os.environ, pretrained.REGISTRY_ENV: str(registry),
+           pretrained.DIR_ENV: str(directory)}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out == "tf-v1\n[]\n"
