@@ -92,6 +92,22 @@ def test_train_logits_keeps_every_backbone_variable_bit_identical(
     assert sorted(plan["restore"]) == sorted(backbone)
 
 
+def test_lr_mult_gives_the_head_ten_times_the_step_even_with_adam(
+        tf, finetune, tmp_path, target, pretrained):
+    """Adam's first step moves every weight by the learning rate (its update does not depend
+    on the gradient's scale): 1e-3 for the backbone, 1e-2 for a Logits=10 head."""
+    summary = finetune.finetune(_settings(finetune, tmp_path, target, pretrained, epochs=1,
+                                          batch_size=150, lr_mults=("Logits=10",)))
+    assert summary["step"] == 1
+    before = _values(tf, tf.train.latest_checkpoint(str(pretrained)))
+    after = _values(tf, summary["checkpoint"])
+    step = np.abs(after["LeNet/fc3/weights"] - before["LeNet/fc3/weights"]).max()
+    assert step == pytest.approx(1e-3, rel=1e-3)
+    head = np.abs(after["Logits/biases"]).max()           # biases start at zero
+    assert head == pytest.approx(1e-2, rel=1e-3)
+    assert "Logits/weights/Adam_x10" in after and "LeNet/fc3/weights/Adam" in after
+
+
 def test_resume_continues_global_step_and_matches_an_uninterrupted_run(
         tf, finetune, tmp_path, target, pretrained):
     whole = finetune.finetune(_settings(finetune, tmp_path / "a", target, pretrained, epochs=2))

@@ -21,41 +21,14 @@ def nets(tf):
     return nets
 
 
-def test_scale_gradients_multiplies_the_update(tf, nets, optim):
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.set_random_seed(2)
-        images = tf.constant(np.random.RandomState(1).rand(2, 28, 28, 1).astype(np.float32))
-        logits, _ = nets.build("lenet", images, 5, dropout=0.0)
-        loss = tf.losses.sparse_softmax_cross_entropy(tf.constant([1, 4]), logits)
-        sgd = tf.train.GradientDescentOptimizer(0.05)
-        plain = sgd.compute_gradients(loss)
-        scaled = optim.scale_gradients(plain, {"Logits/weights": 10.0, "Logits/biases": 10.0})
-        assert [v for _, v in scaled] == [v for _, v in plain]
-        by_name = {v.op.name: i for i, (_, v) in enumerate(plain)}
-        head, conv = by_name["Logits/weights"], by_name["LeNet/conv1/weights"]
-        assert scaled[conv][0] is plain[conv][0]            # 1x: untouched
-        steps = {"plain": sgd.apply_gradients(plain), "scaled": sgd.apply_gradients(scaled)}
-        variables = tf.global_variables()
-        watched = [variables.index(plain[head][1]), variables.index(plain[conv][1])]
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            start = sess.run(variables)
-            g_plain, g_scaled = sess.run([plain[head][0], scaled[head][0]])
-            assert np.array_equal(g_scaled, g_plain * np.float32(10))
-            delta = {}
-            for kind, step in steps.items():      # the same start for both steps
-                for var, value in zip(variables, start):
-                    var.load(value, sess)
-                sess.run(step)
-                after = sess.run(variables)
-                delta[kind] = [after[i] - start[i] for i in watched]
-    # the gradients are exactly 10x (above); the updates too, but for the float32 rounding of
-    # `weight - update` (a few units in the last place of the largest weight)
-    ulp = np.spacing(np.abs(start[watched[0]]).max())
-    assert np.abs(delta["plain"][0]).max() > 1e5 * ulp
-    np.testing.assert_allclose(delta["scaled"][0], 10 * delta["plain"][0], rtol=0, atol=16 * ulp)
-    np.testing.assert_array_equal(delta["scaled"][1], delta["plain"][1])
+def test_by_multiplier_groups_variables_one_x_first(tf, optim):
+    with tf.Graph().as_default():
+        a, b, c = (tf.get_variable(n, [1]) for n in ("net/a", "Logits/w", "Logits/b"))
+        pairs = [("ga", a), ("gb", b), ("gc", c)]
+        groups = optim.by_multiplier(pairs, {"Logits/w": 10.0, "Logits/b": 10.0})
+        assert groups == [(1.0, [("ga", a)]), (10.0, [("gb", b), ("gc", c)])]
+        assert optim.by_multiplier(pairs[1:], {"Logits/w": 0.5}) == [
+            (1.0, [("gc", c)]), (0.5, [("gb", b)])]
 
 
 def _schedule(tf, optim, steps, **kwargs):

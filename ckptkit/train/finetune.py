@@ -337,8 +337,8 @@ def _correct(logits, labels):
     return tf.reduce_sum(tf.cast(hits, tf.int32))
 
 
-def _optimizer(s, stage, steps_per_epoch):
-    """(optimizer, learning rate, global step) of a stage."""
+def _optimizers(s, stage, steps_per_epoch, lr_mults):
+    """({multiplier: optimizer at lr * multiplier}, learning rate, global step) of a stage."""
     step = tf.train.get_or_create_global_step()
     first = stage.start_epoch * steps_per_epoch
     total = (stage.end_epoch - stage.start_epoch) * steps_per_epoch
@@ -346,18 +346,26 @@ def _optimizer(s, stage, steps_per_epoch):
         step - first, base=s.lr * stage.lr_factor, schedule=s.schedule, total_steps=total,
         warmup_steps=round(s.warmup_epochs * steps_per_epoch),
         decay_steps=round(s.decay_epochs * steps_per_epoch), decay_rate=s.decay_rate)
-    opt = optim.optimizer(s.optimizer, lr, momentum=s.momentum)
-    if s.mixed_precision and uses_gpu(s.device):
-        opt = tf.mixed_precision.enable_mixed_precision_graph_rewrite(opt)
-    return opt, lr, step
+    optimizers = {}
+    for mult in {1.0, *lr_mults.values()}:
+        opt = optim.optimizer(s.optimizer, lr * mult, momentum=s.momentum,
+                              suffix="" if mult == 1.0 else f"_x{mult:g}")
+        if s.mixed_precision and uses_gpu(s.device):
+            opt = tf.mixed_precision.enable_mixed_precision_graph_rewrite(opt)
+        optimizers[mult] = opt
+    return optimizers, lr, step
 
 
-def _minimize(s, opt, loss, trained, lr_mults, step, update_ops):
-    """The update of `trained` variables (after the batch-norm `update_ops`)."""
-    grads = opt.compute_gradients(loss, var_list=trained)
-    grads = optim.clip(optim.scale_gradients(grads, lr_mults), s.clip_norm)
+def _minimize(s, optimizers, loss, trained, lr_mults, step, update_ops):
+    """The update of `trained` variables (after the batch-norm `update_ops`), each by the
+    optimizer of its learning-rate multiplier; global_step counts once."""
+    grads = optim.clip(optimizers[1.0].compute_gradients(loss, var_list=trained), s.clip_norm)
+    updates = []
     with tf.control_dependencies(update_ops):
-        return opt.apply_gradients(grads, global_step=step)
+        for mult, pairs in optim.by_multiplier(grads, lr_mults):
+            updates.append(optimizers[mult].apply_gradients(
+                pairs, global_step=None if updates else step))
+    return tf.group(*updates)
 
 
 def _with_decay(s, update, trained, lr, lr_mults):
@@ -386,7 +394,8 @@ class _ImageTrainer:
             self.train_in = data.Input(dataset.train, record, batch_size=s.batch_size,
                                        training=True, augment=s.augment, seed=s.seed,
                                        name="train", strategy=strategy)
-            opt, self.lr, self.step = _optimizer(s, stage, steps_per_epoch)
+            optimizers, self.lr, self.step = _optimizers(s, stage, steps_per_epoch,
+                                                         plan.lr_mults)
 
             def replica_step(images, labels):
                 before = set(tf.get_collection(tf.GraphKeys.UPDATE_OPS))
@@ -396,7 +405,7 @@ class _ImageTrainer:
                 trained = _trained_variables(plan)
                 loss, xent, correct = _objective(s, logits, labels, model.num_classes,
                                                  trained)
-                update = _minimize(s, opt, loss / replicas, trained, plan.lr_mults,
+                update = _minimize(s, optimizers, loss / replicas, trained, plan.lr_mults,
                                    self.step, updates)
                 with tf.control_dependencies([update]):
                     return tf.identity(xent), correct, tf.size(labels)
@@ -476,8 +485,8 @@ class _FeatureTrainer:
         trained = _trained_variables(plan)
         loss, self.xent, self.correct = _objective(s, logits, self.y, model.num_classes,
                                                    trained)
-        opt, self.lr, self.step = _optimizer(s, stage, steps_per_epoch)
-        self.update = _with_decay(s, _minimize(s, opt, loss, trained, plan.lr_mults,
+        optimizers, self.lr, self.step = _optimizers(s, stage, steps_per_epoch, plan.lr_mults)
+        self.update = _with_decay(s, _minimize(s, optimizers, loss, trained, plan.lr_mults,
                                                self.step, []), trained, self.lr, plan.lr_mults)
         self.eval_ops = _eval_ops(model.head(self.x, is_training=False), self.y,
                                   model.num_classes)

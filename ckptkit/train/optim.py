@@ -1,7 +1,8 @@
 """Optimizers, learning-rate schedules and gradient rules for the training loop, as TF1 ops.
 
 The per-variable learning-rate multipliers come from the restore plan (plan.lr_mults: one
-rule, the innermost scope wins), so what `ckptkit plan --lr-mult` shows is what trains.
+rule, the innermost scope wins), so what `ckptkit plan --lr-mult` shows is what trains; each
+multiplier gets its own optimizer (by_multiplier).
 AdamW is Adam with decoupled weight decay (Loshchilov & Hutter): after each update every
 decayed weight shrinks by lr * decay * weight; compat.v1 has no AdamW of its own.
 """
@@ -47,34 +48,29 @@ def learning_rate(step, *, base, schedule="constant", total_steps, warmup_steps=
         return tf.identity(lr, "value")
 
 
-def optimizer(name, lr, *, momentum=0.9):
-    """A tf.compat.v1 optimizer; adamw is Adam here, its decay comes from `decoupled_decay`."""
+def optimizer(name, lr, *, momentum=0.9, suffix=""):
+    """A tf.compat.v1 optimizer; adamw is Adam here, its decay comes from `decoupled_decay`.
+    `suffix` tells the slots of a second optimizer apart (Logits/weights/Adam_x10)."""
     if name == "sgd":
-        return tf.train.GradientDescentOptimizer(lr)
+        return tf.train.GradientDescentOptimizer(lr, name="GradientDescent" + suffix)
     if name == "momentum":
-        return tf.train.MomentumOptimizer(lr, momentum)
+        return tf.train.MomentumOptimizer(lr, momentum, name="Momentum" + suffix)
     if name == "rmsprop":
-        return tf.train.RMSPropOptimizer(lr, decay=0.9, momentum=momentum, epsilon=1.0)
+        return tf.train.RMSPropOptimizer(lr, decay=0.9, momentum=momentum, epsilon=1.0,
+                                         name="RMSProp" + suffix)
     if name in ("adam", "adamw"):
-        return tf.train.AdamOptimizer(lr)
+        return tf.train.AdamOptimizer(lr, name="Adam" + suffix)
     raise CkptError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
 
 
-def scale_gradients(grads_and_vars, lr_mults):
-    """Multiply each variable's gradient by lr_mults[its name] (plan.lr_mults); others, None
-    gradients and 1x pass through."""
-    scaled = []
+def by_multiplier(grads_and_vars, lr_mults):
+    """[(multiplier, grads_and_vars)], 1x first: each group gets an optimizer of its own at
+    lr * multiplier. Scaling the gradients instead would do nothing for Adam or RMSProp,
+    whose updates do not depend on the gradient's scale."""
+    groups = {}
     for grad, var in grads_and_vars:
-        mult = lr_mults.get(variable_name(var), 1.0)
-        if grad is not None and mult != 1.0:
-            with tf.name_scope("lr_mult"):
-                if isinstance(grad, tf.IndexedSlices):
-                    grad = tf.IndexedSlices(grad.values * tf.cast(mult, grad.values.dtype),
-                                            grad.indices, grad.dense_shape)
-                else:
-                    grad = grad * tf.cast(mult, grad.dtype)
-        scaled.append((grad, var))
-    return scaled
+        groups.setdefault(lr_mults.get(variable_name(var), 1.0), []).append((grad, var))
+    return sorted(groups.items(), key=lambda item: (item[0] != 1.0, item[0]))
 
 
 def clip(grads_and_vars, clip_norm):
