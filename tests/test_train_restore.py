@@ -45,7 +45,9 @@ def _restored(tf, plan, prefix):
     with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())
         before = sess.run({v.op.name: v for v in tf.global_variables()})
+        ops = len(tf.get_default_graph().get_operations())
         assert apply_plan(sess, plan, prefix) == len(plan.restore)
+        assert len(tf.get_default_graph().get_operations()) == ops   # no ops added
         after = sess.run({v.op.name: v for v in tf.global_variables()})
     return before, after
 

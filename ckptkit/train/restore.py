@@ -6,15 +6,17 @@ from ..tfcompat import tf
 
 def apply_plan(session, plan, checkpoint):
     """Restore the planned variables of the session's graph from `checkpoint` (any format
-    ckptkit reads) with one run of one group of assign ops; each tensor is read once.
+    ckptkit reads) in one session run; each tensor is read once.
 
+    A variable is set by feeding its own initializer's value (what TF1's Variable.load does),
+    so restoring adds no ops to the graph; variables whose initializer is not one assignment
+    (tf.distribute mirrors) get a placeholder and an assign op.
     Returns the number of variables restored.
     """
     graph = session.graph
     by_name = {v.op.name: v for v in graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)}
-    feeds, assigns = {}, []
-    with open_checkpoint(checkpoint) as reader, graph.as_default(), \
-            tf.name_scope("ckptkit_restore"):
+    feeds, fetches = {}, []
+    with open_checkpoint(checkpoint) as reader:
         values = {}
         for item in plan.restore:
             var = by_name.get(item.model)
@@ -29,8 +31,18 @@ def apply_plan(session, plan, checkpoint):
             if tuple(value.shape) != tuple(var.shape.as_list()):
                 raise PlanError(f"{item.ckpt!r} has shape {list(value.shape)} but "
                                 f"{item.model!r} needs {var.shape.as_list()}")
-            feed = tf.placeholder(var.dtype.base_dtype, var.shape, name="value")
-            feeds[feed] = value
-            assigns.append(tf.assign(var, feed, use_locking=False).op)
-        session.run(tf.group(*assigns), feed_dict=feeds)
-    return len(assigns)
+            op, target = _setter(graph, var)
+            feeds[target] = value
+            fetches.append(op)
+    session.run(fetches, feed_dict=feeds)
+    return len(fetches)
+
+
+def _setter(graph, var):
+    """(op, tensor): running op with tensor fed sets var."""
+    op = getattr(var, "initializer", None)
+    if op is not None and op.type in ("Assign", "AssignVariableOp") and len(op.inputs) == 2:
+        return op, op.inputs[1]
+    with graph.as_default(), tf.name_scope("ckptkit_restore"):
+        value = tf.placeholder(var.dtype.base_dtype, var.shape, name="value")
+        return var.assign(value, read_value=False), value
