@@ -1,10 +1,11 @@
 """The only module that imports TensorFlow: `from ckptkit.tfcompat import tf, slim`.
 
-Gives tf.compat.v1 in graph mode and a tf_slim that works on current TensorFlow. tf_slim 1.1
-reaches `tensorflow.python.layers`, which on TF >= 2.16 forwards to
+Gives tf.compat.v1 in graph mode and a tf_slim that works on current TensorFlow. tf_slim 1.1's
+batch norm reaches `tensorflow.python.layers.normalization`, which on TF >= 2.16 forwards to
 `tf_keras.legacy_tf_layers*`; tf_keras now keeps those modules under
 `tf_keras.src.legacy_tf_layers*`. Registering the old names as aliases in sys.modules fixes it
-without touching site-packages.
+without touching site-packages; so does naming `framework.ops.Tensor` again for tf_slim's
+layer utilities (batch norm of 2-D inputs).
 
 TF 2.21 prints C++ log lines (oneDNN, CUDA probing) before its logging can be configured;
 they are kept off the terminal while TF loads, and shown if loading fails.
@@ -39,6 +40,17 @@ def _quiet_stderr():
             os.close(saved)
 
 
+def _alias_framework_tensor():
+    """tf_slim's layers/utils.py still names tensorflow.python.framework.ops.Tensor, which
+    TF 2.21 moved to framework.tensor (slim.batch_norm on 2-D inputs fails without it)."""
+    from tensorflow.python.framework import ops
+
+    if not hasattr(ops, "Tensor"):
+        from tensorflow.python.framework import tensor
+
+        ops.Tensor = tensor.Tensor
+
+
 def _alias_legacy_layers():
     try:
         import tf_keras.legacy_tf_layers  # noqa: F401  (an older tf_keras still has them)
@@ -56,6 +68,7 @@ with _quiet_stderr():
     import tensorflow.compat.v1 as tf
 
     _alias_legacy_layers()
+    _alias_framework_tensor()
     tf.disable_eager_execution()
     tf.get_logger().setLevel("ERROR")   # TF1 deprecation notices are not our users' business
     warnings.filterwarnings("ignore", message="`layer.apply` is deprecated")

@@ -418,3 +418,15 @@ def test_keep_head_of_a_1001_class_net_takes_1000_or_1001(tf, nets):
                            r"of inception_v3 \(or 1000 without its background class\), but "
                            r"num_classes is 5; use head='new' for 5 classes$"):
             nets.build("inception_v3", images, 5, head="keep")
+
+
+def test_slim_batch_norm_works_on_flat_features(tf):
+    """tf_slim 1.1 names framework.ops.Tensor, gone in TF 2.21; tfcompat names it again, so
+    legacy fully connected layers with normalizer_fn=slim.batch_norm build."""
+    from ckptkit.tfcompat import slim
+
+    with tf.Graph().as_default():
+        x = tf.constant([[1.0, 2.0], [3.0, 6.0]])
+        y = slim.fully_connected(x, 2, normalizer_fn=slim.batch_norm,
+                                 normalizer_params={"is_training": True})
+        assert y.shape.as_list() == [2, 2]

@@ -108,8 +108,12 @@ class _Stage:
     start_epoch: int = 0
 
 
-def finetune(settings, *, log=lambda line: None, progress=None):
-    """Run (or resume) `settings`; returns a summary dict (see _summary)."""
+def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None):
+    """Run (or resume) `settings`; returns a summary dict (see _summary).
+
+    on_epoch(row), when given, is called with each epoch's metrics row once its checkpoints
+    are saved; an exception it raises (e.g. optuna.TrialPruned) ends the run there and
+    propagates, the train dir left complete up to that epoch."""
     s = _checked(settings)
     run = RunDir(s.train_dir)
     dataset, note = data.load_run_data(s.data, val_data=s.val_data, val_split=s.val_split,
@@ -133,7 +137,8 @@ def finetune(settings, *, log=lambda line: None, progress=None):
         run.write_json(RUN, _run_json(s, model, dataset))
     stopped, restore_seconds = False, None
     for stage, plan in zip(stages, plans):
-        stopped, seconds = _train_stage(s, stage, plan, run, model, dataset, log, progress)
+        stopped, seconds = _train_stage(s, stage, plan, run, model, dataset, log, progress,
+                                        on_epoch)
         restore_seconds = seconds if restore_seconds is None else restore_seconds
         if stopped:
             break
@@ -234,7 +239,7 @@ def _check_resumable(run, model, dataset, log):
 
 # --- one stage -------------------------------------------------------------------------------
 
-def _train_stage(s, stage, plan, run, model, dataset, log, progress):
+def _train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch=None):
     """Train one stage to its end epoch; returns (stopped, restore seconds or None)."""
     steps_per_epoch = max(1, math.ceil(dataset.train.count / s.batch_size))
     latest = run.latest_checkpoint()
@@ -266,7 +271,7 @@ def _train_stage(s, stage, plan, run, model, dataset, log, progress):
             seconds = time.perf_counter() - started
         trainer.prepare(sess, run, log, progress)
         loop = _Loop(s, stage, run, sess, trainer, saver, best_saver, log, progress,
-                     steps_per_epoch)
+                     steps_per_epoch, on_epoch)
         return loop.run(), seconds
 
 
@@ -348,8 +353,7 @@ def _optimizers(s, stage, steps_per_epoch, lr_mults):
         decay_steps=round(s.decay_epochs * steps_per_epoch), decay_rate=s.decay_rate)
     optimizers = {}
     for mult in {1.0, *lr_mults.values()}:
-        opt = optim.optimizer(s.optimizer, lr * mult, momentum=s.momentum,
-                              suffix="" if mult == 1.0 else f"_x{mult:g}")
+        opt = optim.optimizer(s.optimizer, lr * mult, momentum=s.momentum)
         if s.mixed_precision and uses_gpu(s.device):
             opt = tf.mixed_precision.enable_mixed_precision_graph_rewrite(opt)
         optimizers[mult] = opt
@@ -540,11 +544,11 @@ class _Loop:
     """Epochs of one stage: metrics, summaries, checkpoints, best model, early stopping."""
 
     def __init__(self, s, stage, run, sess, trainer, saver, best_saver, log, progress,
-                 steps_per_epoch):
+                 steps_per_epoch, on_epoch=None):
         self.s, self.stage, self.run_dir, self.sess = s, stage, run, sess
         self.per_epoch = steps_per_epoch
         self.trainer, self.saver, self.best_saver = trainer, saver, best_saver
-        self.log, self.progress = log, progress
+        self.log, self.progress, self.on_epoch = log, progress, on_epoch
         self.writer = tf.summary.FileWriter(run.path)
 
     def save(self, step):
@@ -583,6 +587,8 @@ class _Loop:
                     else:
                         stale += 1
                     self.log(_epoch_line(row, s.epochs))
+                    if self.on_epoch is not None:
+                        self.on_epoch(dict(row))
                     epoch, skip = epoch + 1, 0
         finally:
             self.writer.close()

@@ -48,18 +48,18 @@ def learning_rate(step, *, base, schedule="constant", total_steps, warmup_steps=
         return tf.identity(lr, "value")
 
 
-def optimizer(name, lr, *, momentum=0.9, suffix=""):
+def optimizer(name, lr, *, momentum=0.9):
     """A tf.compat.v1 optimizer; adamw is Adam here, its decay comes from `decoupled_decay`.
-    `suffix` tells the slots of a second optimizer apart (Logits/weights/Adam_x10)."""
+    Several of one kind (one per lr multiplier) keep the standard slot names: each variable
+    has one optimizer, and TF numbers the second one's beta1_power (beta1_power_1)."""
     if name == "sgd":
-        return tf.train.GradientDescentOptimizer(lr, name="GradientDescent" + suffix)
+        return tf.train.GradientDescentOptimizer(lr)
     if name == "momentum":
-        return tf.train.MomentumOptimizer(lr, momentum, name="Momentum" + suffix)
+        return tf.train.MomentumOptimizer(lr, momentum)
     if name == "rmsprop":
-        return tf.train.RMSPropOptimizer(lr, decay=0.9, momentum=momentum, epsilon=1.0,
-                                         name="RMSProp" + suffix)
+        return tf.train.RMSPropOptimizer(lr, decay=0.9, momentum=momentum, epsilon=1.0)
     if name in ("adam", "adamw"):
-        return tf.train.AdamOptimizer(lr, name="Adam" + suffix)
+        return tf.train.AdamOptimizer(lr)
     raise CkptError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
 
 
