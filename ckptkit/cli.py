@@ -804,6 +804,11 @@ def pretrained_get(name, directory, force):
     return 0
 
 
+from .cli_surgery import convert, surgery  # noqa: E402
+cli.add_command(surgery)
+cli.add_command(convert)
+
+
 def main():
     cli.main()
 

@@ -19,6 +19,8 @@ _STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.M)
 _OTHER = (".h5", ".hdf5", ".keras", ".npz", ".safetensors")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 PRETRAINED = "pretrained:"
+# in the names of files a writer has not finished (formats.base.Writer): never a checkpoint
+TEMP_MARK = ".ckptkit-tmp-"
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,7 @@ def _newest(d):
         best = max(prefixes, key=lambda p: (_step(p), os.path.getmtime(p + ".index"), p))
         return Resolved("tf-v2", best)
     files = [os.path.join(d, n) for n in sorted(os.listdir(d))]
-    tables = [f for f in files if os.path.isfile(f) and is_table(f)]
+    tables = [f for f in files if os.path.isfile(f) and TEMP_MARK not in f and is_table(f)]
     if tables:
         return Resolved("tf-v1", max(tables, key=lambda p: (_step(p), os.path.getmtime(p), p)))
     return None

@@ -31,7 +31,6 @@ Notes
 - Restoring nothing is an error: it would mean training from scratch.
 - Cost is linear in the number of names: patterns are compiled once, suffixes are dict keys.
 """
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from difflib import get_close_matches
@@ -39,7 +38,7 @@ from math import prod
 from typing import NamedTuple
 
 from .errors import PlanError
-from .scopes import MATCH_MODES, closest_scopes, compile_pattern, role
+from .scopes import MATCH_MODES, RenameRule, closest_scopes, compile_pattern, role
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 _LISTED = 10            # problems named in one error message before "... and N more"
@@ -389,55 +388,11 @@ def _lr_mults(specs, trainable, names, kind):
     return out
 
 
-class _Rule:
-    """One rename rule: `apply(name)` -> new name."""
-
-    def __init__(self, text):
-        self.text = text
-        if isinstance(text, (tuple, list)) and len(text) == 2:
-            old, new = text
-            self.text = f"{old}={new}"
-        elif not isinstance(text, str) or "=" not in text:
-            raise PlanError(f"rename rule {text!r} is not OLD=NEW (e.g. 'old_scope/=new_scope/'"
-                            f" or 're:^tower_0/=')")
-        elif text.startswith("re:"):
-            old, _, new = text.rpartition("=")
-        else:
-            old, _, new = text.partition("=")
-        if old.startswith("re:"):
-            try:
-                rx = re.compile(old[3:])
-                rx.sub(new, "")            # parses the replacement: bad group references
-            except (re.error, IndexError) as e:
-                raise PlanError(f"invalid rename rule {self.text!r}: {e}") from None
-            self.old = old
-            self.apply = lambda name: rx.sub(new, name)
-            return
-        old_scope, new_scope = old.strip("/"), new.strip("/")
-        self.old = old_scope
-        if not old_scope:
-            if not new_scope:
-                raise PlanError(f"rename rule {self.text!r} renames nothing")
-            self.apply = lambda name: f"{new_scope}/{name}"
-            return
-        head, cut = old_scope + "/", len(old_scope) + 1
-        lead = new_scope + "/" if new_scope else ""
-
-        def apply(name):
-            if name.startswith(head):
-                return lead + name[cut:]
-            if name == old_scope and new_scope:
-                return new_scope
-            return name
-
-        self.apply = apply
-
-
 def _rename(variables, maps):
     """{renamed name: Variable} after applying the rules in order."""
     current = [v.name for v in variables]
     for text in [maps] if isinstance(maps, str) else maps or ():
-        rule = _Rule(text)
+        rule = RenameRule(text)
         renamed = [rule.apply(n) for n in current]
         if renamed == current:
             close = closest_scopes(rule.old, current) if current else []

@@ -165,3 +165,51 @@ def closest_scopes(text, names, n=3, cutoff=0.6):
             if len(chosen) == n:
                 break
     return chosen
+
+
+# --- rename rules (plan --map, surgery --rename) -------------------------------------------
+
+class RenameRule:
+    """One rename rule, OLD=NEW: OLD a literal scope (whole leading components; empty OLD
+    prepends NEW) or `re:REGEX` (re.sub with NEW); `apply(name)` -> new name. Used by plan's
+    --map and surgery's --rename/--strip-prefix/--add-prefix."""
+
+    def __init__(self, text):
+        self.text = text
+        if isinstance(text, (tuple, list)) and len(text) == 2:
+            old, new = text
+            self.text = f"{old}={new}"
+        elif not isinstance(text, str) or "=" not in text:
+            raise PlanError(f"rename rule {text!r} is not OLD=NEW (e.g. 'old_scope/=new_scope/'"
+                            f" or 're:^tower_0/=')")
+        elif text.startswith("re:"):
+            old, _, new = text.rpartition("=")
+        else:
+            old, _, new = text.partition("=")
+        if old.startswith("re:"):
+            try:
+                rx = re.compile(old[3:])
+                rx.sub(new, "")            # parses the replacement: bad group references
+            except (re.error, IndexError) as e:
+                raise PlanError(f"invalid rename rule {self.text!r}: {e}") from None
+            self.old = old
+            self.apply = lambda name: rx.sub(new, name)
+            return
+        old_scope, new_scope = old.strip("/"), new.strip("/")
+        self.old = old_scope
+        if not old_scope:
+            if not new_scope:
+                raise PlanError(f"rename rule {self.text!r} renames nothing")
+            self.apply = lambda name: f"{new_scope}/{name}"
+            return
+        head, cut = old_scope + "/", len(old_scope) + 1
+        lead = new_scope + "/" if new_scope else ""
+
+        def apply(name):
+            if name.startswith(head):
+                return lead + name[cut:]
+            if name == old_scope and new_scope:
+                return new_scope
+            return name
+
+        self.apply = apply

@@ -1,5 +1,6 @@
-"""One module per on-disk format; open_checkpoint picks the right one."""
-from .base import Reader
-from .detect import open_checkpoint
+"""One module per on-disk format; open_checkpoint picks the right reader, open_writer the
+right writer."""
+from .base import Reader, Writer
+from .detect import open_checkpoint, open_writer
 
-__all__ = ["Reader", "open_checkpoint"]
+__all__ = ["Reader", "Writer", "open_checkpoint", "open_writer"]

@@ -1,5 +1,10 @@
-"""open_checkpoint: resolve a path, pick the reader for its format."""
+"""open_checkpoint: resolve a path, pick the reader for its format; open_writer: pick the
+writer for a target path by its extension."""
+import os
+
 from ..paths import resolve
+
+WRITE_FORMATS = ("tf-v2", "npz", "safetensors", "keras-h5")
 
 
 def open_checkpoint(path):
@@ -18,3 +23,36 @@ def open_checkpoint(path):
     reader = reader_class(resolved.path)
     reader.note = resolved.note
     return reader
+
+
+def writer_format(path):
+    """The format a target path asks for: .npz, .safetensors, .h5/.hdf5 (Keras weights),
+    anything else a V2 prefix."""
+    lower = os.fspath(path).lower()
+    if lower.endswith(".npz"):
+        return "npz"
+    if lower.endswith(".safetensors"):
+        return "safetensors"
+    if lower.endswith((".h5", ".hdf5")):
+        return "keras-h5"
+    return "tf-v2"
+
+
+def open_writer(path, shards=1):
+    """A Writer for `path` (see writer_format); `shards` is for V2 bundles only."""
+    kind = writer_format(path)
+    if kind != "tf-v2" and shards != 1:
+        from ..errors import CkptError
+
+        raise CkptError(f"--shards applies to V2 checkpoints only, not {kind} ({path})")
+    if kind == "npz":
+        from .npz import NpzWriter
+        return NpzWriter(path)
+    if kind == "safetensors":
+        from .safetensors import SafetensorsWriter
+        return SafetensorsWriter(path)
+    if kind == "keras-h5":
+        from .keras_h5 import KerasH5Writer
+        return KerasH5Writer(path)
+    from .tf_v2_write import TFV2Writer
+    return TFV2Writer(os.fspath(path), shards=shards)

@@ -30,7 +30,7 @@ import h5py
 
 from ..errors import Corrupt, FormatError, NotFound, Unsupported
 from ..variable import Variable, numpy_dtype
-from .base import Reader
+from .base import Reader, Writer
 from .npz import ZIP_ERRORS, data_start
 from .sstable import map_file, unmap
 
@@ -183,3 +183,72 @@ class _Window(io.RawIOBase):
         memoryview(b)[:n] = self._buf[at:at + n]
         self._pos += n
         return n
+
+
+class KerasH5Writer(Writer):
+    """Keras-2-style weights `.h5`: each tensor a contiguous dataset at its name's path, the
+    root attr `layer_names` listing the top-level groups and each group's `weight_names`
+    listing its datasets (as `save_weights` writes). bfloat16 is stored as 2-byte opaque data
+    with attr dtype="bfloat16" (as Keras 3 does); strings are refused; a name that is both a
+    tensor and a scope of another cannot be written."""
+
+    format = "keras-h5"
+
+    def __init__(self, path):
+        super().__init__(path)
+        f = self.temp(path)
+        f.close()
+        self._h5 = h5py.File(self.order[-1][0], "w")
+        self._names = []
+
+    def begin(self, specs):
+        names = {name for name, _, _ in specs}
+        for name, _, dtype in specs:
+            if dtype in ("string", "resource", "variant", "object"):
+                raise Unsupported(f"tensor {name!r} is {dtype}, which ckptkit does not write "
+                                  "to .h5; drop it or write a V2 checkpoint")
+            scope = name.rpartition("/")[0]
+            while scope:
+                if scope in names:
+                    raise Unsupported(f"tensor {scope!r} is also the scope of {name!r}, which "
+                                      "HDF5 cannot hold (a dataset is not a group); "
+                                      "--strip-optimizer or --drop one of them")
+                scope = scope.rpartition("/")[0]
+
+    def add(self, name, array):
+        import numpy as np
+
+        bf16 = array.dtype.name == "bfloat16"
+        data = array if array.flags.c_contiguous else array.copy()
+        if bf16:
+            data = data.view(np.dtype("V2"))
+        try:
+            ds = self._h5.create_dataset(name, data=data)
+        except (ValueError, TypeError, KeyError) as e:
+            raise FormatError(f"tensor {name!r} cannot be written to .h5: {e} (is another "
+                              "tensor named like its scope?)") from None
+        if bf16:
+            ds.attrs["dtype"] = "bfloat16"
+        self._names.append(name)
+
+    def finish(self):
+        layers = {}
+        for name in self._names:
+            layer, _, rest = name.partition("/")
+            if rest:
+                layers.setdefault(layer, []).append(rest.encode("utf-8"))
+        import numpy as np
+
+        # fixed-width byte strings, as Keras 2 stores these attrs
+        self._h5.attrs["layer_names"] = np.array([k.encode("utf-8") for k in layers],
+                                                 dtype=bytes)
+        for layer, names in layers.items():
+            self._h5[layer].attrs["weight_names"] = np.array(names, dtype=bytes)
+        self._h5.close()
+
+    def abort(self):
+        try:
+            self._h5.close()
+        except (ValueError, OSError):
+            pass
+        super().abort()

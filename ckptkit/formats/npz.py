@@ -25,8 +25,8 @@ import zlib
 from math import prod
 
 from ..errors import Corrupt, FormatError, Unsupported
-from ..variable import Variable, dtype_name
-from .base import Reader
+from ..variable import ML_DTYPES, Variable, dtype_name
+from .base import Reader, Writer
 from .sstable import map_file, unmap
 
 # what zipfile raises on a damaged archive or member
@@ -183,3 +183,56 @@ class NpzReader(Reader):
         if self._zip is not None:
             self._zip.close()
         unmap(self._map)
+
+
+class NpzWriter(Writer):
+    """An uncompressed `.npz` (what np.savez writes): one stored zip64 member per tensor,
+    written in chunks, so memory stays flat. bfloat16 is refused (numpy would save it as raw
+    void data that no reader can type again); strings become fixed-width bytes, refused when
+    a value ends in NUL bytes (numpy would drop them)."""
+
+    format = "npz"
+
+    def __init__(self, path):
+        super().__init__(path)
+        self._zip = zipfile.ZipFile(self.temp(path), "w", zipfile.ZIP_STORED, allowZip64=True)
+
+    def begin(self, specs):
+        for name, _, dtype in specs:
+            if dtype in ML_DTYPES or dtype in ("resource", "variant", "object"):
+                raise Unsupported(f"tensor {name!r} is {dtype}, which .npz cannot hold; "
+                                  "cast it (--cast float32) or write safetensors / a V2 "
+                                  "checkpoint")
+
+    def add(self, name, array):
+        import numpy as np
+        from numpy.lib import format as npy
+
+        if array.dtype.hasobject:
+            values = array.reshape(-1).tolist()
+            if any(v.endswith(b"\x00") for v in values):
+                raise Unsupported(f"tensor {name!r} holds strings ending in NUL bytes, which "
+                                  ".npz would drop; write a V2 checkpoint instead")
+            array = np.array(values, dtype=bytes).reshape(array.shape)
+        if array.dtype.kind == "V":
+            raise Unsupported(f"tensor {name!r} is {array.dtype}, which .npz cannot hold")
+        array = array if array.flags.c_contiguous else array.copy()
+        with self._zip.open(name + ".npy", "w", force_zip64=True) as f:
+            header = npy.header_data_from_array_1_0(array)
+            try:
+                npy.write_array_header_1_0(f, header)
+            except ValueError:
+                npy.write_array_header_2_0(f, header)
+            raw = array.reshape(-1).view(np.uint8)
+            for start in range(0, raw.size, 8 << 20):
+                f.write(raw[start:start + (8 << 20)])
+
+    def finish(self):
+        self._zip.close()
+
+    def abort(self):
+        try:
+            self._zip.close()
+        except (ValueError, OSError):
+            pass
+        super().abort()

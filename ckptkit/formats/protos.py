@@ -233,3 +233,43 @@ def raw_extents(slice_msg, rank):
     if len(extents) != rank:
         raise FormatError(f"slice of rank {len(extents)} for a tensor of rank {rank}")
     return tuple((e.get("start", 0), e.get("length", -1)) for e in extents)
+
+
+# --- encoding: the few messages the V2 writer emits ------------------------------------------
+# proto3 leaves zero-valued scalar fields out; TF writes these messages the same way.
+
+def encode_varint(n):
+    """Protobuf/LevelDB varint; negative numbers as 64-bit two's complement (10 bytes)."""
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _int_field(number, value):
+    return encode_varint(number << 3) + encode_varint(value) if value else b""
+
+
+def _bytes_field(number, data):
+    return encode_varint(number << 3 | 2) + encode_varint(len(data)) + bytes(data)
+
+
+def encode_shape(shape):
+    """TensorShapeProto: one `dim` (field 2) per dimension, its `size` (field 1) inside."""
+    return b"".join(_bytes_field(2, _int_field(1, d)) for d in shape)
+
+
+def encode_header(num_shards, producer=1):
+    """BundleHeaderProto, little-endian (endianness 0 is left out)."""
+    return _int_field(1, num_shards) + _bytes_field(3, _int_field(1, producer))
+
+
+def encode_entry(dtype_code, shape, shard_id, offset, size, masked_crc):
+    """BundleEntryProto of one whole (unsliced) tensor; `masked_crc` as stored (field 6,
+    fixed32, always present, as TF writes it)."""
+    return (_int_field(1, dtype_code) + _bytes_field(2, encode_shape(shape))
+            + _int_field(3, shard_id) + _int_field(4, offset) + _int_field(5, size)
+            + encode_varint(6 << 3 | 5) + masked_crc.to_bytes(4, "little"))

@@ -17,7 +17,7 @@ from math import prod
 
 from ..errors import FormatError, NotFound, Unsupported
 from ..variable import ITEMSIZE, Variable, numpy_dtype
-from .base import Reader
+from .base import Reader, Writer
 from .sstable import map_file, unmap
 
 DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16",
@@ -121,3 +121,56 @@ def _check_overlaps(path, variables):
     for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
         if begin < end:
             raise FormatError(f"{path}: tensors {first!r} and {second!r} overlap in the buffer")
+
+
+SAFETENSORS_CODES = {name: code for code, name in DTYPES.items()}
+
+
+class SafetensorsWriter(Writer):
+    """The header from `begin` (every name, dtype, shape and offset is known before any
+    byte is written), then the tensors in that order, little-endian, in chunks. Names are
+    sorted as safetensors' own writer does; strings and other dtypes it lacks are refused."""
+
+    format = "safetensors"
+
+    def __init__(self, path):
+        super().__init__(path)
+        self._f = self.temp(path)
+        self._expect = []
+
+    def begin(self, specs):
+        header, offset = {}, 0
+        for name, shape, dtype in specs:
+            if dtype not in SAFETENSORS_CODES:
+                raise Unsupported(f"tensor {name!r} is {dtype}, which safetensors cannot hold "
+                                  f"(it holds {', '.join(sorted(SAFETENSORS_CODES))})")
+            nbytes = prod(shape) * ITEMSIZE[dtype]
+            header[name] = {"dtype": SAFETENSORS_CODES[dtype], "shape": list(shape),
+                            "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+            self._expect.append((name, tuple(shape), dtype))
+        raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+        raw += b" " * (-len(raw) % 8)
+        self._f.write(len(raw).to_bytes(8, "little") + raw)
+        self._expect.reverse()
+
+    def add(self, name, array):
+        import numpy as np
+
+        from ..variable import dtype_name
+
+        spec = (name, tuple(array.shape), dtype_name(array.dtype))
+        if not self._expect or self._expect[-1] != spec:
+            raise FormatError(f"safetensors writer: got {spec}, expected "
+                              f"{self._expect[-1] if self._expect else 'nothing'}")
+        self._expect.pop()
+        flat = np.ascontiguousarray(array).reshape(-1)
+        if flat.dtype.byteorder == ">":
+            flat = flat.astype(flat.dtype.newbyteorder("<"))
+        raw = flat.view(np.uint8)
+        for start in range(0, raw.size, 8 << 20):
+            self._f.write(raw[start:start + (8 << 20)])
+
+    def finish(self):
+        if self._expect:
+            raise FormatError(f"safetensors writer: {len(self._expect)} tensors never came")

@@ -23,7 +23,7 @@ import struct
 import google_crc32c
 
 from ..errors import Corrupt, FormatError, Unsupported
-from .protos import varint
+from .protos import encode_varint as _varint, varint
 
 MAGIC = 0xDB4775248B80FB57
 _CHUNK = 8 << 20   # bytes per step when checksumming a large block
@@ -207,3 +207,105 @@ def _unsnappy(data, path):
     if len(out) != size:
         raise Corrupt(f"{path}: snappy block holds {len(out)} bytes, not {size}")
     return bytes(out)
+
+
+class TableWriter:
+    """Writes sorted (key, value) pairs as a table to an open binary file, block by block.
+
+    Laid out byte for byte as TF's table_builder does: uncompressed data blocks of about
+    256 KiB (table_options.h) with a restart point every 16 entries, an empty metaindex block,
+    an index block with a restart per entry mapping each block to the shortest key between
+    its last key and the next block's first (LevelDB's FindShortestSeparator; the last block:
+    FindShortSuccessor), then the footer. Keys must come in strictly increasing order.
+    """
+
+    BLOCK_SIZE = 262144
+    RESTART_INTERVAL = 16
+
+    def __init__(self, f):
+        self.f = f
+        self.offset = 0
+        self.index = []           # (last key, handle bytes)
+        self._block = bytearray()
+        self._restarts = []
+        self._count = 0
+        self._last = None
+        self._pending = None      # handle of a finished block whose index key is not known
+
+    def add(self, key, value):
+        if self._last is not None and key <= self._last:
+            raise FormatError(f"table keys out of order: {key!r} after {self._last!r}")
+        if self._pending is not None:   # the previous block's index key, now that
+            self.index.append((_separator(self._last, key), self._pending))   # we know key
+            self._pending = None
+        shared = 0
+        if self._count % self.RESTART_INTERVAL == 0:
+            self._restarts.append(len(self._block))
+        else:
+            limit = min(len(key), len(self._last))
+            while shared < limit and key[shared] == self._last[shared]:
+                shared += 1
+        self._block += _varint(shared) + _varint(len(key) - shared) + _varint(len(value))
+        self._block += key[shared:] + value
+        self._count += 1
+        self._last = key
+        if len(self._block) + 4 * len(self._restarts) + 4 >= self.BLOCK_SIZE:
+            self._flush()
+
+    def _flush(self):
+        if self._count:
+            self._pending = self._put(self._finish(self._block, self._restarts))
+        self._block, self._restarts, self._count = bytearray(), [], 0
+
+    @staticmethod
+    def _finish(block, restarts):
+        restarts = restarts or [0]
+        return bytes(block) + b"".join(struct.pack("<I", r) for r in restarts) + \
+            struct.pack("<I", len(restarts))
+
+    def _put(self, block):
+        """Append a block and its trailer; its handle (varint offset, varint size)."""
+        crc = google_crc32c.extend(google_crc32c.value(block), b"\x00")
+        self.f.write(block + b"\x00" + struct.pack("<I", mask_crc(crc)))
+        handle = _varint(self.offset) + _varint(len(block))
+        self.offset += len(block) + 5
+        return handle
+
+    def finish(self):
+        self._flush()
+        if self._pending is not None:
+            self.index.append((_successor(self._last), self._pending))
+        meta = self._put(self._finish(b"", []))
+        index = bytearray()
+        for key, handle in self.index:   # restart interval 1: every key whole
+            index += _varint(0) + _varint(len(key)) + _varint(len(handle)) + key + handle
+        index_handle = self._put(self._finish(index, _offsets(self.index)))
+        self.f.write((meta + index_handle).ljust(40, b"\x00") + struct.pack("<Q", MAGIC))
+
+
+def _offsets(index):
+    """Restart offsets of an index block whose every entry is a restart."""
+    out, pos = [], 0
+    for key, handle in index:
+        out.append(pos)
+        pos += len(_varint(0) + _varint(len(key)) + _varint(len(handle))) + len(key) + len(handle)
+    return out
+
+
+def _separator(start, limit):
+    """LevelDB's bytewise FindShortestSeparator: a short key in [start, limit)."""
+    n = min(len(start), len(limit))
+    i = 0
+    while i < n and start[i] == limit[i]:
+        i += 1
+    if i < n and start[i] < 0xFF and start[i] + 1 < limit[i]:
+        return start[:i] + bytes([start[i] + 1])
+    return start
+
+
+def _successor(key):
+    """LevelDB's bytewise FindShortSuccessor: a short key >= key."""
+    for i, b in enumerate(key):
+        if b != 0xFF:
+            return key[:i] + bytes([b + 1])
+    return key

@@ -14,7 +14,7 @@ from math import prod
 from ..errors import Corrupt, CkptError, FormatError, Unsupported
 from ..variable import Variable, numpy_dtype
 from . import slices
-from .base import Reader
+from .base import Reader, release_maps
 from .protos import (SAVED_TENSOR_SLICES, TENSOR_KINDS, decode, raw_extents, repeated_array,
                      tensor_type)
 from .sstable import Table
@@ -81,6 +81,9 @@ class TFV1Reader(Reader):
             yield str(e)
             return
         yield from super().problems(progress)
+
+    def release(self):
+        release_maps(self._table.buf)
 
     def close(self):
         self._table.close()

@@ -21,7 +21,7 @@ import google_crc32c
 from ..errors import Corrupt, FormatError, NotFound, Unsupported
 from ..variable import Variable, numpy_dtype
 from . import slices
-from .base import Reader
+from .base import Reader, release_maps
 from .protos import BUNDLE_ENTRY, BUNDLE_HEADER, decode, raw_extents, tensor_type
 from .sstable import Table, map_file, unmap, unmask_crc
 
@@ -177,6 +177,9 @@ class TFV2Reader(Reader):
                     yield f"{var.name}: {err}" if var.name not in str(err) else str(err)
             if progress:
                 progress(var.nbytes)
+
+    def release(self):
+        release_maps(*self._shards.values())
 
     def close(self):
         self._table.close()
