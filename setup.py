@@ -21,7 +21,9 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.16", "tf-keras>=2.16", "tf-slim>=1.1",
                 "matplotlib>=3.6"],
         "demo": ["mlxtend>=0.22"],
-        "dev": ["pytest>=7", "safetensors>=0.4", "scikit-learn>=1.2", "mlxtend>=0.22"],
+        "search": ["optuna>=3.6"],
+        "dev": ["pytest>=7", "safetensors>=0.4", "scikit-learn>=1.2", "mlxtend>=0.22",
+                "optuna>=3.6"],
     },
     entry_points={"console_scripts": ["ckptkit=ckptkit.cli:main"]},
 )

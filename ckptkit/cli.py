@@ -804,6 +804,10 @@ def pretrained_get(name, directory, force):
     return 0
 
 
+from .cli_search import search  # noqa: E402
+cli.add_command(search)
+
+
 from .cli_surgery import convert, surgery  # noqa: E402
 cli.add_command(surgery)
 cli.add_command(convert)

@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 import pytest
+from conftest import FAST
 
 from images import digits_folder
 
 pytestmark = pytest.mark.tf
 
-FAST = dict(batch_size=16, dropout=0.0, optimizer="adam", lr=1e-3, augment=False)
 
 
 @pytest.fixture(scope="module")
@@ -23,26 +23,6 @@ def finetune(tf):
     from ckptkit.train import finetune
 
     return finetune
-
-
-@pytest.fixture(scope="module")
-def target(tmp_path_factory):
-    """Digits 5-9: 30 training and 20 validation images per class, as train/ and val/."""
-    root = tmp_path_factory.mktemp("target")
-    digits_folder(root / "train", range(5, 10), 30)
-    digits_folder(root / "val", range(5, 10), 20, offset=30)
-    return root
-
-
-@pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, finetune):
-    """A LeNet trained from scratch on digits 0-4 (a folder with a 10% val split)."""
-    root = tmp_path_factory.mktemp("source")
-    data = digits_folder(root / "digits", range(5), 60)
-    run = root / "run"
-    finetune.finetune(finetune.Settings(net="lenet", data=str(data), train_dir=str(run),
-                                        epochs=3, **FAST))
-    return run
 
 
 def _settings(finetune, tmp_path, target, pretrained, **kwargs):

@@ -3,8 +3,10 @@ pooled features (end_points["PreLogits"]) are kept on disk, so every later epoch
 search trial trains the head on arrays in seconds.
 
 A cache entry is keyed by what decides the features: the checkpoint's identity (a V2 bundle's
-.index holds every tensor's crc32c, so its bytes identify the weights), the restore plan, the
-model and the data's fingerprint. Entries are single .npz files written atomically.
+.index holds every tensor's crc32c, so its bytes identify the weights), what the plan restores
+into the backbone, the net and image size, and the data's fingerprint — not the new head, so
+every head size or dropout a search tries shares one entry. Entries are single .npz files
+written atomically.
 """
 import hashlib
 import json
@@ -41,10 +43,12 @@ def checkpoint_identity(checkpoint):
 
 def cache_key(checkpoint, plan, model, dataset):
     """The key of the features `model`'s backbone gives on `dataset` after `plan`."""
+    head = model.head_scope + "/"
     parts = {
         "checkpoint": checkpoint_identity(checkpoint) if checkpoint else None,
-        "restore": sorted((r.model, r.ckpt, r.offset) for r in plan.restore),
-        "model": model.to_json(),
+        "restore": sorted((r.model, r.ckpt, r.offset) for r in plan.restore
+                          if not r.model.startswith(head)),
+        "backbone": [model.net, model.image_size],
         "data": dataset.fingerprint,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]

@@ -132,6 +132,7 @@ def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None):
     for path in bad:
         log(f"warning: skipping unreadable image {path}")
     os.makedirs(run.path, exist_ok=True)
+    run.keep_metrics_until(run.latest_step())
     if not resuming:
         run.write_labels(dataset.classes)
         run.write_json(RUN, _run_json(s, model, dataset))
@@ -243,7 +244,7 @@ def _train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch=No
     """Train one stage to its end epoch; returns (stopped, restore seconds or None)."""
     steps_per_epoch = max(1, math.ceil(dataset.train.count / s.batch_size))
     latest = run.latest_checkpoint()
-    done = _global_step(latest) if latest else 0
+    done = run.latest_step()
     if done >= stage.end_epoch * steps_per_epoch:
         return False, None
     graph = tf.Graph()
@@ -305,11 +306,6 @@ def frozen_batch_norms(names, trainable):
         if not trainable.intersection(own):
             frozen.append("/" + scope)
     return frozen
-
-
-def _global_step(prefix):
-    with open_checkpoint(prefix) as reader:
-        return int(reader.read("global_step")) if "global_step" in reader else 0
 
 
 def _restore_present(sess, prefix):

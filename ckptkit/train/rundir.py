@@ -92,6 +92,16 @@ class RunDir:
         except CkptError:
             return None
 
+    def latest_step(self):
+        """global_step of the newest checkpoint (0 when there is none)."""
+        from ..formats import open_checkpoint
+
+        latest = self.latest_checkpoint()
+        if latest is None:
+            return 0
+        with open_checkpoint(latest) as reader:
+            return int(reader.read("global_step")) if "global_step" in reader else 0
+
     def read_run(self):
         """run.json as a dict; NotFound when this is not a train dir."""
         try:
@@ -150,6 +160,15 @@ class RunDir:
         except FileNotFoundError:
             pass
         return rows
+
+    def keep_metrics_until(self, step):
+        """Drop metrics rows past `step`: epochs a resumed run trains again (a kill between
+        writing an epoch's row and saving its checkpoint), or all of a run that never saved."""
+        rows = self.metrics()
+        kept = [r for r in rows if r.get("step", 0) <= step]
+        if len(kept) != len(rows):
+            write_atomic(self.file(METRICS), "".join(json.dumps(r, sort_keys=True) + "\n"
+                                                     for r in kept))
 
     def append_metrics(self, row):
         with open(self.file(METRICS), "a", encoding="utf-8") as f:

@@ -1,0 +1,586 @@
+"""`ckptkit search`: a hyperparameter search over `finetune` runs, with Optuna.
+
+The study dir:
+    study.db        Optuna's SQLite storage (unless --storage names a database server)
+    study.json      what the study searches: the fixed settings and the space
+    trials/NNNN/    one finetune train dir per trial (checkpoints, metrics, curves)
+    trials.csv      every trial: number, state, val_accuracy, seconds, params, train dir
+    history.png     optimisation history; importances.png: parameter importances
+
+How it goes
+- Each trial samples the space (TPE by default; random, grid), runs `finetune` on the fixed
+  settings plus the sample and scores it by its best val_accuracy: the accuracy of the best/
+  checkpoint, which `ckptkit eval` reproduces on the train dir.
+- Cheap trials: a trial whose backbone is frozen (--mode head, or --train / --train-from
+  naming only the new head) runs as --mode features and shares the feature cache, so the
+  backbone runs once for the whole study (the head then trains on un-augmented features).
+- Pruning: every epoch reports val_accuracy; the median pruner stops trials below the median
+  of earlier ones at the same epoch (after --prune-startup finished trials).
+- Stop and resume: Ctrl-C / SIGTERM stop the running trial at a checkpoint; a killed or
+  crashed worker leaves its trial RUNNING. The next run of the same command marks such
+  trials failed (a dead local process at once, another machine's after its heartbeat went
+  stale) and retries each once with the same params in the same train dir, resuming from its
+  checkpoint; finished trials are kept. --trials counts finished (complete + pruned) trials.
+- --jobs N: N worker processes share the study through its storage; the database hands
+  every trial number to one worker only. Several machines join one study with the same
+  --storage URL of a PostgreSQL/MySQL server (Optuna's distributed mode).
+"""
+import csv
+import dataclasses
+import inspect
+import json
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+from ..errors import CkptError
+from .rundir import write_atomic
+from .space import Space
+
+STUDY_DB, STUDY_JSON, TRIALS, CSV = "study.db", "study.json", "trials", "trials.csv"
+HISTORY, IMPORTANCES = "history.png", "importances.png"
+SAMPLERS = ("tpe", "random", "grid")
+STUDY_NAME = "ckptkit"
+HEARTBEAT, GRACE = 20, 120          # seconds: a worker's heartbeat, and when it is stale
+MAX_FAILED = 5                      # trials failing in a row (bad params) that end a search
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """A search: the fixed finetune Settings (its train_dir unused), the space and the study."""
+
+    base: object                    # finetune.Settings
+    space: Space
+    study_dir: str
+    trials: int = 20
+    sampler: str = "tpe"
+    prune: bool = True
+    prune_startup: int = 5          # finished trials before the pruner prunes
+    jobs: int = 1
+    storage: str = None             # default: sqlite in the study dir
+    feature_cache: bool = True
+
+
+def search(cfg, *, log=lambda line: None, on_trial=None):
+    """Run (or resume) the search; returns a summary dict (see _summary). `on_trial(row)` is
+    called for every trial that finishes (row: see trial_rows)."""
+    _check(cfg)
+    os.makedirs(cfg.study_dir, exist_ok=True)
+    _check_study_json(cfg)
+    optuna = _optuna()
+    study = _study(cfg, optuna)
+    _recover(study, log)
+    stopped = False
+    seen = {t.number for t in _finished(study)}
+    if cfg.jobs == 1:
+        stopped = _work(cfg, study, log, on_trial)
+    else:
+        stopped = _parallel(cfg, study, log, on_trial, seen)
+    return _finish(cfg, study, stopped, log)
+
+
+def report(study_dir, storage=None):
+    """The summary of a study dir without running anything."""
+    path = os.path.join(study_dir, STUDY_JSON)
+    if not os.path.isfile(path):
+        raise CkptError(f"{study_dir}: not a search study dir (no {STUDY_JSON})")
+    saved = _read_json(path)
+    storage = storage or saved.get("storage") or _sqlite(study_dir)
+    optuna = _optuna()
+    try:
+        study = optuna.load_study(study_name=STUDY_NAME, storage=_storage(optuna, storage))
+    except KeyError:
+        raise CkptError(f"{study_dir}: the study holds no trials yet") from None
+    return _summary(study_dir, study, stopped=False)
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+def _check(cfg):
+    from .finetune import _checked
+
+    if not cfg.space:
+        raise CkptError("empty search space: give --space FILE or --param NAME=DIST")
+    if cfg.trials < 1:
+        raise CkptError("--trials must be at least 1")
+    if cfg.jobs < 1:
+        raise CkptError("--jobs must be at least 1")
+    if cfg.sampler not in SAMPLERS:
+        raise CkptError(f"unknown sampler {cfg.sampler!r}; use one of {', '.join(SAMPLERS)}")
+    if cfg.sampler == "grid":
+        cfg.space.grid()
+    if os.path.exists(cfg.study_dir) and not os.path.isdir(cfg.study_dir):
+        raise CkptError(f"--study-dir {cfg.study_dir}: a file, not a folder")
+    if cfg.base.compare_scratch:
+        raise CkptError("--compare-scratch does not belong in a search")
+    for values in (cfg.space.first(), {}):     # a trial's settings pass finetune's checks
+        _checked(_trial_settings(cfg, values, os.path.join(cfg.study_dir, TRIALS, "check"))[0])
+    from . import data
+
+    b = cfg.base
+    data.load_run_data(b.data, val_data=b.val_data, val_split=b.val_split, seed=b.seed,
+                       num_classes=b.num_classes)
+
+
+def _fixed(cfg):
+    """What must not change between runs of one study."""
+    settings = dataclasses.asdict(cfg.base)
+    for name in ["train_dir"] + [p.setting for p in cfg.space.params]:   # trials set these
+        settings.pop(name, None)
+    for key in ("net", "checkpoint", "data", "val_data", "cache_dir"):
+        if settings.get(key):
+            settings[key] = os.path.abspath(settings[key])
+    return {"settings": json.loads(json.dumps(settings)), "space": cfg.space.to_json(),
+            "sampler": cfg.sampler}
+
+
+def _check_study_json(cfg):
+    """study.json: written by the first run, compared by every later one."""
+    path = os.path.join(cfg.study_dir, STUDY_JSON)
+    now = _fixed(cfg)
+    if not os.path.isfile(path):
+        write_atomic(path, json.dumps({**now, "storage": cfg.storage}, indent=2,
+                                      sort_keys=True) + "\n")
+        return
+    saved = _read_json(path)
+    for key, flag in (("net", "--net"), ("data", "--data"), ("checkpoint", "--checkpoint")):
+        was, new = saved.get("settings", {}).get(key), now["settings"].get(key)
+        if was != new:
+            raise CkptError(f"{cfg.study_dir} holds a study of {flag} {was}, not {new}; "
+                            "use a new --study-dir, or the same options to resume")
+    if saved.get("space") != now["space"]:
+        raise CkptError(f"{cfg.study_dir} holds a study of another space "
+                        f"({_space_text(saved.get('space'))}); use a new --study-dir, or "
+                        "the same space to resume")
+    changed = sorted(k for k in set(saved.get("settings", {})) | set(now["settings"])
+                     if saved.get("settings", {}).get(k) != now["settings"].get(k))
+    if saved.get("sampler") != now["sampler"]:
+        changed.append("sampler")
+    if changed:
+        flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise CkptError(f"{cfg.study_dir} holds a study with other {flags}; use a new "
+                        "--study-dir, or the same options to resume")
+
+
+def _space_text(space):
+    return " ".join(f"{k}={v}" for k, v in (space or {}).items())
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except ValueError as e:
+        raise CkptError(f"{path}: not valid JSON ({e})") from None
+
+
+# --- Optuna -----------------------------------------------------------------------------------
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:
+        raise CkptError("ckptkit search needs Optuna: pip install 'ckptkit[search]'") from None
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def _sqlite(study_dir):
+    return "sqlite:///" + os.path.abspath(os.path.join(study_dir, STUDY_DB))
+
+
+def _storage(optuna, url):
+    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    stale = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in \
+        inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback"
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
+        **{stale: _retry})
+
+
+def _sampler(cfg, optuna, seed):
+    if cfg.sampler == "grid":
+        return optuna.samplers.GridSampler(cfg.space.grid(), seed=seed)
+    if cfg.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _study(cfg, optuna, worker=0):
+    """The study, its sampler seeded by --seed, the trials it holds and the worker's index:
+    reproducible for one process, and no two processes (--jobs, a resumed study) repeating
+    each other's random samples."""
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.prune_startup) if cfg.prune \
+        else optuna.pruners.NopPruner()
+    storage = _storage(optuna, cfg.storage or _sqlite(cfg.study_dir))
+    try:
+        study = optuna.create_study(study_name=STUDY_NAME, storage=storage,
+                                    sampler=_sampler(cfg, optuna, cfg.base.seed),
+                                    pruner=pruner, direction="maximize", load_if_exists=True)
+    except Exception as e:           # sqlalchemy's errors: a bad URL, a locked or odd file
+        if isinstance(e, CkptError):
+            raise
+        raise CkptError(f"cannot open the study storage {cfg.storage or _sqlite(cfg.study_dir)}"
+                        f": {str(e).splitlines()[0]}") from None
+    held = len(study.get_trials(deepcopy=False))
+    if held or worker:
+        study.sampler = _sampler(cfg, optuna, (cfg.base.seed * 1000003 + held * 7919
+                                               + worker * 104729) % 2**32)
+    return study
+
+
+def _worker_id():
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _recover(study, log):
+    """Fail the RUNNING trials of dead local workers and retry every interrupted trial once."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.storages.fail_stale_trials(study)    # other machines' dead workers (heartbeat)
+    storage, host = study._storage, socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        where, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if where == host and pid.isdigit() and not _alive(int(pid)):
+            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            log(f"trial {t.number} was interrupted (its process {pid} is gone)")
+    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if t.user_attrs.get("interrupted") and t.number not in retried:
+            _retry(study, t)
+            log(f"trial {t.number} will be retried in {t.user_attrs.get('train_dir')}")
+
+
+def _retry(study, trial):
+    """Enqueue `trial`'s params again; the retry resumes its train dir."""
+    attrs = {"retry_of": trial.number}
+    if trial.user_attrs.get("train_dir"):
+        attrs["train_dir"] = trial.user_attrs["train_dir"]
+    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+
+
+def _finished(study):
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+class _Stopped(Exception):
+    """A signal stopped the trial's finetune run (its train dir is resumable)."""
+
+
+def _trial_settings(cfg, values, train_dir):
+    """(Settings of a trial, whether it runs on the feature cache)."""
+    from .rundir import Model
+
+    s = dataclasses.replace(cfg.base, train_dir=train_dir, **values)
+    head = Model.head_scope
+    frozen = s.mode == "head" or (s.mode == "finetune" and s.checkpoint and (
+        (s.train_from == head and not s.train) or (tuple(s.train) == (head,)
+                                                  and not s.train_from)))
+    if cfg.feature_cache and frozen and s.checkpoint:
+        return dataclasses.replace(s, mode="features", train=(), train_from=None), True
+    return s, False
+
+
+def _objective(cfg, study_dir, log, errors):
+    import optuna
+
+    from .finetune import finetune
+    from .rundir import CURVES, RunDir
+
+    def objective(trial):
+        values = cfg.space.suggest(trial)
+        train_dir = trial.user_attrs.get("train_dir") or os.path.join(
+            study_dir, TRIALS, f"{trial.number:04d}")
+        s, _ = _trial_settings(cfg, values, train_dir)
+        trial.set_user_attr("train_dir", train_dir)
+        trial.set_user_attr("worker", _worker_id())
+        trial.set_user_attr("mode", s.mode)
+        started = time.perf_counter()
+        run = RunDir(train_dir)
+        best = [None]
+
+        def on_epoch(row):
+            acc = row.get("val_accuracy")
+            if acc is None:
+                return
+            best[0] = acc if best[0] is None else max(best[0], acc)
+            trial.report(acc, row["epoch"])
+            if cfg.prune and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
+
+        run.keep_metrics_until(run.latest_step())   # what a retried trial keeps
+        for row in run.metrics():           # a retried trial: its epochs so far
+            if row.get("val_accuracy") is not None:
+                best[0] = max(best[0] or 0.0, row["val_accuracy"])
+                trial.report(row["val_accuracy"], row["epoch"])
+
+        def trial_log(line):
+            if line.startswith(("warning", "cached the backbone", "resuming")):
+                log(f"trial {trial.number}: {line}")
+        try:
+            summary = finetune(s, log=trial_log, on_epoch=on_epoch)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        except CkptError as e:
+            log(f"trial {trial.number}: error: {e}")
+            errors.append(str(e))
+            raise
+        except optuna.TrialPruned:
+            _record(trial, best[0], started)
+            rows = run.metrics()
+            if rows:
+                from .plots import curves
+
+                curves(rows, run.file(CURVES))
+            raise
+        _record(trial, best[0], started)
+        if summary["stopped"]:
+            trial.set_user_attr("interrupted", True)
+            raise _Stopped()
+        if summary["best"] is None:
+            raise CkptError("no validation accuracy: a search needs validation data "
+                            "(--val-data, --val-split or a val/ folder)")
+        return summary["best"]["val_accuracy"]
+    return objective
+
+
+def _record(trial, best, started):
+    trial.set_user_attr("val_accuracy", best)
+    trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+
+
+def _work(cfg, study, log, on_trial):
+    """Run trials in this process until --trials are finished; True when a signal stopped it."""
+    from optuna.trial import TrialState
+
+    errors = []
+    objective = _objective(cfg, cfg.study_dir, log, errors)
+    failed_in_a_row = 0
+    callbacks = [] if on_trial is None else [
+        lambda st, t: on_trial(trial_rows([t])[0]) if t.state in
+        (TrialState.COMPLETE, TrialState.PRUNED) else None]
+    while True:
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if len(_finished(study)) + running >= cfg.trials:
+            return False
+        if cfg.sampler == "grid" and _grid_done(cfg, study):
+            return False
+        try:
+            study.optimize(objective, n_trials=1, callbacks=callbacks, catch=(CkptError,),
+                           gc_after_trial=True)
+        except _Stopped:
+            return True
+        except KeyboardInterrupt:       # outside finetune's own handling (e.g. the cache)
+            return True
+        if not errors:
+            failed_in_a_row = 0
+            continue
+        failed_in_a_row += 1
+        message = errors.pop()
+        if not _finished(study):        # the fixed settings are wrong: say so, once
+            raise CkptError(message)
+        if failed_in_a_row >= MAX_FAILED:
+            raise CkptError(f"{MAX_FAILED} trials in a row failed; the last: {message}")
+
+
+def _grid_done(cfg, study):
+    size = cfg.space.size()
+    return size is not None and len(_finished(study)) >= size
+
+
+def _worker_main(cfg, worker):
+    """Entry of a --jobs worker process."""
+    optuna = _optuna()
+    study = _study(cfg, optuna, worker)
+    try:
+        stopped = _work(cfg, study, lambda line: print(line, file=sys.stderr, flush=True), None)
+    except CkptError as e:
+        print(f"ckptkit: error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    sys.exit(130 if stopped else 0)
+
+
+def _parallel(cfg, study, log, on_trial, seen):
+    """--jobs N worker processes on the shared storage; this process follows the trials."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker_main, args=(cfg, i + 1), daemon=False)
+               for i in range(cfg.jobs)]
+    received = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        for w in workers:
+            if w.pid and w.is_alive():
+                os.kill(w.pid, signal.SIGTERM)
+    handlers = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for w in workers:
+            w.start()
+        while any(w.is_alive() for w in workers):
+            for w in workers:
+                w.join(timeout=1.0 / len(workers))
+            _announce(study, seen, on_trial)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    _announce(study, seen, on_trial)
+    if not received and all(w.exitcode == 2 for w in workers):
+        raise CkptError("every worker stopped on an error (see above)")
+    return bool(received) or any(w.exitcode == 130 for w in workers)
+
+
+def _announce(study, seen, on_trial):
+    new = [t for t in _finished(study) if t.number not in seen]
+    for t in sorted(new, key=lambda t: t.number):
+        seen.add(t.number)
+        if on_trial is not None:
+            on_trial(trial_rows([t])[0])
+
+
+# --- results ----------------------------------------------------------------------------------
+
+def trial_rows(trials):
+    """One dict per trial: number, state, value (objective, or the pruned trial's best
+    val_accuracy so far), seconds, params, train_dir, mode, epochs."""
+    rows = []
+    for t in sorted(trials, key=lambda t: t.number):
+        value = t.value if t.value is not None else t.user_attrs.get("val_accuracy")
+        state = t.state.name.lower()
+        if state == "fail" and t.user_attrs.get("interrupted"):
+            state = "interrupted"
+        rows.append({"number": t.number, "state": state, "value": value,
+                     "seconds": t.user_attrs.get("seconds"), "params": dict(t.params),
+                     "train_dir": t.user_attrs.get("train_dir"),
+                     "mode": t.user_attrs.get("mode"),
+                     "epochs": max(t.intermediate_values, default=0),
+                     "retry_of": t.user_attrs.get("retry_of")})
+    return rows
+
+
+def _finish(cfg, study, stopped, log):
+    summary = _summary(cfg.study_dir, study, stopped)
+    _write_csv(os.path.join(cfg.study_dir, CSV), summary["trials"])
+    summary["csv"] = os.path.join(cfg.study_dir, CSV)
+    summary["plots"] = _plots(study, cfg.study_dir, log)
+    return summary
+
+
+def _summary(study_dir, study, stopped):
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    rows = trial_rows(trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = None
+    if complete:
+        b = max(complete, key=lambda t: (t.value, -t.number))
+        best = {"number": b.number, "value": b.value, "params": dict(b.params),
+                "train_dir": b.user_attrs.get("train_dir")}
+    counts = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    return {"study_dir": study_dir, "stopped": stopped, "best": best, "counts": counts,
+            "trials": rows}
+
+
+def _write_csv(path, rows):
+    names = sorted({k for r in rows for k in r["params"]})
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["number", "state", "val_accuracy", "seconds", "epochs", "mode"] + names
+                     + ["train_dir"])
+        for r in rows:
+            out.writerow([r["number"], r["state"], "" if r["value"] is None else r["value"],
+                          "" if r["seconds"] is None else r["seconds"], r["epochs"],
+                          r["mode"] or ""] + [r["params"].get(n, "") for n in names]
+                         + [r["train_dir"] or ""])
+    os.replace(tmp, path)
+
+
+def _plots(study, study_dir, log):
+    """history.png always (once a trial finished); importances.png when they can be told."""
+    from optuna.trial import TrialState
+
+    from .plots import _figure, _save
+
+    done = sorted(_finished(study), key=lambda t: t.number)
+    written = []
+    if not done:
+        return written
+    fig = _figure(7, 4)
+    ax = fig.add_subplot(1, 1, 1)
+    values = [t.value if t.value is not None else t.user_attrs.get("val_accuracy")
+              for t in done]
+    for state, marker, label in ((TrialState.COMPLETE, "o", "complete"),
+                                 (TrialState.PRUNED, "x", "pruned")):
+        xs = [t.number for t, v in zip(done, values) if t.state == state and v is not None]
+        ys = [v for t, v in zip(done, values) if t.state == state and v is not None]
+        if xs:
+            ax.plot(xs, ys, marker, linestyle="none", label=label)
+    best, line = -math.inf, []
+    for t in done:
+        if t.state == TrialState.COMPLETE and t.value is not None:
+            best = max(best, t.value)
+        line.append(best if best > -math.inf else math.nan)
+    ax.plot([t.number for t in done], line, "-", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("val_accuracy")
+    ax.set_title("optimisation history")
+    ax.legend(loc="lower right")
+    _save(fig, os.path.join(study_dir, HISTORY))
+    written.append(os.path.join(study_dir, HISTORY))
+    complete = [t for t in done if t.state == TrialState.COMPLETE]
+    varied = {k for t in complete for k in t.params
+              if len({str(u.params.get(k)) for u in complete}) > 1}
+    if len(complete) < 3 or not varied:
+        log("parameter importances need at least 3 complete trials that differ")
+        return written
+    try:
+        import warnings
+
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            importances = optuna.importance.get_param_importances(study)
+    except Exception as e:          # too few trials, or scikit-learn missing
+        log(f"parameter importances: not computed ({str(e).splitlines()[0]})")
+        return written
+    names = list(importances)[::-1]
+    fig = _figure(6, max(2.0, 1.0 + 0.4 * len(names)))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.barh(names, [importances[n] for n in names])
+    ax.set_xlabel("importance for val_accuracy (fANOVA)")
+    ax.set_title("parameter importances")
+    fig.tight_layout()
+    _save(fig, os.path.join(study_dir, IMPORTANCES))
+    written.append(os.path.join(study_dir, IMPORTANCES))
+    return written
