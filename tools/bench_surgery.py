@@ -75,6 +75,7 @@ def make_checkpoint(prefix, size_mb):
 
 
 def measure(cmd):
+    os.sync()   # untimed: every contender starts with no dirty pages left by the one before
     done = subprocess.run([sys.executable, "-c", TIMED, *cmd], check=True,
                           capture_output=True, text=True)
     seconds, rss_kb = done.stdout.split()
