@@ -205,12 +205,8 @@ def _stages(s):
 def _run_json(s, model, dataset):
     import tf_slim
 
-    from importlib.metadata import PackageNotFoundError, version
+    from .. import __version__
 
-    try:
-        ours = version("ckptkit")
-    except PackageNotFoundError:
-        ours = None
     return {
         "model": model.to_json(),
         "settings": dataclasses.asdict(s),
@@ -218,7 +214,7 @@ def _run_json(s, model, dataset):
                  "fingerprint": dataset.fingerprint, "classes": list(dataset.classes),
                  "train": dataset.train.count,
                  "val": dataset.val.count if dataset.val else 0},
-        "versions": {"ckptkit": ours, "tensorflow": tf.__version__,
+        "versions": {"ckptkit": __version__, "tensorflow": tf.__version__,
                      "tf_slim": getattr(tf_slim, "__version__", None),
                      "numpy": np.__version__, "python": platform.python_version()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
