@@ -1,5 +1,6 @@
 """What every format reader offers (its variables in name order and lazy values) and what
 every writer does (temp files, fsync, rename: never a half-written checkpoint)."""
+import contextlib
 import difflib
 import os
 
@@ -169,12 +170,19 @@ def fsync_dir(folder):
         os.close(fd)
 
 
-def write_atomic(path, data):
-    """Replace `path` by `data` (bytes) atomically: temp name beside it, fsync, rename."""
-    w = Writer(path)
-    with w:
-        w.temp(path).write(data)
+@contextlib.contextmanager
+def atomic_file(path):
+    """An open binary temp file beside `path` that becomes `path` (fsynced, renamed) when the
+    block ends without error and is removed when it does not: never half a file."""
+    with Writer(path) as w:
+        yield w.temp(path)
         w.commit()
+
+
+def write_atomic(path, data):
+    """Replace `path` by `data` (bytes, or text written as UTF-8) atomically."""
+    with atomic_file(path) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
 def release_maps(*maps):

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from ..formats.base import atomic_file
 from ..paths import resolve
 
 
@@ -65,11 +66,5 @@ def load(path):
 
 def save(path, arrays):
     """Write the arrays to `path` through a temp file and a rename."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.npz"
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)

@@ -7,6 +7,7 @@ import math
 import os
 
 from ..errors import CkptError
+from ..formats.base import atomic_file
 
 
 def _figure(width, height):
@@ -24,13 +25,8 @@ def _figure(width, height):
 def _save(fig, path, **kwargs):
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        fig.savefig(tmp, format=ext, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_file(path) as f:
+        fig.savefig(f, format=ext, **kwargs)
 
 
 def _number(value):

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import CkptError, NotFound
+from ..formats.base import write_atomic
 from .nets import get_net
 
 RUN, LABELS, PLAN, METRICS, CURVES, BEST = (
@@ -173,17 +174,3 @@ class RunDir:
     def append_metrics(self, row):
         with open(self.file(METRICS), "a", encoding="utf-8") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
-
-
-def write_atomic(path, text):
-    """Write `text` to `path` through a temp file and a rename: never half a file."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

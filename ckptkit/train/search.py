@@ -28,6 +28,7 @@ How it goes
 import csv
 import dataclasses
 import inspect
+import io
 import json
 import math
 import os
@@ -38,7 +39,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import CkptError
-from .rundir import write_atomic
+from ..formats.base import write_atomic
 from .space import Space
 
 STUDY_DB, STUDY_JSON, TRIALS, CSV = "study.db", "study.json", "trials", "trials.csv"
@@ -512,17 +513,16 @@ def _summary(study_dir, study, stopped):
 
 def _write_csv(path, rows):
     names = sorted({k for r in rows for k in r["params"]})
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["number", "state", "val_accuracy", "seconds", "epochs", "mode"] + names
-                     + ["train_dir"])
-        for r in rows:
-            out.writerow([r["number"], r["state"], "" if r["value"] is None else r["value"],
-                          "" if r["seconds"] is None else r["seconds"], r["epochs"],
-                          r["mode"] or ""] + [r["params"].get(n, "") for n in names]
-                         + [r["train_dir"] or ""])
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    out = csv.writer(text)
+    out.writerow(["number", "state", "val_accuracy", "seconds", "epochs", "mode"] + names
+                 + ["train_dir"])
+    for r in rows:
+        out.writerow([r["number"], r["state"], "" if r["value"] is None else r["value"],
+                      "" if r["seconds"] is None else r["seconds"], r["epochs"],
+                      r["mode"] or ""] + [r["params"].get(n, "") for n in names]
+                     + [r["train_dir"] or ""])
+    write_atomic(path, text.getvalue())
 
 
 def _plots(study, study_dir, log):
