@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from ckptkit.errors import CkptError, NotFound
-from ckptkit.train.data import Input, Split, drop_corrupt, load_dataset
+from ckptkit.train.data import Input, Split, drop_corrupt, load_dataset, without
 
 
 @pytest.fixture(scope="module")
@@ -355,6 +355,21 @@ def test_drop_corrupt_names_the_bad_files(encode, digits, tmp_path):
     np.savez(tmp_path / "d.npz", X=np.zeros((2, 4)), y=[0, 1])
     npz = load_dataset(tmp_path / "d.npz")
     assert drop_corrupt(npz) == (npz, [])
+
+
+def test_without_removes_the_named_files_from_both_splits(tmp_path):
+    _fake_folder(tmp_path / "train", {"a": 3, "b": 2})
+    _fake_folder(tmp_path / "val", {"a": 1, "b": 2})
+    data = load_dataset(tmp_path)
+    gone = [str(tmp_path / "train" / "a" / "img001.png"), str(tmp_path / "val" / "b" /
+                                                             "img000.png")]
+    kept = without(data, gone)
+    assert _relative(kept.train, tmp_path / "train") == [
+        "a/img000.png", "a/img002.png", "b/img000.png", "b/img001.png"]
+    assert kept.train.labels.tolist() == [0, 0, 1, 1] and kept.train.count == 4
+    assert _relative(kept.val, tmp_path / "val") == ["a/img000.png", "b/img001.png"]
+    assert kept.fingerprint == data.fingerprint
+    assert without(data, []) is data
 
 
 # --- Input -----------------------------------------------------------------------------------

@@ -454,6 +454,16 @@ def drop_corrupt(dataset):
     return replace(dataset, train=splits[0], val=splits[1]), bad
 
 
+def without(dataset, paths):
+    """`dataset` without the image files `paths` (what drop_corrupt found before)."""
+    if not len(paths):
+        return dataset
+    splits = [split if split is None or split.kind != "files" else
+              _subset(split, ~np.isin(split.items.astype(str), list(paths)))
+              for split in (dataset.train, dataset.val)]
+    return replace(dataset, train=splits[0], val=splits[1])
+
+
 def _decodable(tf, paths):
     """Boolean mask of the paths TF decodes into a non-empty image."""
     graph = tf.Graph()

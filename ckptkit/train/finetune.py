@@ -108,8 +108,9 @@ class _Stage:
     start_epoch: int = 0
 
 
-def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None):
-    """Run (or resume) `settings`; returns a summary dict (see _summary).
+def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None, curves=True):
+    """Run (or resume) `settings`; returns a summary dict (see _summary). curves=False leaves
+    curves.png out (a search draws it for its best trial only: plot_curves).
 
     on_epoch(row), when given, is called with each epoch's metrics row once its checkpoints
     are saved; an exception it raises (e.g. optuna.TrialPruned) ends the run there and
@@ -128,7 +129,14 @@ def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None):
     plans = [_plan(s, stage, model, model_vars) for stage in stages]   # errors first
     if note:
         log(note)
-    dataset, bad = data.drop_corrupt(dataset)
+    arrays = None
+    if s.mode == "features":
+        path = features.cache_path(s.cache_dir, s.checkpoint, plans[0], model, dataset)
+        arrays, dataset, bad = features.cached(
+            path, model, dataset, plans[0], s.checkpoint, batch_size=s.batch_size,
+            config=session_config(s.device, s.gpus), progress=progress, log=log)
+    else:
+        dataset, bad = data.drop_corrupt(dataset)
     for path in bad:
         log(f"warning: skipping unreadable image {path}")
     os.makedirs(run.path, exist_ok=True)
@@ -139,11 +147,12 @@ def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None):
     stopped, restore_seconds = False, None
     for stage, plan in zip(stages, plans):
         stopped, seconds = _train_stage(s, stage, plan, run, model, dataset, log, progress,
-                                        on_epoch)
+                                        on_epoch, (arrays, model_vars))
         restore_seconds = seconds if restore_seconds is None else restore_seconds
         if stopped:
             break
-    _plot(run)
+    if curves:
+        plot_curves(run.path)
     summary = _summary(run, stopped, restore_seconds)
     if s.compare_scratch and not stopped:
         scratch = dataclasses.replace(
@@ -236,8 +245,9 @@ def _check_resumable(run, model, dataset, log):
 
 # --- one stage -------------------------------------------------------------------------------
 
-def _train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch=None):
-    """Train one stage to its end epoch; returns (stopped, restore seconds or None)."""
+def _train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch, features_of):
+    """Train one stage to its end epoch; returns (stopped, restore seconds or None).
+    features_of: (cached feature arrays, the model's variables) for features mode."""
     steps_per_epoch = max(1, math.ceil(dataset.train.count / s.batch_size))
     latest = run.latest_checkpoint()
     done = run.latest_step()
@@ -247,7 +257,7 @@ def _train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch=No
     with graph.as_default():
         tf.set_random_seed(s.seed)
         if stage.mode == "features":
-            trainer = _FeatureTrainer(s, stage, model, dataset, plan, steps_per_epoch)
+            trainer = _FeatureTrainer(s, stage, model, plan, steps_per_epoch, *features_of)
         else:
             trainer = _ImageTrainer(s, stage, model, dataset, plan, steps_per_epoch,
                                     strategy(s.device, s.gpus, s.devices))
@@ -266,7 +276,6 @@ def _train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch=No
                 log(f"restored {count} variables from {s.checkpoint}")
             run.write_json(PLAN, plan.to_json())
             seconds = time.perf_counter() - started
-        trainer.prepare(sess, run, log, progress)
         loop = _Loop(s, stage, run, sess, trainer, saver, best_saver, log, progress,
                      steps_per_epoch, on_epoch)
         return loop.run(), seconds
@@ -425,9 +434,6 @@ class _ImageTrainer:
                 val_logits, _ = model.build(self.val_in.images, is_training=False)
             self.val_ops = _eval_ops(val_logits, self.val_in.labels, model.num_classes)
 
-    def prepare(self, sess, run, log, progress):
-        pass
-
     def train_epoch(self, sess, epoch, skip):
         """Yield (xent, correct, batch size, lr) per step of `epoch`, from batch `skip`."""
         self.train_in.start(sess, epoch, skip=skip)
@@ -458,24 +464,17 @@ def _accumulate(sess, ops, steps, feeds=()):
 
 
 class _FeatureTrainer:
-    """Trains the head on cached backbone features (features mode)."""
+    """Trains the head on cached backbone features (features mode) in a graph of the head
+    alone: the backbone's variables are declared, not built, so checkpoints hold the whole
+    model (restored by the plan, never trained) for eval, predict and export."""
 
-    def __init__(self, s, stage, model, dataset, plan, steps_per_epoch):
-        self.s, self.model, self.dataset, self.plan = s, model, dataset, plan
-        record = model.record
-        self.inputs = {"train": data.Input(dataset.train, record, batch_size=s.batch_size,
-                                           training=False, seed=s.seed, name="train")}
-        if dataset.val is not None:
-            self.inputs["val"] = data.Input(dataset.val, record, batch_size=s.batch_size,
-                                            training=False, seed=s.seed, name="val")
-        self.features, self.labels_out = {}, {}
-        for i, (split, source) in enumerate(self.inputs.items()):
-            with tf.variable_scope(tf.get_variable_scope(), reuse=bool(i)):
-                _, end_points = model.build(source.images, is_training=False)
-            self.features[split] = end_points["PreLogits"]
-            self.labels_out[split] = source.labels
-        shape = self.features["train"].shape.as_list()[1:]
-        self.x = tf.placeholder(tf.float32, [None] + shape, "features")
+    def __init__(self, s, stage, model, plan, steps_per_epoch, arrays, model_vars):
+        self.s, self.arrays, self.batch_size = s, arrays, s.batch_size
+        head = model.head_scope + "/"
+        for m in model_vars:
+            if not m.name.startswith(head):
+                tf.Variable(tf.zeros(m.shape, m.dtype), trainable=False, name=m.name)
+        self.x = tf.placeholder(tf.float32, [None, *arrays["train_x"].shape[1:]], "features")
         self.y = tf.placeholder(tf.int64, [None], "labels")
         logits = model.head(self.x, is_training=True)
         trained = _trained_variables(plan)
@@ -486,31 +485,6 @@ class _FeatureTrainer:
                                                self.step, []), trained, self.lr, plan.lr_mults)
         self.eval_ops = _eval_ops(model.head(self.x, is_training=False), self.y,
                                   model.num_classes)
-        self.batch_size = s.batch_size
-
-    def prepare(self, sess, run, log, progress):
-        """Load the cached features, or run the backbone once and cache them."""
-        key = features.cache_key(self.s.checkpoint, self.plan, self.model, self.dataset)
-        path = os.path.join(features.cache_dir(self.s.cache_dir), key + ".npz")
-        self.arrays = features.load(path)
-        if self.arrays is not None:
-            log(f"features from the cache {path}")
-            return
-        started, self.arrays = time.perf_counter(), {}
-        for split, source in self.inputs.items():
-            source.start(sess, 0)
-            xs, ys = [], []
-            with _progress(progress, source.steps, f"features ({split})") as advance:
-                for _ in range(source.steps):
-                    x, y = sess.run([self.features[split], self.labels_out[split]])
-                    xs.append(x)
-                    ys.append(y)
-                    advance(1)
-            self.arrays[f"{split}_x"] = np.concatenate(xs)
-            self.arrays[f"{split}_y"] = np.concatenate(ys)
-        features.save(path, self.arrays)
-        log(f"cached the backbone's features in {path} "
-            f"({time.perf_counter() - started:.1f}s)")
 
     def train_epoch(self, sess, epoch, skip):
         x, y = self.arrays["train_x"], self.arrays["train_y"]
@@ -542,9 +516,12 @@ class _Loop:
         self.trainer, self.saver, self.best_saver = trainer, saver, best_saver
         self.log, self.progress, self.on_epoch = log, progress, on_epoch
         self.writer = tf.summary.FileWriter(run.path)
+        # features mode's graph is the head alone: its .meta would be no model to import
+        self.meta = stage.mode != "features"
 
     def save(self, step):
-        self.saver.save(self.sess, self.run_dir.prefix, global_step=step)
+        self.saver.save(self.sess, self.run_dir.prefix, global_step=step,
+                        write_meta_graph=self.meta)
 
     def run(self):
         """Train to the stage's end; True when stopped by a signal."""
@@ -575,7 +552,7 @@ class _Loop:
                                                            row["val_accuracy"] > best):
                         best, stale = row["val_accuracy"], 0
                         self.best_saver.save(self.sess, self.run_dir.file(f"{BEST}/model.ckpt"),
-                                             global_step=step)
+                                             global_step=step, write_meta_graph=self.meta)
                     else:
                         stale += 1
                     self.log(_epoch_line(row, s.epochs))
@@ -682,7 +659,9 @@ def _stop_signals():
             signal.signal(sig, handler)
 
 
-def _plot(run):
+def plot_curves(train_dir):
+    """curves.png of a train dir from its metrics (none before the first epoch)."""
+    run = RunDir(train_dir)
     rows = run.metrics()
     if rows:
         from .plots import curves

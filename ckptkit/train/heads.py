@@ -175,11 +175,12 @@ def _alexnet_features(record, images, is_training):
     return net, end_points
 
 
-def reuse_head(record, features, num_classes, *, head_scope, hidden, dropout, is_training):
-    """The new head alone on pooled `features` (end_points["PreLogits"] of a build), sharing
-    the variables of that build: features mode trains it on cached features."""
+def head_only(record, features, num_classes, *, head_scope, hidden, dropout, is_training):
+    """The new head alone on pooled `features` (end_points["PreLogits"] of a build), with the
+    variables a build makes: created by the first call in a graph, shared after (with a build
+    or an earlier call). Features mode trains it on cached features."""
     with slim.arg_scope(resolve(record._arg_scope)()), \
-            tf.variable_scope(tf.get_variable_scope(), reuse=True):
+            tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
         return _new_head(features, num_classes, head_scope, hidden, dropout, is_training)
 
 

@@ -16,6 +16,7 @@ Notes
 - lenet and cifarnet have no published checkpoints: 10 classes (MNIST, CIFAR-10); LeNet takes
   one channel.
 """
+import functools
 import re
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
@@ -166,19 +167,30 @@ def _tf_error(error):
 def model_variables(net, num_classes, **build_kwargs):
     """The variables `build(net, ..., num_classes, **build_kwargs)` creates, as
     ckptkit.plan.ModelVar in graph creation order (built in a fresh graph on one image of the
-    net's size)."""
+    net's size).
+
+    Remembered per process (a search lists the same model for every trial, and building a
+    resnet_v1_50 takes seconds); dropout makes no variables, so trials differing in it share
+    one entry."""
+    build_kwargs.pop("dropout", None)
+    kwargs = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                          for k, v in build_kwargs.items()))
+    return list(_model_variables(get_net(net), num_classes, kwargs))
+
+
+@functools.lru_cache(maxsize=16)
+def _model_variables(record, num_classes, kwargs):
     from ..plan import ModelVar
     from ..tfcompat import tf
 
-    record = get_net(net)
     graph = tf.Graph()
     with graph.as_default():
         images = tf.placeholder(
             tf.float32, [1, record.image_size, record.image_size, record.channels], "images")
-        build(record, images, num_classes, **build_kwargs)
+        build(record, images, num_classes, **dict(kwargs))
         trainable = {v.op.name for v in tf.trainable_variables()}
-        return [ModelVar(v.op.name, tuple(v.shape.as_list()), v.dtype.base_dtype.name,
-                         v.op.name in trainable) for v in tf.global_variables()]
+        return tuple(ModelVar(v.op.name, tuple(v.shape.as_list()), v.dtype.base_dtype.name,
+                              v.op.name in trainable) for v in tf.global_variables())
 
 
 def preprocess(net, image, is_training):

@@ -50,10 +50,10 @@ class Model:
                      is_training=is_training, frozen=frozen)
 
     def head(self, features, *, is_training):
-        """The head alone on pooled features, reusing the variables of an earlier build."""
-        from .heads import reuse_head
+        """The head alone on pooled features; its variables are shared with a build."""
+        from .heads import head_only
 
-        return reuse_head(self.record, features, self.num_classes, head_scope=self.head_scope,
+        return head_only(self.record, features, self.num_classes, head_scope=self.head_scope,
                           hidden=self.hidden, dropout=self.dropout, is_training=is_training)
 
     def to_json(self):

@@ -3,7 +3,8 @@
 The study dir:
     study.db        Optuna's SQLite storage (unless --storage names a database server)
     study.json      what the study searches: the fixed settings and the space
-    trials/NNNN/    one finetune train dir per trial (checkpoints, metrics, curves)
+    trials/NNNN/    one finetune train dir per trial (checkpoints, metrics; curves.png for
+                    the best trial)
     trials.csv      every trial: number, state, val_accuracy, seconds, params, train dir
     history.png     optimisation history; importances.png: parameter importances
 
@@ -310,7 +311,7 @@ def _objective(cfg, study_dir, log, errors):
     import optuna
 
     from .finetune import finetune
-    from .rundir import CURVES, RunDir
+    from .rundir import RunDir
 
     def objective(trial):
         values = cfg.space.suggest(trial)
@@ -343,7 +344,7 @@ def _objective(cfg, study_dir, log, errors):
             if line.startswith(("warning", "cached the backbone", "resuming")):
                 log(f"trial {trial.number}: {line}")
         try:
-            summary = finetune(s, log=trial_log, on_epoch=on_epoch)
+            summary = finetune(s, log=trial_log, on_epoch=on_epoch, curves=False)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
@@ -353,11 +354,6 @@ def _objective(cfg, study_dir, log, errors):
             raise
         except optuna.TrialPruned:
             _record(trial, best[0], started)
-            rows = run.metrics()
-            if rows:
-                from .plots import curves
-
-                curves(rows, run.file(CURVES))
             raise
         _record(trial, best[0], started)
         if summary["stopped"]:
@@ -490,6 +486,10 @@ def _finish(cfg, study, stopped, log):
     _write_csv(os.path.join(cfg.study_dir, CSV), summary["trials"])
     summary["csv"] = os.path.join(cfg.study_dir, CSV)
     summary["plots"] = _plots(study, cfg.study_dir, log)
+    if summary["best"] and summary["best"]["train_dir"]:
+        from .finetune import plot_curves
+
+        plot_curves(summary["best"]["train_dir"])
     return summary
 
 
