@@ -87,3 +87,35 @@ def test_a_cache_hit_decodes_no_image_builds_no_backbone_and_saves_whole_models(
     for summary in (first, second):     # the backbone is in every checkpoint, restored
         assert evaluate(summary["train_dir"])["accuracy"] == summary["best"]["val_accuracy"]
     assert not list((tmp_path / "second").glob("*.meta"))
+
+
+@pytest.mark.tf
+def test_deferred_checkpoints_hold_the_best_epoch_exactly(tf, tmp_path, target, pretrained):
+    """Features mode writes best/ once, from the best epoch's values kept in memory: it must
+    equal the end of a run stopped at that epoch (epochs are deterministic prefixes)."""
+    from ckptkit.train import finetune
+
+    def run(name, epochs):
+        return finetune.finetune(finetune.Settings(
+            net="lenet", data=str(target), train_dir=str(tmp_path / name),
+            checkpoint=str(pretrained), exclude=("Logits",), mode="features", epochs=epochs,
+            cache_dir=str(tmp_path / "cache"), **{**FAST, "optimizer": "sgd", "lr": 0.5}))
+
+    whole = run("whole", 5)
+    best = whole["best"]["epoch"]
+    assert best < 5, "this lr was chosen to peak early; pick one that does"
+    prefix = run("prefix", best)
+
+    def values(path):
+        reader = tf.train.load_checkpoint(str(path))
+        return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
+    from ckptkit.train.rundir import RunDir
+
+    kept = values(RunDir(whole["train_dir"]).latest_checkpoint(best=True))
+    again = values(prefix["checkpoint"])
+    assert kept.keys() == again.keys() and "global_step" in kept
+    for name in kept:
+        np.testing.assert_array_equal(kept[name], again[name], err_msg=name)
+    assert values(whole["checkpoint"])["global_step"] == whole["step"]
+    assert sorted(p.name for p in (tmp_path / "whole").glob("model.ckpt-*.index")) == \
+        [f"model.ckpt-{whole['step']}.index"]      # one save at the end, not one per epoch

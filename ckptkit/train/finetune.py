@@ -261,8 +261,7 @@ def _train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch, f
         else:
             trainer = _ImageTrainer(s, stage, model, dataset, plan, steps_per_epoch,
                                     strategy(s.device, s.gpus, s.devices))
-        saver = tf.train.Saver(max_to_keep=s.keep, save_relative_paths=True)
-        best_saver = tf.train.Saver(max_to_keep=1, save_relative_paths=True)
+        checkpoints = _Checkpoints(s, stage, run, getattr(trainer, "fixed", ()))
         init = tf.group(tf.global_variables_initializer(), tf.local_variables_initializer())
     with tf.Session(graph=graph, config=session_config(s.device, s.gpus)) as sess:
         sess.run(init)
@@ -276,7 +275,8 @@ def _train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch, f
                 log(f"restored {count} variables from {s.checkpoint}")
             run.write_json(PLAN, plan.to_json())
             seconds = time.perf_counter() - started
-        loop = _Loop(s, stage, run, sess, trainer, saver, best_saver, log, progress,
+        checkpoints.sess = sess
+        loop = _Loop(s, stage, run, sess, trainer, checkpoints, log, progress,
                      steps_per_epoch, on_epoch)
         return loop.run(), seconds
 
@@ -471,9 +471,8 @@ class _FeatureTrainer:
     def __init__(self, s, stage, model, plan, steps_per_epoch, arrays, model_vars):
         self.s, self.arrays, self.batch_size = s, arrays, s.batch_size
         head = model.head_scope + "/"
-        for m in model_vars:
-            if not m.name.startswith(head):
-                tf.Variable(tf.zeros(m.shape, m.dtype), trainable=False, name=m.name)
+        self.fixed = [tf.Variable(tf.zeros(m.shape, m.dtype), trainable=False, name=m.name)
+                      for m in model_vars if not m.name.startswith(head)]
         self.x = tf.placeholder(tf.float32, [None, *arrays["train_x"].shape[1:]], "features")
         self.y = tf.placeholder(tf.int64, [None], "labels")
         logits = model.head(self.x, is_training=True)
@@ -506,26 +505,80 @@ class _FeatureTrainer:
 
 # --- the epoch loop --------------------------------------------------------------------------
 
-class _Loop:
-    """Epochs of one stage: metrics, summaries, checkpoints, best model, early stopping."""
+class _Checkpoints:
+    """The checkpoints of one stage: the rolling ones (what a resume starts from) and best/.
 
-    def __init__(self, s, stage, run, sess, trainer, saver, best_saver, log, progress,
-                 steps_per_epoch, on_epoch=None):
-        self.s, self.stage, self.run_dir, self.sess = s, stage, run, sess
-        self.per_epoch = steps_per_epoch
-        self.trainer, self.saver, self.best_saver = trainer, saver, best_saver
-        self.log, self.progress, self.on_epoch = log, progress, on_epoch
-        self.writer = tf.summary.FileWriter(run.path)
+    Image modes save both after every epoch. Features mode defers them: an epoch on cached
+    features takes milliseconds while every save rewrites the whole backbone, so the best
+    epoch's changing variables (all but the declared backbone) are kept in memory and both
+    are written when the stage ends or stops (a signal, early stopping, an on_epoch hook
+    raising) and every save_every seconds; a killed run then redoes at most that much."""
+
+    def __init__(self, s, stage, run, fixed):
+        self.s, self.run_dir, self.sess = s, run, None
+        self.saver = tf.train.Saver(max_to_keep=s.keep, save_relative_paths=True)
+        self.best_saver = tf.train.Saver(max_to_keep=1, save_relative_paths=True)
+        self.deferred = stage.mode == "features"
         # features mode's graph is the head alone: its .meta would be no model to import
-        self.meta = stage.mode != "features"
+        self.meta = not self.deferred
+        fixed = set(fixed)
+        self.changing = [v for v in tf.global_variables() if v not in fixed]
+        self.best, self.saved_step, self.saved_at = None, None, time.monotonic()
 
     def save(self, step):
         self.saver.save(self.sess, self.run_dir.prefix, global_step=step,
                         write_meta_graph=self.meta)
+        self.saved_step, self.saved_at = step, time.monotonic()
+
+    def due(self):
+        return time.monotonic() - self.saved_at > self.s.save_every
+
+    def epoch_end(self, step, improved):
+        if not self.deferred:
+            self.save(step)
+            if improved:
+                self._save_best(step)
+            return
+        if improved:
+            self.best = step, self.sess.run(self.changing)
+        if self.due():
+            self.flush(step)
+
+    def flush(self, step):
+        """Write what is not on disk yet: the rolling checkpoint of `step`, a deferred best."""
+        if self.saved_step != step:
+            self.save(step)
+        if self.best is not None:
+            best_step, values = self.best
+            now = self.sess.run(self.changing)
+            self._load(values)
+            self._save_best(best_step)
+            self._load(now)
+            self.best = None
+
+    def _save_best(self, step):
+        self.best_saver.save(self.sess, self.run_dir.file(f"{BEST}/model.ckpt"),
+                             global_step=step, write_meta_graph=self.meta)
+
+    def _load(self, values):
+        for var, value in zip(self.changing, values):
+            var.load(value, self.sess)
+
+
+class _Loop:
+    """Epochs of one stage: metrics, summaries, checkpoints, best model, early stopping."""
+
+    def __init__(self, s, stage, run, sess, trainer, checkpoints, log, progress,
+                 steps_per_epoch, on_epoch=None):
+        self.s, self.stage, self.run_dir, self.sess = s, stage, run, sess
+        self.per_epoch = steps_per_epoch
+        self.trainer, self.checkpoints = trainer, checkpoints
+        self.log, self.progress, self.on_epoch = log, progress, on_epoch
+        self.writer = tf.summary.FileWriter(run.path)
 
     def run(self):
         """Train to the stage's end; True when stopped by a signal."""
-        s, stage = self.s, self.stage
+        s, stage, checkpoints = self.s, self.stage, self.checkpoints
         step = int(self.sess.run(self.trainer.step))
         per_epoch = self.per_epoch
         epoch, skip = divmod(step, per_epoch)
@@ -541,24 +594,25 @@ class _Loop:
                         break
                     row, step = self.epoch(epoch, skip, step, per_epoch, stop)
                     if row is None:
-                        self.save(step)
+                        checkpoints.flush(step)
                         self.log(f"stopped at step {step}; saved {self.run_dir.prefix}-"
                                  f"{step}; run the same command to resume")
                         return True
                     self.run_dir.append_metrics(row)
                     self.summaries(row, step)
-                    self.save(step)
-                    if row["val_accuracy"] is not None and (best is None or
-                                                           row["val_accuracy"] > best):
-                        best, stale = row["val_accuracy"], 0
-                        self.best_saver.save(self.sess, self.run_dir.file(f"{BEST}/model.ckpt"),
-                                             global_step=step, write_meta_graph=self.meta)
-                    else:
-                        stale += 1
+                    acc = row["val_accuracy"]
+                    improved = acc is not None and (best is None or acc > best)
+                    best, stale = (acc, 0) if improved else (best, stale + 1)
+                    checkpoints.epoch_end(step, improved)
                     self.log(_epoch_line(row, s.epochs))
                     if self.on_epoch is not None:
-                        self.on_epoch(dict(row))
+                        try:
+                            self.on_epoch(dict(row))
+                        except BaseException:
+                            checkpoints.flush(step)
+                            raise
                     epoch, skip = epoch + 1, 0
+            checkpoints.flush(step)
         finally:
             self.writer.close()
         return False
@@ -568,7 +622,6 @@ class _Loop:
         xent_sum = correct = seen = 0
         lr = None
         train_seconds = 0.0
-        last_save = time.monotonic()
         with _progress(self.progress, per_epoch - skip,
                        f"epoch {epoch + 1}/{self.s.epochs}") as advance:
             steps = self.trainer.train_epoch(self.sess, epoch, skip)
@@ -588,9 +641,8 @@ class _Loop:
                     self.scalars(step, {"train/batch_loss": float(xent), "train/lr": lr})
                 if stop():
                     return None, step
-                if time.monotonic() - last_save > self.s.save_every:
-                    self.save(step)
-                    last_save = time.monotonic()
+                if self.checkpoints.due():
+                    self.checkpoints.save(step)
         val_loss, val_acc = self.trainer.evaluate(self.sess)
         return {
             "epoch": epoch + 1, "step": step, "stage": self.stage.number,
