@@ -45,6 +45,10 @@ def _finetune_options(f):
 @click.option("--storage", metavar="URL",
               help="Optuna storage URL, e.g. postgresql://user@host/db, for machines that "
                    "share one study [default: sqlite in --study-dir].")
+@click.option("--keep-models", default="3", metavar="N|all", show_default=True,
+              callback=lambda ctx, param, value: _keep(value),
+              help="Checkpoints kept: those of the N best complete trials (or all); the "
+                   "other trials keep their metrics and settings.")
 @click.option("--no-feature-cache", is_flag=True,
               help="Run frozen-backbone trials on images, not on cached features.")
 @click.option("--report", "report_dir", metavar="DIR",
@@ -52,7 +56,8 @@ def _finetune_options(f):
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @_finetune_options
 def search(report_dir, space_file, params, study_dir, trials, sampler, no_prune, prune_startup,
-           jobs, storage, no_feature_cache, as_json, hidden, no_augment, **options):
+           jobs, storage, keep_models, no_feature_cache, as_json, hidden, no_augment,
+           **options):
     """Search finetune settings with Optuna: TPE, pruning, resumable, parallel.
 
     Every finetune option is accepted and fixed for all trials; --space/--param name what
@@ -91,11 +96,20 @@ def search(report_dir, space_file, params, study_dir, trials, sampler, no_prune,
     base = Settings(train_dir="", **options)
     cfg = SearchSettings(base=base, space=space, study_dir=study_dir, trials=trials,
                          sampler=sampler, prune=not no_prune, prune_startup=prune_startup,
-                         jobs=jobs, storage=storage, feature_cache=not no_feature_cache)
+                         jobs=jobs, storage=storage, feature_cache=not no_feature_cache,
+                         keep_models=keep_models)
     live = _Live(space.names) if not as_json else None
     summary = run(cfg, log=lambda line: click.echo(line, err=True), on_trial=live)
     _emit(summary, as_json, table=False)
     return 130 if summary["stopped"] else 0
+
+
+def _keep(value):
+    if value.strip().lower() == "all":
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise click.BadParameter(f"{value!r}: give a number of trials (at least 1) or all")
+    return int(value)
 
 
 class _Live:

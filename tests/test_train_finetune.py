@@ -52,6 +52,10 @@ def test_pretraining_learns_and_leaves_a_complete_train_dir(pretrained):
     assert run["model"]["net"] == "lenet" and run["data"]["train"] + run["data"]["val"] == 300
     assert run["data"]["val"] == 30                # 10% of each class held out
     assert rows[-1]["step"] == 3 * -(-270 // 16)
+    best = max(rows, key=lambda r: r["val_accuracy"])      # the first of equals
+    assert [p.name for p in (pretrained / "best").glob("*.index")] == \
+        [f"model.ckpt-{best['step']}.index"]
+    assert len(list(pretrained.glob("model.ckpt-*.index"))) == 3
 
 
 def test_train_logits_keeps_every_backbone_variable_bit_identical(

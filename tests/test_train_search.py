@@ -93,6 +93,17 @@ def test_a_six_trial_search_finishes_and_eval_reproduces_the_best(six):
         assert _epochs(t.user_attrs["train_dir"]) == [1, 2, 3]
 
 
+def test_only_the_three_best_trials_keep_their_checkpoints(six):
+    tmp, _ = six
+    ranked = sorted(_study(tmp / "study").get_trials(), key=lambda t: (-t.value, t.number))
+    for i, t in enumerate(ranked):
+        run = t.user_attrs["train_dir"]
+        files = set(os.listdir(run))
+        assert {"run.json", "metrics.jsonl", "plan.json", "labels.txt"} <= files
+        assert ("checkpoint" in files and "best" in files) == (i < 3), (i, sorted(files))
+        assert not any(f.startswith("model.ckpt") for f in files) or i < 3
+
+
 def test_report_prints_the_table_without_running(six, ckptkit):
     tmp, _ = six
     before = (tmp / "study" / "study.db").stat().st_mtime_ns
@@ -141,7 +152,7 @@ def test_pruning_stops_an_absurd_learning_rate_early(tf, tmp_path, target, pretr
     argmax ignores the weights' scale)."""
     cfg = _config(tmp_path, target, pretrained, ["lr=choice:0.1,10000"], trials=4,
                   settings=dict(epochs=4, optimizer="sgd", hidden=(32,)), sampler="random",
-                  prune_startup=2)
+                  prune_startup=2, keep_models=None)
     summary = search(cfg)
     pruned = [r for r in summary["trials"] if r["state"] == "pruned"]
     assert pruned, summary["trials"]
@@ -149,7 +160,9 @@ def test_pruning_stops_an_absurd_learning_rate_early(tf, tmp_path, target, pretr
         assert row["params"]["lr"] == "10000"
         assert _epochs(row["train_dir"]) == list(range(1, row["epochs"] + 1))
         assert row["epochs"] < 4
+        # a pruned features-mode trial still writes its deferred checkpoints
         assert os.path.isfile(os.path.join(row["train_dir"], "checkpoint"))
+        assert os.path.isdir(os.path.join(row["train_dir"], "best"))
     assert summary["best"]["params"]["lr"] == "0.1"
 
 

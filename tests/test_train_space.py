@@ -140,3 +140,10 @@ def test_the_search_command_rejects_a_bad_space_in_one_line(ckptkit, tmp_path):
     assert code == 2 and "Missing option '--data'" in err
     code, out, err = ckptkit("search", "--report", tmp_path)
     assert code == 2 and f"{tmp_path}: not a search study dir" in err
+    for keep in ("0", "some"):
+        code, out, err = ckptkit("search", "--net", "lenet", "--data", tmp_path,
+                                 "--study-dir", tmp_path / "s", "--param", "lr=uniform:0.1:1",
+                                 "--keep-models", keep)
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"--keep-models': {keep!r}: give a number of trials" in err, err
+    assert not (tmp_path / "s").exists()

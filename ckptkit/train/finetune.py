@@ -15,8 +15,9 @@ How a run goes
 - Ctrl-C / SIGTERM: the current step finishes, a checkpoint is saved, the run returns with
   stopped=True; the same command resumes it.
 - features mode: the backbone runs once over the data (feature cache, features.py) and the
-  head trains on the cached arrays through the same head variables, so the checkpoints it
-  saves are whole models for eval, predict and export.
+  head trains on the cached arrays in a graph of the head alone, the backbone's variables
+  declared and restored by the plan, so the checkpoints it saves are whole models for eval,
+  predict and export; they are written at the end, not after every epoch (_Checkpoints).
 
 `loss` in the metrics is the cross-entropy (what val_loss also measures); the objective
 minimised adds the net's weight-decay terms of the trained variables.
@@ -517,7 +518,11 @@ class _Checkpoints:
     def __init__(self, s, stage, run, fixed):
         self.s, self.run_dir, self.sess = s, run, None
         self.saver = tf.train.Saver(max_to_keep=s.keep, save_relative_paths=True)
-        self.best_saver = tf.train.Saver(max_to_keep=1, save_relative_paths=True)
+        # the same save ops (no second set to build), keeping one checkpoint
+        best = tf.train.SaverDef()
+        best.CopyFrom(self.saver.as_saver_def())
+        best.max_to_keep = 1
+        self.best_saver = tf.train.Saver(saver_def=best, save_relative_paths=True)
         self.deferred = stage.mode == "features"
         # features mode's graph is the head alone: its .meta would be no model to import
         self.meta = not self.deferred

@@ -9,6 +9,7 @@
 
 No TensorFlow here: Model.build loads it only when a graph is built.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -102,6 +103,21 @@ class RunDir:
             return 0
         with open_checkpoint(latest) as reader:
             return int(reader.read("global_step")) if "global_step" in reader else 0
+
+    def drop_checkpoints(self):
+        """Delete the checkpoints (rolling and best/), keeping the record of the run: run.json,
+        metrics, plan, labels, curves. The state file goes first, so no reader is pointed
+        at a deleted checkpoint."""
+        for folder in (self.path, self.file(BEST)):
+            if not os.path.isdir(folder):
+                continue
+            names = sorted(os.listdir(folder), key=lambda n: n != "checkpoint")
+            for name in names:
+                if name == "checkpoint" or name.startswith("model.ckpt"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(os.path.join(folder, name))
+        with contextlib.suppress(OSError):
+            os.rmdir(self.file(BEST))
 
     def read_run(self):
         """run.json as a dict; NotFound when this is not a train dir."""

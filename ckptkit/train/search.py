@@ -3,8 +3,8 @@
 The study dir:
     study.db        Optuna's SQLite storage (unless --storage names a database server)
     study.json      what the study searches: the fixed settings and the space
-    trials/NNNN/    one finetune train dir per trial (checkpoints, metrics; curves.png for
-                    the best trial)
+    trials/NNNN/    one finetune train dir per trial: metrics, plan and settings; checkpoints
+                    for the --keep-models best complete trials only; curves.png for the best
     trials.csv      every trial: number, state, val_accuracy, seconds, params, train dir
     history.png     optimisation history; importances.png: parameter importances
 
@@ -15,6 +15,8 @@ How it goes
 - Cheap trials: a trial whose backbone is frozen (--mode head, or --train / --train-from
   naming only the new head) runs as --mode features and shares the feature cache, so the
   backbone runs once for the whole study (the head then trains on un-augmented features).
+- Trials are cheap in the process too: one process runs them all (TF imported once, the
+  model's variables listed once), and there is no gc.collect() after each trial.
 - Pruning: every epoch reports val_accuracy; the median pruner stops trials below the median
   of earlier ones at the same epoch (after --prune-startup finished trials).
 - Stop and resume: Ctrl-C / SIGTERM stop the running trial at a checkpoint; a killed or
@@ -65,6 +67,7 @@ class SearchSettings:
     jobs: int = 1
     storage: str = None             # default: sqlite in the study dir
     feature_cache: bool = True
+    keep_models: int = 3            # trials whose checkpoints stay (None: every trial's)
 
 
 def search(cfg, *, log=lambda line: None, on_trial=None):
@@ -388,12 +391,14 @@ def _work(cfg, study, log, on_trial):
         if cfg.sampler == "grid" and _grid_done(cfg, study):
             return False
         try:
-            study.optimize(objective, n_trials=1, callbacks=callbacks, catch=(CkptError,),
-                           gc_after_trial=True)
+            # no gc_after_trial: a full collection walks every TensorFlow object (~0.3 s a
+            # trial, as long as a whole cached-features trial); refcounts free the graphs
+            study.optimize(objective, n_trials=1, callbacks=callbacks, catch=(CkptError,))
         except _Stopped:
             return True
         except KeyboardInterrupt:       # outside finetune's own handling (e.g. the cache)
             return True
+        _tidy(cfg, study)
         if not errors:
             failed_in_a_row = 0
             continue
@@ -403,6 +408,26 @@ def _work(cfg, study, log, on_trial):
             raise CkptError(message)
         if failed_in_a_row >= MAX_FAILED:
             raise CkptError(f"{MAX_FAILED} trials in a row failed; the last: {message}")
+
+
+def _tidy(cfg, study):
+    """Delete the checkpoints of finished trials outside the best --keep-models complete
+    ones (pruned trials included): a search on a real backbone would otherwise leave a
+    whole model per trial. Their metrics and settings stay."""
+    from optuna.trial import TrialState
+
+    from .rundir import RunDir
+
+    if cfg.keep_models is None:
+        return
+    finished = _finished(study)
+    complete = sorted((t for t in finished if t.state == TrialState.COMPLETE),
+                      key=lambda t: (-t.value, t.number))
+    kept = {t.number for t in complete[:cfg.keep_models]}
+    for t in finished:
+        train_dir = t.user_attrs.get("train_dir")
+        if t.number not in kept and train_dir and os.path.isdir(train_dir):
+            RunDir(train_dir).drop_checkpoints()
 
 
 def _grid_done(cfg, study):
@@ -482,6 +507,7 @@ def trial_rows(trials):
 
 
 def _finish(cfg, study, stopped, log):
+    _tidy(cfg, study)
     summary = _summary(cfg.study_dir, study, stopped)
     _write_csv(os.path.join(cfg.study_dir, CSV), summary["trials"])
     summary["csv"] = os.path.join(cfg.study_dir, CSV)
