@@ -140,4 +140,3 @@ def cached(path, model, dataset, plan, checkpoint, *, batch_size=32, config=None
     save(path, arrays)
     log(f"cached the backbone's features in {path} ({time.perf_counter() - started:.1f}s)")
     return arrays, dataset, dropped
-

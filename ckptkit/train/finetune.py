@@ -526,8 +526,8 @@ class _Checkpoints:
         self.deferred = stage.mode == "features"
         # features mode's graph is the head alone: its .meta would be no model to import
         self.meta = not self.deferred
-        fixed = set(fixed)
-        self.changing = [v for v in tf.global_variables() if v not in fixed]
+        fixed = {v.op.name for v in fixed}
+        self.changing = [v for v in tf.global_variables() if v.op.name not in fixed]
         self.best, self.saved_step, self.saved_at = None, None, time.monotonic()
 
     def save(self, step):
