@@ -7,6 +7,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["ckptkit", "ckptkit.*"]),
+    # the registry's source is pretrain/registry.json; ckptkit/zoo/registry.json links to it
+    package_data={"ckptkit.zoo": ["registry.json"]},
     python_requires=">=3.9",
     install_requires=[
         "click>=8.1",

@@ -1,6 +1,7 @@
 """ckptkit: read, check, edit and fine-tune from TensorFlow checkpoints, without starting TF."""
 from .errors import CkptError, Corrupt, FormatError, NotFound, PlanError, Unsupported
-from .formats import Reader, open_checkpoint
+from .formats import Reader
+from .paths import open_checkpoint
 from .legacy import NewCheckpointReader
 from .variable import Variable
 

@@ -27,7 +27,7 @@ def verify(path, progress=None):
     A checkpoint too broken to open at all (bad table checksum, lying sizes) is reported as
     one problem; input that is no checkpoint at all still raises.
     """
-    from .formats import open_checkpoint
+    from .paths import open_checkpoint
 
     try:
         reader = open_checkpoint(path)

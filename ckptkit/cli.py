@@ -7,7 +7,7 @@ import click
 
 from . import __version__, render
 from .errors import CkptError
-from .formats import open_checkpoint
+from .paths import open_checkpoint
 from .scopes import role
 
 
@@ -756,7 +756,7 @@ def pretrained_list(directory, as_json):
       ckptkit pretrained list
       ckptkit pretrained list --json
     """
-    from . import pretrained as registry
+    from .zoo import pretrained as registry
 
     items = []
     for item in registry.entries():
@@ -790,10 +790,11 @@ def pretrained_get(name, directory, force):
       ckptkit pretrained get resnet_v1_50
       ckptkit pretrained get inception_v3 --dir ~/checkpoints
     """
-    from . import pretrained as registry
+    from .download import get
+    from .zoo import pretrained as registry
 
     with render.byte_progress(f"downloading {name}") as progress:
-        fetched = registry.get(name, directory, progress, force=force)
+        fetched = get(name, directory, progress, force=force)
     if fetched.note:
         click.echo(f"note: {fetched.note}", err=True)
     item = registry.entry(name)

@@ -11,7 +11,7 @@ import sys
 import types
 
 from .errors import CkptError
-from .formats import open_checkpoint
+from .paths import open_checkpoint
 
 _TF_ENUM = {"float32": "DT_FLOAT", "float64": "DT_DOUBLE", "float16": "DT_HALF"}
 

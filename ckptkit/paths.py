@@ -4,7 +4,7 @@ Accepted: a V2 prefix (`model.ckpt-1000`), any of its files (`.index`, `.data-*`
 a V1 file, `.h5`/`.keras`/`.weights.h5`, `.npz`, `.safetensors`, a directory (its `checkpoint`
 state file; a state path from another machine falls back to the same basename here; without a
 usable state, the newest checkpoint found), a SavedModel directory (its variables/), or
-`pretrained:NAME`: registry entry NAME as `ckptkit pretrained get` put it (ckptkit.pretrained).
+`pretrained:NAME`: registry entry NAME as `ckptkit pretrained get` put it (zoo.pretrained).
 """
 import os
 import re
@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from glob import escape, glob
 
 from .errors import FormatError, NotFound
+from .fileio import STATE_FILE, TEMP_MARK, read_state
+from .formats import open_reader
 from .formats.sstable import is_table
+from .zoo import pretrained
 
 _V2_MEMBER = re.compile(r"^(.*)\.(index|meta|data-\d{5}-of-\d{5})$", re.S)
-_STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.M)
 _OTHER = (".h5", ".hdf5", ".keras", ".npz", ".safetensors")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 PRETRAINED = "pretrained:"
-# in the names of files a writer has not finished (formats.base.Writer): never a checkpoint
-TEMP_MARK = ".ckptkit-tmp-"
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,20 @@ class Resolved:
     note: str = ""     # how a directory was resolved, when it needed a fallback
 
 
+def open_checkpoint(path):
+    """Open any checkpoint ckptkit reads (see resolve for what `path` may be); the reader's
+    `note` says how a directory or name was resolved, when that needed a fallback."""
+    resolved = resolve(path)
+    reader = open_reader(resolved.kind, resolved.path)
+    reader.note = resolved.note
+    return reader
+
+
 def resolve(path):
+    """The Resolved checkpoint `path` names; see the module notes."""
     path = os.fspath(path)
     if path.startswith(PRETRAINED):
-        from . import pretrained   # only this form reads the registry
-        found = resolve(pretrained.resolve(path[len(PRETRAINED):]))
+        found = resolve_pretrained(path[len(PRETRAINED):])
         return Resolved(found.kind, found.path, note=f"{path} is {found.path}")
     if os.path.isdir(path):
         return _resolve_dir(path)
@@ -46,6 +55,24 @@ def resolve(path):
     if os.path.isfile(path + ".index"):
         return Resolved("tf-v2", path)
     raise NotFound(f"no checkpoint at {path}{_nearby(path)}")
+
+
+def resolve_pretrained(name, directory=None, registry=None, verify=True):
+    """The Resolved checkpoint of pretrained `name` (zoo.pretrained.locate: downloaded and
+    checked, or made locally and pinned by the registry's sha256)."""
+    item, target = pretrained.locate(name, directory, registry, verify=verify)
+    if not item.local:
+        return resolve(target)
+    try:
+        found = resolve(target)
+    except NotFound:
+        made = f"; make it with: {item.made_by}" if item.made_by else ""
+        raise NotFound(f"pretrained checkpoint {item.name} is made locally and is not at "
+                       f"{target}{made}") from None
+    if verify:
+        pretrained.check_pin(item, found.path + ".index" if found.kind == "tf-v2"
+                             else found.path)
+    return found
 
 
 def _sniff(path):
@@ -76,9 +103,8 @@ def _resolve_dir(d):
     if os.path.isfile(variables + ".index"):
         return Resolved("tf-v2", variables)
     note = ""
-    state = os.path.join(d, "checkpoint")
-    if os.path.isfile(state):
-        named = _state_path(state)
+    if os.path.isfile(os.path.join(d, STATE_FILE)):
+        named = read_state(d)
         if named is not None:
             for candidate, as_written in _candidates(d, named):
                 moved = "" if as_written else \
@@ -94,18 +120,6 @@ def _resolve_dir(d):
                        "no *.index, no V1 checkpoint, no .h5/.npz/.safetensors file)")
     return Resolved(found.kind, found.path, note=note + f"using the newest, {found.path}"
                     if note else "")
-
-
-def _state_path(state):
-    try:
-        with open(state, encoding="utf-8", errors="replace") as f:
-            text = f.read(1 << 20)
-    except OSError:
-        return None
-    m = _STATE_PATH.search(text)
-    if not m:
-        return None
-    return m.group(1).encode("latin-1", "backslashreplace").decode("unicode_escape")
 
 
 def _candidates(d, named):

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from math import prod
 
 from .errors import CkptError, NotFound, PlanError
+from .fileio import write_state
 from .scopes import RenameRule, closest_scopes, compile_pattern, role
 
 CAST_TARGETS = ("float16", "bfloat16", "float32")
@@ -338,7 +339,8 @@ def run_surgery(in_path, out_path, *, merge=None, set_values=(), shards=1, dry_r
 
     `set_values` are NAME=file.npy texts; `ops` are plan_surgery's keyword arguments; the
     input is never written to, and the output appears only once complete."""
-    from .formats import open_checkpoint, open_writer
+    from .formats import open_writer
+    from .paths import open_checkpoint
 
     readers = {"input": open_checkpoint(in_path)}
     try:
@@ -366,8 +368,6 @@ def run_surgery(in_path, out_path, *, merge=None, set_values=(), shards=1, dry_r
                     progress(e.nbytes)
             result.files = writer.commit()
         if target.state_dir:
-            from .formats.tf_v2_write import write_state
-
             write_state(target.state_dir, os.path.basename(target.path))
             result.files.append(os.path.join(target.state_dir, "checkpoint"))
         return result

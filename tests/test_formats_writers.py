@@ -14,7 +14,8 @@ from ckptkit.formats.protos import (BUNDLE_ENTRY, BUNDLE_HEADER, decode, encode_
                                     encode_header, encode_varint, varint)
 from ckptkit.formats.sstable import Table, TableWriter, mask_crc
 from ckptkit.formats.tf_v2 import TFV2Reader
-from ckptkit.formats.tf_v2_write import TFV2Writer, write_state
+from ckptkit.fileio import write_state
+from ckptkit.formats.tf_v2_write import TFV2Writer
 from ckptkit.variable import dtype_name
 from tf_factories import STRINGS, sample
 

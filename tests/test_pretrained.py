@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 import ckptkit
-from ckptkit import paths, pretrained
+from ckptkit import download, paths
 from ckptkit.errors import CkptError, Corrupt, FormatError, NotFound
+from ckptkit.zoo import pretrained
 from bundle_writer import write_bundle, write_v1
 from hostile import flip
 
@@ -191,7 +192,7 @@ def one_line(error):
 # ---------------------------------------------------------------- the shipped registry
 
 def test_shipped_registry_entries_agree_with_the_nets_registry():
-    from ckptkit.train.nets import NETS, PREPROCESSING
+    from ckptkit.zoo.nets import NETS, PREPROCESSING
 
     data = json.loads(pretrained.registry_path().read_text())
     found = pretrained.load_registry()
@@ -217,7 +218,7 @@ def test_shipped_registry_entries_agree_with_the_nets_registry():
             assert (entry.num_classes, entry.label_offset, entry.image_size,
                     entry.preprocessing, entry.exclude) == \
                 (net.num_classes, net.label_offset, net.image_size, net.preprocessing,
-                 net.logits_scopes), entry.name
+                 net.classifier_scopes), entry.name
     demo = found["lenet_mnist_0to4"]
     assert (demo.net, demo.url, demo.local) == ("lenet", None, "lenet_mnist_0to4")
     assert (demo.num_classes, demo.image_size, demo.exclude) == (10, 28, ("LeNet/fc4",))
@@ -264,7 +265,7 @@ def test_registry_rejects_duplicates_and_allows_comments(tmp_path):
 def test_unknown_name_lists_the_known_and_the_closest():
     with pytest.raises(NotFound, match=r"unknown pretrained checkpoint 'resnet_v1_05'; "
                                        r"known: .*vgg_19; closest: resnet_v1_50") as e:
-        pretrained.resolve("resnet_v1_05", "somewhere")
+        paths.resolve_pretrained("resnet_v1_05", "somewhere").path
     one_line(e)
 
 
@@ -275,7 +276,7 @@ def test_get_verifies_unpacks_and_resolves(tmp_path, hosted, server):
     registry, directory, url = hosted(archive, sha256=hashlib.sha256(archive).hexdigest(),
                                       size=len(archive))
     calls = []
-    got = pretrained.get("tiny", directory, lambda total, done: calls.append((total, done)),
+    got = download.get("tiny", directory, lambda total, done: calls.append((total, done)),
                          registry=registry)
     expected = str(directory / "tiny" / "slim_net.ckpt")
     assert (got.path, os.fspath(got), got.downloaded, got.trust, got.note) == \
@@ -290,18 +291,18 @@ def test_get_verifies_unpacks_and_resolves(tmp_path, hosted, server):
     with ckptkit.open_checkpoint(got) as reader:
         np.testing.assert_array_equal(reader.read("net/logits/biases"),
                                       TENSORS["net/logits/biases"])
-    assert pretrained.resolve("tiny", directory, registry) == expected
+    assert paths.resolve_pretrained("tiny", directory, registry).path == expected
     assert pretrained.installed("tiny", directory, registry) == expected
 
     before = len(server.requests)
-    again = pretrained.get("tiny", directory, registry=registry)
+    again = download.get("tiny", directory, registry=registry)
     assert (again.path, again.downloaded, len(server.requests)) == (expected, False, before)
 
 
 def test_a_v2_prefix_in_a_subfolder(tmp_path, hosted):
     archive = tar_gz([(f"tiny/{name}", data) for name, data in v2_files(tmp_path).items()])
     registry, directory, _ = hosted(archive, member="tiny/model.ckpt")
-    got = pretrained.get("tiny", directory, registry=registry)
+    got = download.get("tiny", directory, registry=registry)
     assert got.path == str(directory / "tiny" / "tiny" / "model.ckpt")
     assert paths.resolve(got.path).kind == "tf-v2"
 
@@ -315,9 +316,9 @@ def test_pretrained_name_as_a_path(tmp_path, hosted, monkeypatch):
     assert one_line(e).endswith("not downloaded yet (looked in "
                                 f"{directory / 'tiny'}); run: ckptkit pretrained get tiny")
     with pytest.raises(NotFound, match=r"run: ckptkit pretrained get tiny --dir elsewhere$"):
-        pretrained.resolve("tiny", "elsewhere")
+        paths.resolve_pretrained("tiny", "elsewhere").path
 
-    pretrained.get("tiny")
+    download.get("tiny")
     found = paths.resolve("pretrained:tiny")
     path = str(directory / "tiny" / "slim_net.ckpt")
     assert found == paths.Resolved("tf-v1", path, f"pretrained:tiny is {path}")
@@ -333,14 +334,14 @@ def test_an_interrupted_download_resumes_with_a_range_request(tmp_path, hosted, 
     half = len(archive) // 2
     server.drop_after[url] = half
     with pytest.raises(CkptError) as e:
-        pretrained.get("tiny", directory, registry=registry)
+        download.get("tiny", directory, registry=registry)
     assert re.fullmatch(rf"download of tiny interrupted after {half} of {len(archive)} "
                         r"bytes \(.*\); run the same command again to resume it", one_line(e))
     part = directory / ".download" / (url.rsplit("/", 1)[1] + ".part")
     assert part.read_bytes() == archive[:half]
 
     calls = []
-    got = pretrained.get("tiny", directory, lambda *a: calls.append(a), registry=registry)
+    got = download.get("tiny", directory, lambda *a: calls.append(a), registry=registry)
     assert server.ranges() == [f"bytes={half}-"]
     assert server.requests[-1][2:] == ('"v1"', 206)          # If-Range: the recorded ETag
     assert calls[0] == (len(archive), half)
@@ -353,9 +354,9 @@ def test_a_server_that_ignores_range_restarts_cleanly(tmp_path, hosted, server):
     registry, directory, url = hosted(archive, sha256=hashlib.sha256(archive).hexdigest())
     server.drop_after[url] = 100
     with pytest.raises(CkptError, match="interrupted after 100 of"):
-        pretrained.get("tiny", directory, registry=registry)
+        download.get("tiny", directory, registry=registry)
     server.ignore_range.add(url)
-    got = pretrained.get("tiny", directory, registry=registry)
+    got = download.get("tiny", directory, registry=registry)
     assert server.requests[-1][1] == "bytes=100-" and server.requests[-1][3] == 200
     assert got.sha256 == hashlib.sha256(archive).hexdigest()
     assert listing(directory) == ["tiny", "tiny/SHA256", "tiny/slim_net.ckpt"]
@@ -367,7 +368,7 @@ def test_a_part_without_its_record_is_not_trusted(tmp_path, hosted, server):
     part = directory / ".download" / (url.rsplit("/", 1)[1] + ".part")
     part.parent.mkdir(parents=True)
     part.write_bytes(b"stale bytes of some other download")
-    got = pretrained.get("tiny", directory, registry=registry)
+    got = download.get("tiny", directory, registry=registry)
     assert server.ranges() == [] and got.sha256 == hashlib.sha256(archive).hexdigest()
 
 
@@ -378,7 +379,7 @@ def test_a_complete_part_is_not_fetched_again(tmp_path, hosted, server):
     part.parent.mkdir(parents=True)
     part.write_bytes(archive)
     (part.parent / (part.name + ".json")).write_text(json.dumps({"url": server.url(url)}))
-    got = pretrained.get("tiny", directory, registry=registry)
+    got = download.get("tiny", directory, registry=registry)
     assert [r[1:] for r in server.requests] == [(f"bytes={len(archive)}-", None, 416)]
     assert got.sha256 == hashlib.sha256(archive).hexdigest()
 
@@ -394,7 +395,7 @@ def test_a_complete_part_is_not_fetched_again(tmp_path, hosted, server):
 def test_a_wrong_archive_is_rejected_and_nothing_is_left(tmp_path, hosted, fields, message):
     registry, directory, _ = hosted(slim_archive(tmp_path), **fields)
     with pytest.raises(Corrupt) as e:
-        pretrained.get("tiny", directory, registry=registry)
+        download.get("tiny", directory, registry=registry)
     assert re.fullmatch(message, one_line(e))
     assert listing(directory) == []
 
@@ -404,7 +405,7 @@ def test_trust_on_first_use_then_a_changed_file_is_caught(tmp_path, hosted, monk
     registry, directory, _ = hosted(archive)
     monkeypatch.setenv(pretrained.REGISTRY_ENV, str(registry))
     monkeypatch.setenv(pretrained.DIR_ENV, str(directory))
-    got = pretrained.get("tiny")
+    got = download.get("tiny")
     digest = hashlib.sha256(archive).hexdigest()
     assert (got.trust, got.sha256) == ("first-use", digest)
     assert got.note.startswith("trust on first use:") and digest in got.note
@@ -414,26 +415,26 @@ def test_trust_on_first_use_then_a_changed_file_is_caught(tmp_path, hosted, monk
     changed = (rf"{re.escape(got.path)} has changed since it was downloaded \(sha256 "
                rf"[0-9a-f]{{64}}, recorded [0-9a-f]{{64}}\); delete "
                rf"{re.escape(str(directory / 'tiny'))} and run ckptkit pretrained get tiny")
-    for call in (lambda: pretrained.resolve("tiny"), lambda: pretrained.get("tiny"),
+    for call in (lambda: paths.resolve_pretrained("tiny").path, lambda: download.get("tiny"),
                  lambda: paths.resolve("pretrained:tiny")):
         with pytest.raises(Corrupt) as e:
             call()
         assert re.fullmatch(changed, one_line(e))
-    assert pretrained.resolve("tiny", verify=False) == got.path
+    assert paths.resolve_pretrained("tiny", verify=False).path == got.path
 
-    fixed = pretrained.get("tiny", force=True)
-    assert fixed.downloaded and pretrained.resolve("tiny") == got.path
+    fixed = download.get("tiny", force=True)
+    assert fixed.downloaded and paths.resolve_pretrained("tiny").path == got.path
 
 
 def test_a_registry_sha256_that_changed_later_is_caught(tmp_path, hosted):
     registry, directory, _ = hosted(slim_archive(tmp_path))
-    pretrained.get("tiny", directory, registry=registry)
+    download.get("tiny", directory, registry=registry)
     data = json.loads(registry.read_text())
     data["entries"][0]["sha256"] = "1" * 64
     registry.write_text(json.dumps(data))
     with pytest.raises(Corrupt, match=r"unpacked from an archive with sha256 [0-9a-f]{64}, "
                                       r"but the registry says 1{64}"):
-        pretrained.resolve("tiny", directory, registry)
+        paths.resolve_pretrained("tiny", directory, registry).path
 
 
 def test_a_checkpoint_failing_its_own_checks_is_not_installed(tmp_path, hosted):
@@ -443,7 +444,7 @@ def test_a_checkpoint_failing_its_own_checks_is_not_installed(tmp_path, hosted):
     files["model.ckpt.data-00000-of-00001"] = bytes(data)
     registry, directory, _ = hosted(tar_gz(list(files.items())), member="model.ckpt")
     with pytest.raises(Corrupt, match="fails its own checks: .*removed the download") as e:
-        pretrained.get("tiny", directory, registry=registry)
+        download.get("tiny", directory, registry=registry)
     one_line(e)
     assert listing(directory) == []
 
@@ -452,7 +453,7 @@ def test_an_archive_without_the_member_names_what_it_holds(tmp_path, hosted):
     registry, directory, _ = hosted(tar_gz([("other.ckpt", v1_bytes(tmp_path))]))
     with pytest.raises(FormatError, match=r"has no checkpoint 'slim_net.ckpt'; it holds: "
                                           r"other.ckpt$"):
-        pretrained.get("tiny", directory, registry=registry)
+        download.get("tiny", directory, registry=registry)
     assert listing(directory) == []
 
 
@@ -487,7 +488,7 @@ def test_unsafe_archives_are_refused_and_nothing_is_written(tmp_path, hosted, me
     registry, directory, _ = hosted(archive)
     before = listing(tmp_path)
     with pytest.raises(FormatError, match=message + ".*; refused") as e:
-        pretrained.get("tiny", directory, registry=registry)
+        download.get("tiny", directory, registry=registry)
     one_line(e)
     assert listing(directory) == []
     assert [p for p in listing(tmp_path) if p not in before and
@@ -499,7 +500,7 @@ def test_links_inside_the_archive_become_copies(tmp_path, hosted):
     checkpoint = v1_bytes(tmp_path)
     archive = tar_gz([("real/net.ckpt", checkpoint), link("slim_net.ckpt", "real/net.ckpt")])
     registry, directory, _ = hosted(archive)
-    got = pretrained.get("tiny", directory, registry=registry)
+    got = download.get("tiny", directory, registry=registry)
     assert not os.path.islink(got.path) and Path(got.path).read_bytes() == checkpoint
 
 
@@ -509,7 +510,7 @@ def test_http_404_is_one_line(tmp_path, hosted, server):
     registry, directory, url = hosted(b"")
     del server.files[url]
     with pytest.raises(CkptError) as e:
-        pretrained.get("tiny", directory, registry=registry)
+        download.get("tiny", directory, registry=registry)
     assert one_line(e) == f"cannot download tiny: HTTP 404 Not Found from {server.url(url)}"
 
 
@@ -520,7 +521,7 @@ def test_a_server_that_is_down_is_one_line(tmp_path):
     url = f"http://127.0.0.1:{port}/models/tiny.tar.gz"
     registry = write_registry(tmp_path / "registry.json", item("tiny", url))
     with pytest.raises(CkptError) as e:
-        pretrained.get("tiny", tmp_path / "pretrain", registry=registry)
+        download.get("tiny", tmp_path / "pretrain", registry=registry)
     assert one_line(e) == f"cannot download tiny from {url}: connection refused"
 
 
@@ -531,7 +532,7 @@ def test_a_silent_server_times_out(tmp_path):
         url = f"http://127.0.0.1:{s.getsockname()[1]}/models/tiny.tar.gz"
         registry = write_registry(tmp_path / "registry.json", item("tiny", url))
         with pytest.raises(CkptError) as e:
-            pretrained.get("tiny", tmp_path / "pretrain", registry=registry, timeout=0.3)
+            download.get("tiny", tmp_path / "pretrain", registry=registry, timeout=0.3)
     assert one_line(e) == f"cannot download tiny from {url}: timed out after 0.3 s"
 
 
@@ -542,7 +543,7 @@ def test_a_full_disk_is_one_line(tmp_path, hosted):
     part.parent.mkdir(parents=True)
     part.symlink_to("/dev/full")           # every write: ENOSPC
     with pytest.raises(CkptError) as e:
-        pretrained.get("tiny", directory, registry=registry)
+        download.get("tiny", directory, registry=registry)
     assert one_line(e).startswith(f"disk full while writing {part}; free some space")
 
 
@@ -555,19 +556,19 @@ def test_a_local_entry_is_found_not_downloaded(tmp_path):
     directory = tmp_path / "pretrain"
     with pytest.raises(NotFound, match=r"demo is made locally and is not at .*lenet_demo; "
                                        r"make it with: python tools/make_demo_data.py"):
-        pretrained.get("demo", directory, registry=registry)
+        download.get("demo", directory, registry=registry)
     prefix = write_bundle(directory / "lenet_demo" / "model.ckpt", TENSORS).prefix
-    got = pretrained.get("demo", directory, registry=registry)
+    got = download.get("demo", directory, registry=registry)
     assert (got.path, got.downloaded, got.trust) == (str(prefix), False, "local")
-    assert pretrained.resolve("demo", directory, registry) == str(prefix)
+    assert paths.resolve_pretrained("demo", directory, registry).path == str(prefix)
 
     local["sha256"] = hashlib.sha256(Path(f"{prefix}.index").read_bytes()).hexdigest()
     write_registry(registry, local)
-    assert pretrained.resolve("demo", directory, registry) == str(prefix)
+    assert paths.resolve_pretrained("demo", directory, registry).path == str(prefix)
     local["sha256"] = "2" * 64
     write_registry(registry, local)
     with pytest.raises(Corrupt, match=r"model.ckpt.index is [0-9a-f]{64}, the registry says"):
-        pretrained.resolve("demo", directory, registry)
+        paths.resolve_pretrained("demo", directory, registry).path
 
 
 def test_a_pretrained_path_loads_no_numpy_tf_or_train(tmp_path, hosted):
@@ -576,7 +577,7 @@ def test_a_pretrained_path_loads_no_numpy_tf_or_train(tmp_path, hosted):
     import sys
 
     registry, directory, _ = hosted(slim_archive(tmp_path))
-    pretrained.get("tiny", directory, registry=registry)
+    download.get("tiny", directory, registry=registry)
     probe = ("import sys, ckptkit.paths as p; print(p.resolve('pretrained:tiny').kind); "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in "
              "('numpy', 'tensorflow', 'tf_slim') or m.startswith('ckptkit.train')))")

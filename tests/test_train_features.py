@@ -11,7 +11,7 @@ from images import digits_folder
 
 from ckptkit.plan import Restore
 from ckptkit.train import features
-from ckptkit.train.rundir import Model
+from ckptkit.train.nets import Model
 
 
 def _plan(*models):

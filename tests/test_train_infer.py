@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from ckptkit.errors import CkptError, NotFound
-from ckptkit.train.rundir import Model, RunDir
+from ckptkit.train.nets import Model
+from ckptkit.train.rundir import RunDir
 
 pytestmark = pytest.mark.tf
 LABELS = ["a", "b", "c"]

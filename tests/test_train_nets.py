@@ -18,6 +18,7 @@ import pytest
 
 from ckptkit.errors import CkptError
 from ckptkit.scopes import compile_pattern
+from ckptkit.zoo.nets import get_net
 
 pytestmark = pytest.mark.tf
 
@@ -53,14 +54,14 @@ def built(tf, nets):
 
     def get(kind, name):
         if (kind, name) not in cache:
-            record = nets.get_net(name)
+            record = get_net(name)
             graph = tf.Graph()
             with graph.as_default():
                 size = record.image_size
                 images = tf.placeholder(tf.float32, [1, size, size, record.channels])
                 if kind == "slim":
-                    with slim.arg_scope(resolve(record._arg_scope)()):
-                        logits, _ = resolve(record._builder)(
+                    with slim.arg_scope(resolve(record.arg_scope)()):
+                        logits, _ = resolve(record.builder)(
                             images, num_classes=record.num_classes, is_training=True)
                 else:
                     classes = 5 if kind == "new" else record.num_classes
@@ -89,66 +90,16 @@ def _in(scopes, name):
     return any(compile_pattern(s).matches(name) for s in scopes)
 
 
-# --- registry --------------------------------------------------------------------------------
-
-def test_registry_loads_no_tensorflow():
-    code = ("import sys\nfrom ckptkit.train.nets import NETS, get_net\n"
-            "get_net('lenet')\n"
-            "print(len(NETS), sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tensorflow', 'tf_slim', 'tf_keras', 'keras')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
-    assert out.split() == ["14", "[]"]
-
-
-@pytest.mark.parametrize("name", sorted(COUNTS))
-def test_record_is_consistent(nets, name):
-    record = nets.get_net(name)
-    assert record.name == name and nets.get_net(record) is record
-    assert record.preprocessing in nets.PREPROCESSING
-    assert record.logits_scopes and all(s.startswith(record.scope + "/")
-                                        for s in record.logits_scopes)
-    assert record.label_offset == (1 if record.num_classes == 1001 else 0)
-    assert record.channels == (1 if name == "lenet" else 3)
-
-
-@pytest.mark.parametrize("name, classes, offset, size, preprocessing, logits", [
-    ("resnet_v1_50", 1000, 0, 224, "vgg", ("resnet_v1_50/logits",)),
-    ("resnet_v2_101", 1001, 1, 299, "inception", ("resnet_v2_101/logits",)),
-    ("inception_v3", 1001, 1, 299, "inception",
-     ("InceptionV3/Logits", "InceptionV3/AuxLogits")),
-    ("vgg_19", 1000, 0, 224, "vgg", ("vgg_19/fc8",)),
-    ("lenet", 10, 0, 28, "lenet", ("LeNet/fc4",)),
-    ("cifarnet", 10, 0, 32, "cifarnet", ("CifarNet/logits",)),
-])
-def test_record_facts(nets, name, classes, offset, size, preprocessing, logits):
-    r = nets.get_net(name)
-    assert (r.num_classes, r.label_offset, r.image_size, r.preprocessing, r.logits_scopes) == \
-        (classes, offset, size, preprocessing, logits)
-
-
-def test_unknown_net_names_the_known_ones(nets):
-    known = ("alexnet_v2, cifarnet, inception_v1, inception_v2, inception_v3, lenet, "
-             "resnet_v1_101, resnet_v1_152, resnet_v1_50, resnet_v2_101, resnet_v2_152, "
-             "resnet_v2_50, vgg_16, vgg_19")
-    with pytest.raises(CkptError) as e:
-        nets.get_net("resnet50")
-    assert str(e.value) == f"unknown net 'resnet50'; known: {known}; closest: resnet_v1_50"
-    with pytest.raises(CkptError, match=r"^unknown net 'zzz'; known: alexnet_v2, .*vgg_19$"):
-        nets.get_net("zzz")
-    assert nets.get_net("ResNet-V1-50").name == "resnet_v1_50"
-
-
 # --- heads -----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", BUILT)
 def test_new_head_replaces_the_classifier(nets, built, name):
-    record = nets.get_net(name)
+    record = get_net(name)
     slim_vars, slim_logits, slim_decayed = built("slim", name)
     new_vars, logits, decayed = built("new", name)
     assert logits == [1, 5]
     assert slim_logits[0] == 1 and slim_logits[-1] == record.num_classes
-    kept = [v for v in slim_vars if not _in(record.logits_scopes, v[0])]
+    kept = [v for v in slim_vars if not _in(record.classifier_scopes, v[0])]
     head = new_vars[len(kept):]
     assert new_vars[:len(kept)] == kept
     # a 1x1 convolution on pooled feature maps, fully connected on flat features (like the
@@ -157,9 +108,9 @@ def test_new_head_replaces_the_classifier(nets, built, name):
     conv = name not in ("lenet", "cifarnet")
     assert head == [("Logits/weights", (1, 1, depth, 5) if conv else (depth, 5), "float32",
                      True), ("Logits/biases", (5,), "float32", True)]
-    assert not [v for v in new_vars if _in(record.logits_scopes, v[0])]
+    assert not [v for v in new_vars if _in(record.classifier_scopes, v[0])]
     assert decayed - {"Logits/weights"} == {n for n in slim_decayed
-                                            if not _in(record.logits_scopes, n)}
+                                            if not _in(record.classifier_scopes, n)}
     assert ("Logits/weights" in decayed) == (name != "lenet")   # LeNet: decay 0, no loss
     assert (len(slim_vars), len(slim_vars) - len(kept)) == COUNTS[name]
     assert len(new_vars) == len(slim_vars) - COUNTS[name][1] + 2
@@ -169,7 +120,7 @@ def test_new_head_replaces_the_classifier(nets, built, name):
 def test_keep_head_is_tf_slims_net(nets, built, name):
     keep_vars, logits, decayed = built("keep", name)
     assert (keep_vars, decayed) == (built("slim", name)[0], built("slim", name)[2])
-    assert logits == [1, nets.get_net(name).num_classes]
+    assert logits == [1, get_net(name).num_classes]
 
 
 def test_design_facts(built):
@@ -190,7 +141,7 @@ def test_design_facts(built):
 def test_inception_bases_exist(nets, name):
     """The headless Inception nets are tf_slim's inception_vN_base."""
     from ckptkit.train.heads import resolve
-    assert callable(resolve(nets.get_net(name)._builder + "_base"))
+    assert callable(resolve(get_net(name).builder + "_base"))
 
 
 def test_model_variables_records(nets):
@@ -255,7 +206,7 @@ def test_resnet_v2_blocks_are_tf_slims(nets, name):
     with mock.patch.object(module, "resnet_v2",
                            lambda inputs, blocks, *args, **kwargs: seen.append(blocks)):
         getattr(module, name)(None)
-    ours = resnet_v2_blocks(nets.get_net(name))
+    ours = resnet_v2_blocks(get_net(name))
     assert [(b.scope, b.unit_fn, b.args) for b in ours] == \
         [(b.scope, b.unit_fn, b.args) for b in seen[0]]
 

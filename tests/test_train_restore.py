@@ -22,7 +22,8 @@ def _graph_vars(tf):
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, tf):
     """ImageNet-shaped checkpoints of the original nets (random weights, saved by TF)."""
-    from ckptkit.train.nets import build, get_net
+    from ckptkit.train.nets import build
+    from ckptkit.zoo.nets import get_net
 
     out = {}
     for name in ("resnet_v1_50", "inception_v3"):
@@ -129,7 +130,8 @@ def test_without_exclude_the_mismatch_is_named_before_any_session(tf, pretrained
 def test_inception_1001_classes_keep_head_slices_background_class(tf, pretrained, tmp_path):
     """A 1001-class checkpoint into the kept classifier at 1000 classes: label_offset drops
     class 0 of Logits and AuxLogits."""
-    from ckptkit.train.nets import build, get_net
+    from ckptkit.train.nets import build
+    from ckptkit.zoo.nets import get_net
 
     record = get_net("inception_v3")
     with ckptkit.open_checkpoint(pretrained["inception_v3"]) as reader:

@@ -161,10 +161,11 @@ def restore(args):
     warnings.filterwarnings("ignore")
     import numpy as np
 
-    from ckptkit.formats import open_checkpoint
+    from ckptkit import open_checkpoint
     from ckptkit.plan import plan_restore
     from ckptkit.tfcompat import tf
-    from ckptkit.train.nets import build, get_net, model_variables
+    from ckptkit.train.nets import build, model_variables
+    from ckptkit.zoo.nets import get_net
     from ckptkit.train.restore import apply_plan
 
     net, classes = "resnet_v1_50", 5

@@ -1,6 +1,6 @@
-"""One module per on-disk format; open_checkpoint picks the right reader, open_writer the
-right writer."""
+"""One module per on-disk format; open_reader picks the reader of a resolved format
+(paths.open_checkpoint resolves a user's path first), open_writer the writer of a target."""
 from .base import Reader, Writer
-from .detect import open_checkpoint, open_writer
+from .detect import open_reader, open_writer
 
-__all__ = ["Reader", "Writer", "open_checkpoint", "open_writer"]
+__all__ = ["Reader", "Writer", "open_reader", "open_writer"]

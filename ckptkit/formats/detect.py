@@ -1,28 +1,25 @@
-"""open_checkpoint: resolve a path, pick the reader for its format; open_writer: pick the
-writer for a target path by its extension."""
+"""open_reader: the reader of a resolved format (paths.open_checkpoint resolves what a user
+typed first); open_writer: the writer for a target path by its extension."""
 import os
 
-from ..paths import resolve
+from ..errors import CkptError
 
 WRITE_FORMATS = ("tf-v2", "npz", "safetensors", "keras-h5")
 
 
-def open_checkpoint(path):
-    """Open any checkpoint ckptkit reads; see paths.resolve for what PATH may be."""
-    resolved = resolve(path)
-    if resolved.kind == "tf-v2":
+def open_reader(kind, path):
+    """The Reader of `path`, a checkpoint of format `kind` (paths.Resolved.kind)."""
+    if kind == "tf-v2":
         from .tf_v2 import TFV2Reader as reader_class
-    elif resolved.kind == "tf-v1":
+    elif kind == "tf-v1":
         from .tf_v1 import TFV1Reader as reader_class
-    elif resolved.kind in ("keras-h5", "keras-zip"):
+    elif kind in ("keras-h5", "keras-zip"):
         from .keras_h5 import KerasH5Reader as reader_class
-    elif resolved.kind == "npz":
+    elif kind == "npz":
         from .npz import NpzReader as reader_class
     else:
         from .safetensors import SafetensorsReader as reader_class
-    reader = reader_class(resolved.path)
-    reader.note = resolved.note
-    return reader
+    return reader_class(path)
 
 
 def writer_format(path):
@@ -42,8 +39,6 @@ def open_writer(path, shards=1):
     """A Writer for `path` (see writer_format); `shards` is for V2 bundles only."""
     kind = writer_format(path)
     if kind != "tf-v2" and shards != 1:
-        from ..errors import CkptError
-
         raise CkptError(f"--shards applies to V2 checkpoints only, not {kind} ({path})")
     if kind == "npz":
         from .npz import NpzWriter

@@ -29,10 +29,10 @@ from math import prod
 import h5py
 
 from ..errors import Corrupt, FormatError, NotFound, Unsupported
+from ..fileio import map_file, unmap
 from ..variable import Variable, numpy_dtype
 from .base import Reader, Writer
 from .npz import ZIP_ERRORS, data_start
-from .sstable import map_file, unmap
 
 WEIGHTS_MEMBER = "model.weights.h5"
 # what h5py raises on damaged metadata or data

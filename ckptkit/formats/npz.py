@@ -25,9 +25,9 @@ import zlib
 from math import prod
 
 from ..errors import Corrupt, FormatError, Unsupported
+from ..fileio import map_file, unmap
 from ..variable import ML_DTYPES, Variable, dtype_name
 from .base import Reader, Writer
-from .sstable import map_file, unmap
 
 # what zipfile raises on a damaged archive or member
 ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError,

@@ -16,9 +16,9 @@ import os
 from math import prod
 
 from ..errors import FormatError, NotFound, Unsupported
+from ..fileio import map_file, unmap
 from ..variable import ITEMSIZE, Variable, numpy_dtype
 from .base import Reader, Writer
-from .sstable import map_file, unmap
 
 DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16",
           "F16": "float16", "BF16": "bfloat16", "U32": "uint32", "I32": "int32",

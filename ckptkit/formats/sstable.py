@@ -16,13 +16,13 @@ data) wrote snappy index blocks. Checksums of every block read are verified, so 
 byte is caught before it is interpreted.
 """
 import bisect
-import mmap
 import os
 import struct
 
 import google_crc32c
 
 from ..errors import Corrupt, FormatError, Unsupported
+from ..fileio import map_file, unmap
 from .protos import encode_varint as _varint, varint
 
 MAGIC = 0xDB4775248B80FB57
@@ -38,24 +38,6 @@ def unmask_crc(masked):
 
 def mask_crc(crc):
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + _MASK_DELTA) & 0xFFFFFFFF
-
-
-def map_file(path):
-    """Read-only memory map of a whole file (an empty bytes object for an empty file)."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return b""
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-
-
-def unmap(buf):
-    """Close a map from map_file; one that arrays still view closes when they go."""
-    if isinstance(buf, mmap.mmap):
-        try:
-            buf.close()
-        except BufferError:
-            pass
 
 
 def is_table(path):

@@ -12,9 +12,10 @@ one tensor share a key prefix, so reading one tensor seeks to it and reads no ot
 from math import prod
 
 from ..errors import Corrupt, CkptError, FormatError, Unsupported
+from ..fileio import release_maps
 from ..variable import Variable, numpy_dtype
 from . import slices
-from .base import Reader, release_maps
+from .base import Reader
 from .protos import (SAVED_TENSOR_SLICES, TENSOR_KINDS, decode, raw_extents, repeated_array,
                      tensor_type)
 from .sstable import Table

@@ -19,11 +19,12 @@ from math import prod
 import google_crc32c
 
 from ..errors import Corrupt, FormatError, NotFound, Unsupported
+from ..fileio import map_file, release_maps, unmap
 from ..variable import Variable, numpy_dtype
 from . import slices
-from .base import Reader, release_maps
+from .base import Reader
 from .protos import BUNDLE_ENTRY, BUNDLE_HEADER, decode, raw_extents, tensor_type
-from .sstable import Table, map_file, unmap, unmask_crc
+from .sstable import Table, unmask_crc
 
 
 GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"

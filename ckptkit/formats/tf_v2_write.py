@@ -10,16 +10,15 @@
 Notes: a partitioned variable is written whole (no slices). A tensor copied from another V2
 bundle keeps its stored bytes and its crc32c (nothing decoded). resource/variant tensors
 cannot be written. Data shards are renamed into place before the index, so a prefix is
-visible only once complete; the `checkpoint` state file (write_state) comes after that.
+visible only once complete; the `checkpoint` state file (fileio.write_state) comes after that.
 """
 import os
-import re
 
 import google_crc32c
 
 from ..errors import CkptError, FormatError, Unsupported
 from ..variable import TF_DTYPES, dtype_name
-from .base import Writer, write_atomic
+from .base import Writer
 from .protos import encode_entry, encode_header, encode_varint
 from .sstable import TableWriter, mask_crc
 from .tf_v2 import TFV2Reader, shard_name
@@ -169,25 +168,3 @@ def _write_all_fd(fd, data):
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def write_state(directory, prefix):
-    """Point `directory/checkpoint` at `prefix` (a basename there), keeping the paths it
-    already lists; written atomically, after the checkpoint itself."""
-    from ..paths import _STATE_PATH
-
-    state = os.path.join(directory, "checkpoint")
-    old = []
-    if os.path.isfile(state):
-        with open(state, encoding="utf-8", errors="replace") as f:
-            text = f.read(1 << 20)
-
-        old = [m.group(1) for m in re.finditer(r'^all_model_checkpoint_paths:\s*"((?:[^"\\]|'
-                                               r'\\.)*)"', text, re.M)]
-        if not old and _STATE_PATH.search(text):
-            old = [_STATE_PATH.search(text).group(1)]
-    quoted = prefix.replace("\\", "\\\\").replace('"', '\\"')
-    paths = [p for p in old if p != quoted] + [quoted]
-    text = f'model_checkpoint_path: "{quoted}"\n' + "".join(
-        f'all_model_checkpoint_paths: "{p}"\n' for p in paths)
-    write_atomic(state, text.encode("utf-8"))

@@ -515,7 +515,8 @@ class Input:
     def __init__(self, split, record, *, batch_size, training, augment=True, seed=0,
                  name="input", strategy=None):
         from ..tfcompat import tf
-        from .nets import get_net, preprocess
+        from ..zoo.nets import get_net
+        from .nets import preprocess
 
         record = get_net(record)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

@@ -18,7 +18,7 @@ import zipfile
 
 import numpy as np
 
-from ..formats.base import atomic_file
+from ..fileio import atomic_file
 from ..paths import resolve
 
 _ARRAYS = ("train_x", "train_y", "dropped")

@@ -34,15 +34,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CkptError
-from ..formats import open_checkpoint
+from ..paths import open_checkpoint
 from ..plan import RestorePlan, plan_restore
 from ..scopes import role
 from ..tfcompat import tf
+from ..zoo.nets import get_net
 from . import data, features, optim
 from .devices import session_config, strategy, uses_gpu
-from .nets import get_net, model_variables
+from .nets import Model, model_variables
 from .restore import apply_plan
-from .rundir import BEST, CURVES, PLAN, RUN, Model, RunDir
+from .rundir import BEST, CURVES, PLAN, RUN, RunDir
 
 MODES = ("head", "features", "finetune", "two-stage")
 _SUMMARY_EVERY = 20     # steps between TensorBoard points of the training loss

@@ -89,7 +89,7 @@ def build(record, images, num_classes, *, head, head_scope, hidden, dropout, is_
     bn = _BatchNorm(is_training, frozen)
     before = {v.op.name for v in tf.global_variables()}
     # entered in order: normalizer_scope() reads the net's arg_scope
-    with slim.arg_scope(resolve(record._arg_scope)()), bn.normalizer_scope(), \
+    with slim.arg_scope(resolve(record.arg_scope)()), bn.normalizer_scope(), \
             slim.arg_scope([slim.batch_norm, slim.dropout], is_training=is_training):
         if head == "keep":
             logits, end_points = _net(record, images, num_classes, is_training, bn)
@@ -109,7 +109,7 @@ def build(record, images, num_classes, *, head, head_scope, hidden, dropout, is_
 
 def _net(record, images, num_classes, is_training, bn):
     """The net with its classifier for `num_classes`, or its features when None."""
-    module = record._builder.partition(":")[0].rpartition(".")[2]
+    module = record.builder.partition(":")[0].rpartition(".")[2]
     scope = record.scope
     if module == "resnet_v2":
         blocks = [b._replace(unit_fn=bn.unit(b.unit_fn)) for b in resnet_v2_blocks(record)]
@@ -117,14 +117,14 @@ def _net(record, images, num_classes, is_training, bn):
         return resolve("tf_slim.nets.resnet_v2:resnet_v2")(
             images, blocks, num_classes, is_training=postnorm, global_pool=True, scope=scope)
     if num_classes is None and module.startswith("inception"):
-        return resolve(f"{record._builder}_base")(images, scope=scope)
+        return resolve(f"{record.builder}_base")(images, scope=scope)
     if num_classes is None and module in ("vgg", "alexnet"):
         features = _vgg_features if module == "vgg" else _alexnet_features
         return features(record, images, is_training)
     kwargs = {} if module in ("resnet_v1", "small_nets") else {"spatial_squeeze": False}
     if module == "resnet_v1":
         kwargs["global_pool"] = True
-    return resolve(record._builder)(images, num_classes=num_classes, is_training=is_training,
+    return resolve(record.builder)(images, num_classes=num_classes, is_training=is_training,
                                     scope=scope, **kwargs)
 
 
@@ -179,7 +179,7 @@ def head_only(record, features, num_classes, *, head_scope, hidden, dropout, is_
     """The new head alone on pooled `features` (end_points["PreLogits"] of a build), with the
     variables a build makes: created by the first call in a graph, shared after (with a build
     or an earlier call). Features mode trains it on cached features."""
-    with slim.arg_scope(resolve(record._arg_scope)()), \
+    with slim.arg_scope(resolve(record.arg_scope)()), \
             tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
         return _new_head(features, num_classes, head_scope, hidden, dropout, is_training)
 

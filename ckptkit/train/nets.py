@@ -1,90 +1,17 @@
-"""The nets factory: one registry of the networks ckptkit can build, and what fine-tuning
-needs to know about each (STYLE.md habits 4 and 5: one registry, adaptation is data).
-
-A NetRecord names a net's variable scope, its image size and preprocessing, the scopes of its
-original classifier and the class count of the published ImageNet checkpoints (1001 with a
-background class at index 0: label_offset 1). Default excludes and new heads come from it.
-
-Importing this module does not load TensorFlow: the registry is plain data and the builders
-are named as "module:function" strings, resolved when a graph is built. `build`,
-`model_variables` and `preprocess` load TF (through ckptkit.tfcompat) on
-first use; the graph work itself lives in heads.py.
-
-Notes
-- resnet_v2 checkpoints were trained at 299x299 with Inception preprocessing (research/slim's
-  README), although tf_slim's default_image_size says 224; the records follow the checkpoints.
-- lenet and cifarnet have no published checkpoints: 10 classes (MNIST, CIFAR-10); LeNet takes
-  one channel.
+"""Building the nets of the zoo (zoo/nets.py records) as TF1 graphs: `build` (a net with a new
+or its own head), `model_variables` (what a build creates, for the restore plan),
+`preprocess` (a decoded image as the net's input) and `Model` (the classifier a run trains).
+The graph work of the net families lives in heads.py; TensorFlow loads through
+ckptkit.tfcompat on first use.
 """
+import dataclasses
 import functools
 import re
-from dataclasses import dataclass, field
-from difflib import SequenceMatcher
+from dataclasses import dataclass
 
 from ..errors import CkptError
 from ..scopes import compile_pattern
-
-PREPROCESSING = ("vgg", "inception", "lenet", "cifarnet")
-# ImageNet channel means (RGB) that VGG-style preprocessing subtracts
-VGG_MEANS = (123.68, 116.78, 103.94)
-
-
-@dataclass(frozen=True)
-class NetRecord:
-    """What ckptkit knows about one net; see the module notes."""
-
-    name: str
-    scope: str                  # the net's variable scope: "resnet_v1_50", "InceptionV3"
-    image_size: int
-    preprocessing: str          # one of PREPROCESSING
-    logits_scopes: tuple        # the original classifier: ("InceptionV3/Logits", ...)
-    num_classes: int            # of the published checkpoints
-    label_offset: int = 0       # 1 when num_classes counts a background class
-    channels: int = 3
-    _builder: str = field(default="", repr=False, compare=False)    # "module:function"
-    _arg_scope: str = field(default="", repr=False, compare=False)  # "module:function"
-
-
-def _net(name, scope, size, preprocessing, logits, classes, builder, arg_scope, channels=3):
-    return NetRecord(name, scope, size, preprocessing, tuple(logits), classes,
-                     1 if classes == 1001 else 0, channels, builder, arg_scope)
-
-
-_SLIM = "tf_slim.nets."
-_RESNET_ARGS = _SLIM + "resnet_utils:resnet_arg_scope"
-_SMALL = "ckptkit.train.small_nets:"
-
-NETS = {net.name: net for net in [
-    _net("alexnet_v2", "alexnet_v2", 224, "vgg", ["alexnet_v2/fc8"], 1000,
-         _SLIM + "alexnet:alexnet_v2", _SLIM + "alexnet:alexnet_v2_arg_scope"),
-    _net("cifarnet", "CifarNet", 32, "cifarnet", ["CifarNet/logits"], 10,
-         _SMALL + "cifarnet", _SMALL + "cifarnet_arg_scope"),
-    *[_net(f"inception_v{v}", f"InceptionV{v}", 299 if v == 3 else 224, "inception",
-           [f"InceptionV{v}/Logits"] + (["InceptionV3/AuxLogits"] if v == 3 else []), 1001,
-           f"{_SLIM}inception_v{v}:inception_v{v}",
-           f"{_SLIM}inception_v{v}:inception_v{v}_arg_scope") for v in (1, 2, 3)],
-    _net("lenet", "LeNet", 28, "lenet", ["LeNet/fc4"], 10,
-         _SMALL + "lenet", _SMALL + "lenet_arg_scope", channels=1),
-    *[_net(f"resnet_v1_{d}", f"resnet_v1_{d}", 224, "vgg", [f"resnet_v1_{d}/logits"], 1000,
-           f"{_SLIM}resnet_v1:resnet_v1_{d}", _RESNET_ARGS) for d in (50, 101, 152)],
-    *[_net(f"resnet_v2_{d}", f"resnet_v2_{d}", 299, "inception", [f"resnet_v2_{d}/logits"],
-           1001, f"{_SLIM}resnet_v2:resnet_v2_{d}", _RESNET_ARGS) for d in (50, 101, 152)],
-    *[_net(f"vgg_{d}", f"vgg_{d}", 224, "vgg", [f"vgg_{d}/fc8"], 1000,
-           f"{_SLIM}vgg:vgg_{d}", _SLIM + "vgg:vgg_arg_scope") for d in (16, 19)],
-]}
-
-
-def get_net(name):
-    """The NetRecord called `name` (a NetRecord passes through); CkptError naming the known
-    nets and the closest one otherwise."""
-    if isinstance(name, NetRecord):
-        return name
-    key = str(name).strip().lower().replace("-", "_")
-    if key in NETS:
-        return NETS[key]
-    scores = sorted((-SequenceMatcher(None, key, known).ratio(), known) for known in NETS)
-    hint = f"; closest: {scores[0][1]}" if -scores[0][0] >= 0.5 else ""
-    raise CkptError(f"unknown net {name!r}; known: {', '.join(sorted(NETS))}{hint}")
+from ..zoo.nets import VGG_MEANS, get_net
 
 
 def build(net, images, num_classes, *, head="new", head_scope="Logits", hidden=(),
@@ -283,3 +210,46 @@ def _central_crop(tf, image, size):
     hw = tf.shape(image)[:2]
     top, left = (hw[0] - size) // 2, (hw[1] - size) // 2
     return image[top:top + size, left:left + size]
+
+
+@dataclass(frozen=True)
+class Model:
+    """The classifier a run trains: a registry net with a new head."""
+
+    net: str
+    num_classes: int
+    image_size: int = 0         # 0: the net's own
+    hidden: tuple = ()
+    dropout: float = 0.5
+    head_scope: str = "Logits"
+
+    @property
+    def record(self):
+        """The net's NetRecord, at this model's image size."""
+        record = get_net(self.net)
+        if self.image_size and self.image_size != record.image_size:
+            record = dataclasses.replace(record, image_size=self.image_size)
+        return record
+
+    def build(self, images, *, is_training, frozen=()):
+        """(logits, end_points) of this model on preprocessed `images` (see nets.build)."""
+        return build(self.record, images, self.num_classes, head="new",
+                     head_scope=self.head_scope, hidden=self.hidden, dropout=self.dropout,
+                     is_training=is_training, frozen=frozen)
+
+    def head(self, features, *, is_training):
+        """The head alone on pooled features; its variables are shared with a build."""
+        from .heads import head_only
+
+        return head_only(self.record, features, self.num_classes, head_scope=self.head_scope,
+                          hidden=self.hidden, dropout=self.dropout, is_training=is_training)
+
+    def to_json(self):
+        return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
+
+    @classmethod
+    def from_json(cls, data):
+        try:
+            return cls(**{**data, "hidden": tuple(data.get("hidden", ()))})
+        except TypeError as e:
+            raise CkptError(f"run.json: bad model entry {data!r} ({e})") from None

@@ -7,7 +7,7 @@ import math
 import os
 
 from ..errors import CkptError
-from ..formats.base import atomic_file
+from ..fileio import atomic_file
 
 
 def _figure(width, height):

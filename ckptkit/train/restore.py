@@ -1,6 +1,6 @@
 """Apply a RestorePlan in a TF1 session: what `ckptkit plan` shows is what gets restored."""
 from ..errors import PlanError
-from ..formats import open_checkpoint
+from ..paths import open_checkpoint
 from ..tfcompat import tf
 
 

@@ -7,65 +7,18 @@
     model.ckpt-N    TF V2 checkpoints with a `checkpoint` state file; best/ holds the best one
     curves.png      accuracy and loss curves
 
-No TensorFlow here: Model.build loads it only when a graph is built.
+No TensorFlow here: Model.build (nets.py) loads it only when a graph is built.
 """
 import contextlib
-import dataclasses
 import json
 import os
-from dataclasses import dataclass
 
 from ..errors import CkptError, NotFound
-from ..formats.base import write_atomic
-from .nets import get_net
+from ..fileio import write_atomic
+from .nets import Model
 
 RUN, LABELS, PLAN, METRICS, CURVES, BEST = (
     "run.json", "labels.txt", "plan.json", "metrics.jsonl", "curves.png", "best")
-
-
-@dataclass(frozen=True)
-class Model:
-    """The classifier a run trains: a registry net with a new head."""
-
-    net: str
-    num_classes: int
-    image_size: int = 0         # 0: the net's own
-    hidden: tuple = ()
-    dropout: float = 0.5
-    head_scope: str = "Logits"
-
-    @property
-    def record(self):
-        """The net's NetRecord, at this model's image size."""
-        record = get_net(self.net)
-        if self.image_size and self.image_size != record.image_size:
-            record = dataclasses.replace(record, image_size=self.image_size)
-        return record
-
-    def build(self, images, *, is_training, frozen=()):
-        """(logits, end_points) of this model on preprocessed `images` (see nets.build)."""
-        from .nets import build
-
-        return build(self.record, images, self.num_classes, head="new",
-                     head_scope=self.head_scope, hidden=self.hidden, dropout=self.dropout,
-                     is_training=is_training, frozen=frozen)
-
-    def head(self, features, *, is_training):
-        """The head alone on pooled features; its variables are shared with a build."""
-        from .heads import head_only
-
-        return head_only(self.record, features, self.num_classes, head_scope=self.head_scope,
-                          hidden=self.hidden, dropout=self.dropout, is_training=is_training)
-
-    def to_json(self):
-        return {**dataclasses.asdict(self), "hidden": list(self.hidden)}
-
-    @classmethod
-    def from_json(cls, data):
-        try:
-            return cls(**{**data, "hidden": tuple(data.get("hidden", ()))})
-        except TypeError as e:
-            raise CkptError(f"run.json: bad model entry {data!r} ({e})") from None
 
 
 class RunDir:
@@ -96,7 +49,7 @@ class RunDir:
 
     def latest_step(self):
         """global_step of the newest checkpoint (0 when there is none)."""
-        from ..formats import open_checkpoint
+        from ..paths import open_checkpoint
 
         latest = self.latest_checkpoint()
         if latest is None:

@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import CkptError
-from ..formats.base import write_atomic
+from ..fileio import write_atomic
 from .space import Space
 
 STUDY_DB, STUDY_JSON, TRIALS, CSV = "study.db", "study.json", "trials", "trials.csv"
@@ -298,7 +298,7 @@ class _Stopped(Exception):
 
 def _trial_settings(cfg, values, train_dir):
     """(Settings of a trial, whether it runs on the feature cache)."""
-    from .rundir import Model
+    from .nets import Model
 
     s = dataclasses.replace(cfg.base, train_dir=train_dir, **values)
     head = Model.head_scope

@@ -1,20 +1,10 @@
-"""Pretrained checkpoints by name: the registry, downloads that resume, archives unpacked safely,
-and `pretrained:NAME` paths.
+"""Fetching pretrained checkpoints: downloads that resume, archives checked and unpacked safely.
 
-The registry (pretrain/registry.json next to the package, or $CKPTKIT_PRETRAIN_REGISTRY) lists
-entries; each names a net (a ckptkit.train.nets name), either an archive (`url` of a .tar.gz and
-the `member` inside it: the .ckpt file or V2 prefix) or a `local` checkpoint (a path under the
-download directory, made by the command in `made_by`), and what fine-tuning needs to know
-(num_classes, label_offset, image_size, preprocessing, exclude; null: the net record's).
-
-On disk, under the download directory (default: $CKPTKIT_PRETRAIN_DIR or ./pretrain):
+On disk, under the download directory (zoo.pretrained.directory_path):
 - `.download/FILE.part`: an archive being downloaded; a later `get` resumes it with an HTTP
   Range request (If-Range on the validator in `FILE.part.json`, so a changed file restarts).
 - `NAME/`: the unpacked archive, renamed into place only once complete and verified, with
-  `NAME/SHA256`: the sha256 of every unpacked file (`sha256sum -c SHA256` checks it) and, in a
-  comment, the archive's sha256 and whether the registry vouched for it or it was trusted on
-  first use (the registry has no sha256: the first download's is recorded, and `get`/`resolve`
-  check the unpacked files against this record every time).
+  its SHA256 record (zoo/pretrained.py says what it holds).
 
 Notes
 - The archive is checked before anything is unpacked: a size or sha256 that disagrees with the
@@ -38,59 +28,17 @@ import socket
 import tarfile
 import tempfile
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from difflib import SequenceMatcher
-from pathlib import Path
 
-from .errors import CkptError, Corrupt, FormatError, NotFound
-from .paths import resolve as resolve_path
+from .checks import verify
+from .errors import CkptError, Corrupt, FormatError
+from .paths import resolve, resolve_pretrained
+from .zoo.pretrained import (CHUNK, GET_COMMAND, MANIFEST, check_folder, directory_path,
+                             entry, inside, member_path, sha256_file)
 
-REGISTRY_ENV = "CKPTKIT_PRETRAIN_REGISTRY"
-DIR_ENV = "CKPTKIT_PRETRAIN_DIR"
-DEFAULT_DIR = "pretrain"
-GET_COMMAND = "ckptkit pretrained get"
-DIR_OPTION = "--dir"                 # how the CLI names the download directory
-MANIFEST = "SHA256"
 DOWNLOADS = ".download"
 TIMEOUT = 30.0                       # seconds, for connecting and for each read
-CHUNK = 1 << 20
-
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_URL = re.compile(r"^https?://[^\s/]+/\S*\.tar\.gz$")
-_FIELDS = {"name", "net", "url", "member", "local", "made_by", "num_classes", "label_offset",
-           "image_size", "preprocessing", "exclude", "sha256", "size", "source"}
-_ARCHIVE_LINE = re.compile(r"^# archive (\S+) sha256 ([0-9a-f]{64}) (registry|first-use)$")
-_FILE_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One registry entry; see the module notes. Unknown facts are None."""
-
-    name: str
-    net: str
-    url: str = None
-    member: str = None
-    local: str = None
-    made_by: str = None
-    num_classes: int = None
-    label_offset: int = None
-    image_size: int = None
-    preprocessing: str = None
-    exclude: tuple = None
-    sha256: str = None
-    size: int = None
-    source: tuple = ()
-
-    @property
-    def archive(self):
-        """The archive's file name (the last component of the URL), or None."""
-        if not self.url:
-            return None
-        return posixpath.basename(urllib.parse.urlsplit(self.url).path)
 
 
 @dataclass(frozen=True)
@@ -113,171 +61,6 @@ class Fetched:
         return self.path
 
 
-# ---------------------------------------------------------------- the registry
-
-def registry_path(path=None):
-    """The registry file: `path`, else $CKPTKIT_PRETRAIN_REGISTRY, else pretrain/registry.json
-    in the source tree this package sits in."""
-    if path is not None:
-        return Path(path)
-    if os.environ.get(REGISTRY_ENV):
-        return Path(os.environ[REGISTRY_ENV])
-    return Path(__file__).resolve().parent.parent / DEFAULT_DIR / "registry.json"
-
-
-def load_registry(path=None):
-    """{name: Entry} from the registry at `path` (see registry_path), every field checked; a
-    CkptError names the entry, the field and what is allowed."""
-    where = registry_path(path)
-    try:
-        data = json.loads(where.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NotFound(f"no pretrained registry at {where} (set ${REGISTRY_ENV})") from None
-    except OSError as e:
-        raise CkptError(f"cannot read the pretrained registry {where}: {e.strerror}") from None
-    except ValueError as e:
-        raise FormatError(f"pretrained registry {where} is not valid JSON: {e}") from None
-    items = data.get("entries") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        raise FormatError(f"pretrained registry {where} needs an \"entries\" list")
-    registry = {}
-    for i, item in enumerate(items):
-        entry = _entry(item, f"{where}: entry {i}")
-        if entry.name in registry:
-            raise FormatError(f"{where}: two entries are named {entry.name!r}")
-        registry[entry.name] = entry
-    return registry
-
-
-def entries(registry=None):
-    """The registry's entries, in file order (`registry`: a path, or None for the default)."""
-    return list(load_registry(registry).values())
-
-
-def entry(name, registry=None):
-    """The entry called `name` (`registry`: a path, None, or what load_registry returned);
-    NotFound naming the known names and the closest otherwise."""
-    known = registry if isinstance(registry, dict) else load_registry(registry)
-    if name in known:
-        return known[name]
-    scores = sorted((-SequenceMatcher(None, str(name), k).ratio(), k) for k in known)
-    hint = f"; closest: {scores[0][1]}" if scores and -scores[0][0] >= 0.5 else ""
-    raise NotFound(f"unknown pretrained checkpoint {name!r}; known: "
-                   f"{', '.join(sorted(known))}{hint}")
-
-
-def _entry(item, where):
-    if not isinstance(item, dict):
-        raise FormatError(f"{where} is not an object")
-    name = item.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise FormatError(f"{where}: name must be letters, digits, '_', '.' or '-' (not "
-                          f"starting with '.' or '-'), got {name!r}")
-    where = f"{where} ({name})"
-    unknown = sorted(k for k in item if k not in _FIELDS and not k.startswith("_"))
-    if unknown:
-        raise FormatError(f"{where}: unknown field {unknown[0]!r}; known: "
-                          f"{', '.join(sorted(_FIELDS))} (keys starting with _ are comments)")
-
-    def field(key, kinds, check=None, what=""):
-        value = item.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, kinds) or isinstance(value, bool) or \
-                (check and not check(value)):
-            raise FormatError(f"{where}: {key} must be {what}, got {value!r}")
-        return value
-
-    net = field("net", str, bool, "a ckptkit net name")
-    if net is None:
-        raise FormatError(f"{where}: net is required (a ckptkit.train.nets name)")
-    url = field("url", str, _URL.match, "an http(s) URL of a .tar.gz")
-    member = field("member", str, _relative, "a relative path inside the archive")
-    local = field("local", str, bool, "a path")
-    if (url is None) == (local is None):
-        raise FormatError(f"{where}: give either url (with member) or local, not "
-                          f"{'both' if url else 'neither'}")
-    if url and member is None:
-        raise FormatError(f"{where}: member is required with url (the .ckpt file or prefix "
-                          "inside the archive)")
-    if local and (member is not None or item.get("size") is not None):
-        raise FormatError(f"{where}: member and size belong to url entries, not local ones")
-    exclude = field("exclude", list, lambda v: all(isinstance(s, str) and s for s in v),
-                    "a list of scope names")
-    source = field("source", (str, list), lambda v: isinstance(v, str) or
-                   all(isinstance(s, str) for s in v), "a string or a list of strings")
-    return Entry(
-        name=name, net=net, url=url, member=member, local=local,
-        made_by=field("made_by", str, None, "a command"),
-        num_classes=field("num_classes", int, lambda v: v >= 1, "a positive integer"),
-        label_offset=field("label_offset", int, lambda v: v in (0, 1), "0 or 1"),
-        image_size=field("image_size", int, lambda v: v >= 1, "a positive integer"),
-        preprocessing=field("preprocessing", str, bool, "a preprocessing name"),
-        exclude=tuple(exclude) if exclude is not None else None,
-        sha256=field("sha256", str, _SHA256.match, "64 lowercase hex digits or null"),
-        size=field("size", int, lambda v: v >= 0, "a byte count or null"),
-        source=(source,) if isinstance(source, str) else tuple(source or ()))
-
-
-def _relative(path):
-    parts = path.replace("\\", "/").split("/")
-    return bool(path) and not path.startswith(("/", "\\")) and ".." not in parts \
-        and not re.match(r"^[A-Za-z]:", path)
-
-
-# ---------------------------------------------------------------- where things are
-
-def directory_path(directory=None):
-    """The download directory: `directory`, else $CKPTKIT_PRETRAIN_DIR, else ./pretrain."""
-    if directory is not None:
-        return os.fspath(directory)
-    return os.environ.get(DIR_ENV) or DEFAULT_DIR
-
-
-def get_command(name, directory=None):
-    """The exact command that downloads `name` into `directory`."""
-    command = f"{GET_COMMAND} {name}"
-    if directory is not None and os.path.normpath(os.fspath(directory)) != \
-            os.path.normpath(directory_path()):
-        command += f" {DIR_OPTION} {_quote(os.fspath(directory))}"
-    return command
-
-
-def installed(name, directory=None, registry=None):
-    """The checkpoint path of `name` if it is in `directory` (not checked), else None."""
-    item = entry(name, registry)
-    base = directory_path(directory)
-    if item.local:
-        try:
-            return resolve_path(_local_path(item, base)).path
-        except CkptError:
-            return None
-    folder = os.path.join(base, item.name)
-    if not os.path.isfile(os.path.join(folder, MANIFEST)):
-        return None
-    return _member_path(item, folder)
-
-
-def resolve(name, directory=None, registry=None, verify=True):
-    """The checkpoint path (V2 prefix or file) of pretrained `name` in `directory`.
-
-    Downloaded entries are checked against their SHA256 record (and the registry's archive
-    sha256) unless verify=False: Corrupt when a file changed. NotFound with the command to run
-    when it is not there yet.
-    """
-    item = entry(name, registry)
-    base = directory_path(directory)
-    if item.local:
-        return _local(item, base, sha=verify)
-    folder = os.path.join(base, item.name)
-    if not os.path.isfile(os.path.join(folder, MANIFEST)):
-        raise NotFound(f"pretrained checkpoint {name} is not downloaded yet (looked in "
-                       f"{folder}); run: {get_command(name, directory)}")
-    if verify:
-        _check_folder(item, folder, directory)
-    return _member_path(item, folder)
-
-
 # ---------------------------------------------------------------- get
 
 def get(name, directory=None, progress=None, *, registry=None, force=False, timeout=TIMEOUT):
@@ -293,15 +76,15 @@ def get(name, directory=None, progress=None, *, registry=None, force=False, time
     item = entry(name, registry)
     base = directory_path(directory)
     if item.local:
-        return Fetched(item.name, _local(item, base, checksums=True), False, item.sha256,
-                       "local")
+        return Fetched(item.name, _checked_local(name, directory, registry), False,
+                       item.sha256, "local")
     folder = os.path.join(base, item.name)
     if os.path.exists(folder) and not force:
         if not os.path.isfile(os.path.join(folder, MANIFEST)):
             raise CkptError(f"{folder} exists but was not made by `{GET_COMMAND}` (no "
                             f"{MANIFEST} file); move it away or download again with force")
-        archive_sha, trust = _check_folder(item, folder, directory)
-        return Fetched(item.name, _member_path(item, folder), False, archive_sha, trust)
+        archive_sha, trust = check_folder(item, folder, directory)
+        return Fetched(item.name, member_path(item, folder), False, archive_sha, trust)
 
     downloads = os.path.join(base, DOWNLOADS)
     part = os.path.join(downloads, item.archive + ".part")
@@ -420,7 +203,7 @@ def _check_archive(item, part):
     if item.size is not None and size != item.size:
         raise Corrupt(f"downloaded {item.archive} is {size} bytes, the registry says "
                       f"{item.size}; removed the download")
-    digest = _sha256_file(part)
+    digest = sha256_file(part)
     if item.sha256 and digest != item.sha256:
         raise Corrupt(f"sha256 of downloaded {item.archive} is {digest}, the registry says "
                       f"{item.sha256}; removed the download")
@@ -430,13 +213,11 @@ def _check_archive(item, part):
 def _unpack(item, part, base, folder, digest, trust):
     """Unpack `part` into a temporary folder, check the checkpoint, record every file's
     sha256, then rename the folder into place; the checkpoint path."""
-    from .checks import verify
-
     tmp = tempfile.mkdtemp(prefix=f".{item.name}.", suffix=".unpacking", dir=base)
     try:
         hashes = _extract(part, tmp, item.archive)
         try:
-            checkpoint = resolve_path(_member_path(item, tmp))
+            checkpoint = resolve(member_path(item, tmp))
         except CkptError:
             shown = ", ".join(sorted(hashes)[:8]) or "nothing"
             raise FormatError(f"{item.archive} has no checkpoint {item.member!r}; it holds: "
@@ -461,7 +242,7 @@ def _unpack(item, part, base, folder, digest, trust):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return _member_path(item, folder)
+    return member_path(item, folder)
 
 
 def _extract(archive, target, label):
@@ -484,7 +265,7 @@ def _extract(archive, target, label):
                     linked = member.linkname.replace("\\", "/")
                     if member.issym():
                         linked = posixpath.join(posixpath.dirname(rel), linked)
-                    source = _inside(linked)
+                    source = inside(linked)
                     if member.linkname.startswith(("/", "\\")) or source is None:
                         raise FormatError(f"{label}: member {member.name!r} links to "
                                           f"{member.linkname!r}, outside the archive; refused")
@@ -516,25 +297,13 @@ def _member_name(name, label):
     if "\n" in raw or "\0" in raw:
         raise FormatError(f"{label}: member {name!r} has a control character in its name; "
                           "refused")
-    rel = _inside(raw)
+    rel = inside(raw)
     if rel is None or ".." in raw.split("/"):
         raise FormatError(f"{label}: member {name!r} leaves the archive ('..'); refused")
     if rel == MANIFEST:
         raise FormatError(f"{label}: member {name!r} would overwrite ckptkit's own record of "
                           "the files; refused")
     return rel or None
-
-
-def _inside(path):
-    """`path` normalized, relative and inside the archive root ("" for the root), or None."""
-    if path.startswith("/"):
-        return None
-    norm = posixpath.normpath(path)
-    if norm == ".":
-        return ""
-    if norm == ".." or norm.startswith("../"):
-        return None
-    return norm
 
 
 def _copy(source, dest):
@@ -552,96 +321,16 @@ def _copy(source, dest):
     return digest.hexdigest()
 
 
-# ---------------------------------------------------------------- checking what is there
-
-def _check_folder(item, folder, directory):
-    """Check every file of a downloaded entry against its SHA256 record; (archive sha256,
-    trust). Corrupt names the first file that changed and the way out."""
-    manifest = os.path.join(folder, MANIFEST)
-    archive_sha = trust = None
-    files = []
-    try:
-        with open(manifest, encoding="utf-8") as f:
-            for line in f:
-                line = line.rstrip("\n")
-                head = _ARCHIVE_LINE.match(line)
-                body = _FILE_LINE.match(line)
-                if head:
-                    archive_sha, trust = head.group(2), head.group(3)
-                elif body:
-                    files.append((body.group(1), body.group(2)))
-                elif line and not line.startswith("#"):
-                    raise Corrupt(f"{manifest} has a line ckptkit did not write: {line[:60]!r}"
-                                  f"; download again: {get_command(item.name, directory)} "
-                                  "with force")
-    except OSError as e:
-        raise CkptError(f"cannot read {manifest}: {e.strerror}") from None
-    again = f"delete {folder} and run {get_command(item.name, directory)}"
-    if archive_sha is None or not files:
-        raise Corrupt(f"{manifest} records no archive or no files; {again}")
-    if item.sha256 and archive_sha != item.sha256:
-        raise Corrupt(f"{folder} was unpacked from an archive with sha256 {archive_sha}, but "
-                      f"the registry says {item.sha256}; {again}")
-    for expected, rel in files:
-        path = os.path.join(folder, *rel.split("/"))
-        if _inside(rel) != rel:
-            raise Corrupt(f"{manifest} names {rel!r}, outside {folder}; {again}")
-        try:
-            actual = _sha256_file(path)
-        except FileNotFoundError:
-            raise Corrupt(f"{path} is missing (recorded in {manifest}); {again}") from None
-        if actual != expected:
-            raise Corrupt(f"{path} has changed since it was downloaded (sha256 {actual}, "
-                          f"recorded {expected}); {again}")
-    return archive_sha, trust
-
-
-def _local(item, base, sha=True, checksums=False):
-    """The checkpoint path of a local entry (made on this machine, never downloaded): its
-    sha256 (of the .index of a V2 checkpoint, else of the file) checked when the registry
-    gives one and `sha`, its own checksums (ckptkit.checks.verify) when `checksums`."""
-    path = _local_path(item, base)
-    try:
-        found = resolve_path(path)
-    except NotFound:
-        made = f"; make it with: {item.made_by}" if item.made_by else ""
-        raise NotFound(f"pretrained checkpoint {item.name} is made locally and is not at "
-                       f"{path}{made}") from None
-    if sha and item.sha256:
-        pinned = found.path + ".index" if found.kind == "tf-v2" else found.path
-        actual = _sha256_file(pinned)
-        if actual != item.sha256:
-            raise Corrupt(f"sha256 of {pinned} is {actual}, the registry says {item.sha256} "
-                          f"for {item.name}")
-    if checksums:
-        from .checks import verify
-
-        report = verify(found.path)
-        if not report.ok:
-            raise Corrupt(f"{found.path} ({item.name}) fails its checks: "
-                          f"{report.problems[0]}")
+def _checked_local(name, directory, registry):
+    """The checkpoint path of a local entry, after its own checksums (checks.verify)."""
+    found = resolve_pretrained(name, directory, registry)
+    report = verify(found.path)
+    if not report.ok:
+        raise Corrupt(f"{found.path} ({name}) fails its checks: {report.problems[0]}")
     return found.path
 
 
-def _local_path(item, base):
-    return item.local if os.path.isabs(item.local) else os.path.join(base, item.local)
-
-
-def _member_path(item, folder):
-    return os.path.join(folder, *item.member.replace("\\", "/").split("/"))
-
-
 # ---------------------------------------------------------------- small helpers
-
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(CHUNK)
-            if not chunk:
-                return digest.hexdigest()
-            digest.update(chunk)
-
 
 def _content_range(value):
     """(start, end, total) of a Content-Range header; None for what it does not say."""
@@ -725,7 +414,3 @@ def _write_json(path, data):
             json.dump(data, f)
     except OSError as e:
         raise _disk_error(e, path) from None
-
-
-def _quote(text):
-    return text if re.match(r"^[\w./:-]+$", text) else "'" + text.replace("'", "'\\''") + "'"
