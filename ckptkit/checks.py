@@ -1,7 +1,9 @@
-"""verify, diff and tensor statistics: pure results, no printing."""
+"""What the reading commands compute: the tensors a listing shows, verify, diff and tensor
+statistics; pure results, no printing."""
+import re
 from dataclasses import dataclass, field
 
-from .errors import Corrupt
+from .errors import CkptError, Corrupt
 from .scopes import role
 from .variable import ML_DTYPES
 
@@ -19,6 +21,31 @@ class VerifyReport:
     @property
     def ok(self):
         return not self.problems
+
+
+def select(reader, pattern=None, no_optimizer=False):
+    """(tensors to show, how many `no_optimizer` hid among those the `pattern` regex kept)."""
+    try:
+        regex = re.compile(pattern) if pattern else None
+    except re.error as e:
+        raise CkptError(f"bad --filter regex {pattern!r}: {e}") from None
+    matched = [v for v in reader if regex is None or regex.search(v.name)]
+    if regex is not None and not matched:
+        raise CkptError(f"--filter {pattern!r} matches no tensor in {reader.path}")
+    chosen = [v for v in matched if not (no_optimizer and role(v.name) != "model")]
+    return chosen, len(matched) - len(chosen)
+
+
+def checkpoint_bytes(path):
+    """Bytes of tensor data in the checkpoint at `path` (0 when it cannot be opened): what a
+    progress bar over `verify` counts to."""
+    from .paths import open_checkpoint
+
+    try:
+        with open_checkpoint(path) as reader:
+            return sum(v.nbytes for v in reader)
+    except (CkptError, OSError):
+        return 0
 
 
 def verify(path, progress=None):
@@ -76,6 +103,15 @@ def tensor_stats(array):
         return Stats(float("nan"), float("nan"), float("nan"), float("nan"), nan, inf)
     mean = total / count
     return Stats(lo, hi, mean, max(total_sq / count - mean * mean, 0.0) ** 0.5, nan, inf)
+
+
+def stats(reader, variables, progress=None):
+    """Yield (Variable, Stats or None) for each of `variables`, reading one tensor at a time;
+    `progress(nbytes)` after each."""
+    for var in variables:
+        yield var, tensor_stats(reader.read(var.name))
+        if progress:
+            progress(var.nbytes)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Fetching pretrained checkpoints: downloads that resume, archives checked and unpacked safely.
+"""Fetching pretrained checkpoints: downloads that resume, archives checked and unpacked safely,
+and which entries of the registry are here.
 
 On disk, under the download directory (zoo.pretrained.directory_path):
 - `.download/FILE.part`: an archive being downloaded; a later `get` resumes it with an HTTP
@@ -35,7 +36,7 @@ from .checks import verify
 from .errors import CkptError, Corrupt, FormatError
 from .paths import resolve, resolve_pretrained
 from .zoo.pretrained import (CHUNK, GET_COMMAND, MANIFEST, check_folder, directory_path,
-                             entry, inside, member_path, sha256_file)
+                             entry, inside, load_registry, member_path, sha256_file)
 
 DOWNLOADS = ".download"
 TIMEOUT = 30.0                       # seconds, for connecting and for each read
@@ -53,12 +54,43 @@ class Fetched:
     sha256: str = None
     trust: str = ""
     note: str = ""
+    net: str = ""
 
     def __fspath__(self):
         return self.path
 
     def __str__(self):
         return self.path
+
+
+# ---------------------------------------------------------------- what is here
+
+def installed(name, directory=None, registry=None):
+    """The checkpoint path of `name` if it is in `directory` (not checked), else None."""
+    item = entry(name, registry)
+    if item.local:
+        try:
+            return resolve_pretrained(name, directory, registry, verify=False).path
+        except CkptError:
+            return None
+    folder = os.path.join(directory_path(directory), item.name)
+    if not os.path.isfile(os.path.join(folder, MANIFEST)):
+        return None
+    return member_path(item, folder)
+
+
+def listing(directory=None, registry=None):
+    """Every entry with its facts (the net's record where the entry has none) and where it is
+    in `directory` (None: not there): what `pretrained list` shows."""
+    known = load_registry(registry) if not isinstance(registry, dict) else registry
+    items = []
+    for item in known.values():
+        record = item.record
+        items.append({"name": item.name, "net": item.net, "num_classes": record.num_classes,
+                      "image_size": record.image_size, "url": item.url, "size": item.size,
+                      "sha256": item.sha256, "exclude": list(item.exclude_scopes),
+                      "path": installed(item.name, directory, known)})
+    return items
 
 
 # ---------------------------------------------------------------- get
@@ -77,14 +109,15 @@ def get(name, directory=None, progress=None, *, registry=None, force=False, time
     base = directory_path(directory)
     if item.local:
         return Fetched(item.name, _checked_local(name, directory, registry), False,
-                       item.sha256, "local")
+                       item.sha256, "local", net=item.net)
     folder = os.path.join(base, item.name)
     if os.path.exists(folder) and not force:
         if not os.path.isfile(os.path.join(folder, MANIFEST)):
             raise CkptError(f"{folder} exists but was not made by `{GET_COMMAND}` (no "
                             f"{MANIFEST} file); move it away or download again with force")
         archive_sha, trust = check_folder(item, folder, directory)
-        return Fetched(item.name, member_path(item, folder), False, archive_sha, trust)
+        return Fetched(item.name, member_path(item, folder), False, archive_sha, trust,
+                       net=item.net)
 
     downloads = os.path.join(base, DOWNLOADS)
     part = os.path.join(downloads, item.archive + ".part")
@@ -106,7 +139,7 @@ def get(name, directory=None, progress=None, *, registry=None, force=False, time
         note = (f"trust on first use: the registry has no sha256 for {item.archive}; this "
                 f"download's is {digest}, recorded in {os.path.join(folder, MANIFEST)} and "
                 "checked on every later use (compare it with a source you trust)")
-    return Fetched(item.name, path, True, digest, trust, note)
+    return Fetched(item.name, path, True, digest, trust, note, net=item.net)
 
 
 def _download(item, part, progress, timeout):

@@ -110,3 +110,19 @@ def install_tensorflow_stand_in():
         modules[name].load_checkpoint = load_checkpoint
         modules[name].list_variables = list_variables
     modules["tensorflow"].__version__ = "ckptkit-stand-in"
+
+
+def run_script(script, args):
+    """Run a legacy checkpoint-reading script as `python script args...` would, its
+    `import tensorflow` answered by the stand-in; the script's exit code."""
+    import runpy
+
+    if "tensorflow" in sys.modules:
+        raise CkptError("TensorFlow is already imported in this process")
+    install_tensorflow_stand_in()
+    sys.argv = [script, *args]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0

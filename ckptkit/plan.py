@@ -1,8 +1,11 @@
 """Restore plans: which checkpoint tensor goes into which model variable, and why not.
 
-Pure: names, shapes and dtypes in, a RestorePlan out; no TensorFlow, no numpy, no I/O. The
-training layer applies the plan and `ckptkit plan` renders it, so what `plan` shows is exactly
-what fine-tuning restores.
+Pure: names, shapes and dtypes in, a RestorePlan out; no TensorFlow, no numpy (reading a
+checkpoint's listing goes through paths). Every restore choice a user makes is one
+RestoreOptions record, declared once as command-line options (cli/options.py) for `plan`,
+`finetune` and `search`; `plan_for` is the one way a plan is made from it. The training layer
+applies the plan and `ckptkit plan` renders it, so what `plan` shows is exactly what
+fine-tuning restores.
 
 How a plan is made
 - Model variables are taken in graph creation order. Training state among them (optimizer
@@ -31,17 +34,46 @@ Notes
 - Restoring nothing is an error: it would mean training from scratch.
 - Cost is linear in the number of names: patterns are compiled once, suffixes are dict keys.
 """
+import dataclasses
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from difflib import get_close_matches
 from math import prod
 from typing import NamedTuple
 
-from .errors import PlanError
+from .errors import CkptError, PlanError
+from .paths import open_checkpoint
 from .scopes import MATCH_MODES, RenameRule, closest_scopes, compile_pattern, role
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 _LISTED = 10            # problems named in one error message before "... and N more"
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """Every choice about what a model restores from a checkpoint and what it trains; the
+    keyword arguments of plan_restore (see there), as `plan`, `finetune` and `search` take
+    them. Patterns are tuples of texts (comma lists already split)."""
+
+    exclude: tuple = ()
+    include: tuple = ()
+    train: tuple = ()
+    train_from: str = None
+    lr_mults: tuple = ()
+    maps: tuple = ()
+    match: str = "component"
+    use_moving_averages: bool = False
+    strict: bool = False
+    allow_mismatch: bool = False
+
+    def __post_init__(self):
+        for name in ("exclude", "include", "train", "lr_mults", "maps"):
+            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
+
+    def to_json(self):
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -144,6 +176,7 @@ class RestorePlan:
     lr_mults: dict = field(default_factory=dict)   # trainable name -> multiplier (not 1)
     model_shapes: dict = field(default_factory=dict, repr=False, compare=False)
     ckpt_shapes: dict = field(default_factory=dict, repr=False, compare=False)
+    note: str = field(default="", repr=False, compare=False)   # how the checkpoint resolved
 
     def to_json(self):
         """DESIGN's contract: names everywhere, except
@@ -304,6 +337,46 @@ def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=()
     if strict:
         plan.check(strict=True)
     return plan
+
+
+def plan_for(checkpoint_vars, model_vars, options, *, label_offset=0):
+    """The plan `options` (RestoreOptions) make for restoring `model_vars` from
+    `checkpoint_vars`, checked: a mismatch is always an error, a missing variable with
+    options.strict. The one way `plan`, `finetune` and `search` make a plan."""
+    plan = plan_restore(checkpoint_vars, model_vars, label_offset=label_offset,
+                        exclude=options.exclude, include=options.include, maps=options.maps,
+                        match=options.match, use_moving_averages=options.use_moving_averages,
+                        strict=options.strict, allow_mismatch=options.allow_mismatch,
+                        train=options.train or None, train_from=options.train_from,
+                        lr_mults=options.lr_mults)
+    plan.check(strict=options.strict)
+    return plan
+
+
+def plan_checkpoint(checkpoint, model_vars, options, *, label_offset=0):
+    """plan_for against the checkpoint at `checkpoint` (any path paths.resolve takes); the
+    plan's note says how the path was resolved when that needed a fallback."""
+    with open_checkpoint(checkpoint) as reader:
+        plan = plan_for(list(reader), model_vars, options, label_offset=label_offset)
+        plan.note = reader.note
+    return plan
+
+
+def target_variables(path):
+    """The model variables `plan --target` names: a JSON list of {name, shape, dtype}
+    (`inspect --json` output), or the model weights of another checkpoint."""
+    if not str(path).endswith(".json"):
+        with open_checkpoint(path) as reader:
+            return [ModelVar.from_variable(v) for v in reader if role(v.name) == "model"]
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        items = data["variables"] if isinstance(data, dict) else data
+        return [ModelVar(v["name"], tuple(v["shape"]), v.get("dtype", "float32"),
+                         v.get("trainable", True)) for v in items]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CkptError(f"{path}: not a list of {{name, shape, dtype}} variables "
+                        f"({type(e).__name__}: {e})") from None
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -247,3 +247,250 @@ def plan_table(plan, verbose=False):
             rows.append((f"  ... {len(section.rows) - len(shown)} more (--verbose lists all)",
                          "", ""))
     return table(rows, "llr")
+
+
+# --- the reading commands --------------------------------------------------------------------
+
+def listing_json(reader, variables):
+    """`inspect --json` (DESIGN.md's contract)."""
+    return {"path": reader.path, "format": reader.format,
+            "variables": [v.to_json() for v in variables],
+            "total_params": sum(v.size for v in variables),
+            "total_bytes": sum(v.nbytes for v in variables)}
+
+
+def tensor_json(var, value, stats):
+    return {**var.to_json(), "stats": stats and stats.__dict__, "values": json_values(value)}
+
+
+def tensor_lines(var, value, stats, printoptions):
+    """One tensor's header, values as numpy prints them under `printoptions`, statistics."""
+    import numpy as np
+
+    lines = [f"{var.name}  {shape(var.shape)}  {var.dtype}"]
+    with np.printoptions(**printoptions):
+        lines.append(str(value) if value.dtype.kind != "O" else repr(value))
+    if stats:
+        lines.append(f"min {stats.min:.6g}  max {stats.max:.6g}  mean {stats.mean:.6g}  "
+                     f"std {stats.std:.6g}  nan {stats.nan}  inf {stats.inf}")
+    return lines
+
+
+def json_values(value):
+    """Nested lists for JSON: complex numbers as [real, imag], strings decoded (bytes that
+    are not UTF-8 escaped), low-precision floats widened."""
+    import numpy as np
+
+    if value.dtype.kind == "O":
+        flat = [x.decode("utf-8", "backslashreplace") if isinstance(x, bytes) else str(x)
+                for x in value.reshape(-1)]
+        return np.array(flat, dtype=object).reshape(value.shape).tolist()
+    if value.dtype.kind == "c":
+        return np.stack([value.real, value.imag], axis=-1).tolist()
+    if value.dtype.kind not in "biuf":
+        value = value.astype(np.float64)   # bfloat16 / float8 from ml_dtypes
+    return value.tolist()
+
+
+def stats_table(pairs):
+    """`inspect --stats`: (Variable, Stats or None) pairs as a table."""
+    rows = [["name", "shape", "dtype", "min", "max", "mean", "std", "nan", "inf"]]
+    for v, st in pairs:
+        cells = [f"{x:.4g}" for x in (st.min, st.max, st.mean, st.std)] + \
+            [str(st.nan), str(st.inf)] if st else ["-"] * 6
+        rows.append([v.name, shape(v.shape), v.dtype, *cells])
+    return table(rows, "lllrrrrrr")
+
+
+def objects_table(attrs):
+    """`inspect --objects`: TF2 checkpoint keys and the object paths they belong to."""
+    rows = [(a.key, a.path, a.full_name, f"slot {a.slot_of}" if a.slot_of else "")
+            for a in attrs]
+    return table([("key", "object path", "name", "")] + rows)
+
+
+def verify_json(report):
+    return {"path": report.path, "format": report.format, "ok": report.ok,
+            "tensors": report.tensors, "bytes": report.nbytes, "problems": report.problems}
+
+
+def verify_lines(report):
+    if report.ok:
+        return [f"OK {report.path} ({report.format}): {plural(report.tensors, 'tensor')}, "
+                f"{human_bytes(report.nbytes)} verified"]
+    return [f"CORRUPT {report.path}: {len(report.problems)} problem(s)"] + \
+        [f"  {p}" for p in report.problems]
+
+
+def diff_json(report):
+    return {
+        "only_a": [v.to_json() for v in report.only_a],
+        "only_b": [v.to_json() for v in report.only_b],
+        "changed": [{"name": c.name, "kind": c.kind, "shape_a": list(c.shape_a),
+                     "shape_b": list(c.shape_b), "dtype_a": c.dtype_a, "dtype_b": c.dtype_b,
+                     "max_abs": c.max_abs, "rms": c.rms} for c in report.changed],
+        "equal": report.equal}
+
+
+def diff_lines(report):
+    """DESIGN.md's diff lines: + only in B, - only in A, ! changed; then the counts."""
+    lines = [f"+ {v.name} {shape(v.shape)}" for v in report.only_b]
+    lines += [f"- {v.name} {shape(v.shape)}" for v in report.only_a]
+    for c in report.changed:
+        if c.kind == "shape":
+            what = f"shape {shape(c.shape_a)} -> {shape(c.shape_b)}"
+        elif c.kind == "dtype":
+            what = f"dtype {c.dtype_a} -> {c.dtype_b}"
+        else:
+            what = f"max abs {c.max_abs:.6g}, rms {c.rms:.6g}"
+        lines.append(f"! {c.name} {what}")
+    lines.append(f"{report.equal} equal, {len(report.changed)} changed, "
+                 f"{len(report.only_a)} only in A, {len(report.only_b)} only in B")
+    return lines
+
+
+# --- surgery and convert ---------------------------------------------------------------------
+
+def surgery_json(result, dry_run):
+    """The name table of a surgery, where it went and how each tensor got there."""
+    return {**result.plan.to_json(), "output": result.target.path,
+            "format": result.target.format, "dry_run": dry_run, "copied": result.copied,
+            "decoded": result.decoded}
+
+
+def surgery_lines(result, dry_run):
+    plan, target = result.plan, result.target
+    if dry_run:
+        return plan.lines() + [f"dry run: would write {target.path} ({target.format}): "
+                               f"{plan.summary()}"]
+    return [f"wrote {target.path} ({target.format}): {plan.summary()}; {result.copied} "
+            f"copied as stored bytes, {result.decoded} decoded"]
+
+
+# --- the training commands -------------------------------------------------------------------
+
+def finetune_table(summary):
+    """The pretrained run (and its --compare-scratch twin): epochs, best and final accuracy."""
+    runs = [("pretrained", summary)] + ([("scratch", summary["scratch"])]
+                                        if "scratch" in summary else [])
+    rows = [["run", "epochs", "best val_accuracy", "final val_accuracy", "train dir"]]
+    for name, s in runs:
+        best = (s["best"] or {}).get("val_accuracy")
+        final = (s["final"] or {}).get("val_accuracy")
+        rows.append([name, str(s["epochs"]), "-" if best is None else f"{best:.4f}",
+                     "-" if final is None else f"{final:.4f}", s["train_dir"]])
+    return table(rows, "lrrrl")
+
+
+def eval_lines(result):
+    """Accuracy, top-5 and loss, the per-class table and the confusion matrix."""
+    lines = [f"{result['checkpoint']} on {result['data']}: {result['count']} images",
+             f"accuracy {result['accuracy']:.4f}  top-5 {result['top5']:.4f}  "
+             f"loss {result['loss']:.4f}", ""]
+    rows = [["class", "images", "accuracy"]] + [
+        [c["label"], str(c["count"]), "-" if c["accuracy"] is None else f"{c['accuracy']:.4f}"]
+        for c in result["per_class"]]
+    lines += table(rows, "lrr")
+    labels = result["labels"]
+    rows = [["true \\ predicted"] + labels] + [
+        [label] + [str(n) for n in counts] for label, counts in zip(labels, result["confusion"])]
+    lines += [""] + table(rows, "l" + "r" * len(labels))
+    return lines + ["", f"confusion matrix drawn to {result['confusion_png']}"]
+
+
+def prediction_lines(results):
+    """One line per image: its top classes with probabilities, or its error."""
+    lines = []
+    for item in results:
+        if "error" in item:
+            lines.append(f"{item['path']}: error: {item['error']}")
+        else:
+            tops = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in item["top"])
+            lines.append(f"{item['path']}: {tops}")
+    return lines
+
+
+def export_lines(written):
+    frozen, saved = written["frozen_graph"], written["saved_model"]
+    return [f"exported {written['checkpoint']} ({written['net']}, {written['num_classes']} "
+            f"classes) to {written['out_dir']}",
+            f"  {saved['dir']}/  tags {','.join(saved['tags'])}, signatures "
+            f"{', '.join(saved['signatures'])}",
+            f"  {frozen['file']}  input {frozen['input']} ({frozen['input_format']}), "
+            f"outputs {', '.join(frozen['outputs'].values())}",
+            "  export.json  tensor names, labels, preprocessing"]
+
+
+# --- search ----------------------------------------------------------------------------------
+
+class TrialLines:
+    """The live table of a search: one line per finished trial through `echo`, under a header
+    printed once."""
+
+    def __init__(self, names, echo):
+        self.names, self.echo, self.started = names, echo, False
+
+    def __call__(self, row):
+        if not self.started:
+            self.echo(f"{'trial':>5}  {'state':<8}  {'val_acc':>7}  {'time':>7}  params")
+            self.started = True
+        value = "-" if row["value"] is None else f"{row['value']:.4f}"
+        seconds = "-" if row["seconds"] is None else f"{row['seconds']:.1f}s"
+        self.echo(f"{row['number']:>5}  {row['state']:<8}  {value:>7}  {seconds:>7}  "
+                  f"{_params(row['params'])}")
+
+
+def _value(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _params(params):
+    return " ".join(f"{k}={_value(v)}" for k, v in params.items())
+
+
+def search_lines(summary, with_table):
+    """A search's summary: the trials table (`search --report`), counts, the best trial, the
+    files written, and whether it stopped."""
+    lines = []
+    rows = summary["trials"]
+    if with_table:
+        names = list(dict.fromkeys(k for r in rows for k in r["params"]))
+        cells = [["trial", "state", "val_accuracy", "epochs", "time"] + names]
+        for r in rows:
+            cells.append([str(r["number"]), r["state"],
+                          "-" if r["value"] is None else f"{r['value']:.4f}", str(r["epochs"]),
+                          "-" if r["seconds"] is None else f"{r['seconds']:.1f}s"]
+                         + [_value(r["params"][n]) if n in r["params"] else "-" for n in names])
+        lines += table(cells, "rlrrr" + "l" * len(names))
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(summary["counts"].items()))
+    lines += ["", f"{summary['study_dir']}: {counts or 'no trials'}"]
+    best = summary["best"]
+    if best is None:
+        lines.append("no complete trial yet")
+    else:
+        lines += [f"best trial {best['number']}: val_accuracy {best['value']:.4f}  "
+                  f"{_params(best['params'])}", f"  train dir {best['train_dir']}"]
+    lines += [f"  wrote {name}" for name in
+              ([summary["csv"]] if summary.get("csv") else []) + summary.get("plots", [])]
+    if summary["stopped"]:
+        lines.append("stopped; run the same command to resume")
+    return lines
+
+
+# --- pretrained ------------------------------------------------------------------------------
+
+def pretrained_table(items):
+    """`pretrained list`: zoo.pretrained.listing as a table."""
+    rows = [["name", "net", "classes", "size", "sha256", "here"]] + [
+        [i["name"], i["net"], str(i["num_classes"] or "-"),
+         human_bytes(i["size"]) if i["size"] else "-",
+         "registry" if i["sha256"] else "on first use", i["path"] or "-"] for i in items]
+    return table(rows, "llrrll")
+
+
+def fetched_lines(fetched):
+    """What `pretrained get` did, and the command that fine-tunes from it."""
+    return [f"{'downloaded' if fetched.downloaded else 'already here'}: {fetched.path}",
+            "fine-tune it with a new head:",
+            f"  ckptkit finetune --net {fetched.net} --checkpoint pretrained:{fetched.name} "
+            "--exclude Logits --data DATA --train-dir RUN"]

@@ -68,7 +68,7 @@ FAST = dict(batch_size=16, dropout=0.0, optimizer="adam", lr=1e-3, augment=False
 def target(tmp_path_factory):
     """Digits 5-9 (scikit-learn's): 30 training and 20 validation images per class, as
     train/ and val/ image folders."""
-    from images import digits_folder
+    from helpers.images import digits_folder
 
     root = tmp_path_factory.mktemp("target")
     digits_folder(root / "train", range(5, 10), 30)
@@ -80,12 +80,13 @@ def target(tmp_path_factory):
 def pretrained(tmp_path_factory, tf):
     """The train dir of a LeNet trained from scratch on digits 0-4 (60 per class, 10% held
     out), 3 epochs: the pretrained checkpoint the fine-tuning tests start from."""
-    from images import digits_folder
+    from helpers.images import digits_folder
 
-    from ckptkit.train import finetune
+    from ckptkit.train.finetune import finetune
+    from ckptkit.train.settings import Settings
 
     root = tmp_path_factory.mktemp("source")
     data = digits_folder(root / "digits", range(5), 60)
-    finetune.finetune(finetune.Settings(net="lenet", data=str(data), train_dir=str(root / "run"),
-                                        epochs=3, **FAST))
+    finetune(Settings(net="lenet", data=str(data), train_dir=str(root / "run"), epochs=3,
+                      **FAST))
     return root / "run"

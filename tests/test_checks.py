@@ -123,7 +123,7 @@ def test_verify_clean_and_corrupt_npz(npz, tmp_path):
 @pytest.mark.tf
 def test_v1_v2_and_npz_of_one_model_compare_equal(tmp_path):
     """The same variables saved by TF as V1 and as V2, and exported to npz: no differences."""
-    from tf_factories import Var, save_graph
+    from helpers.tf_factories import Var, save_graph
 
     variables = [Var(n, v) for n, v in VALUES.items() if v.dtype != np.int64]
     v2 = save_graph(tmp_path / "v2", variables)

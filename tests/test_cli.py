@@ -1,5 +1,5 @@
 """Normal use of `ckptkit inspect`, `verify` and `diff` on small bundles written by the test
-encoder (tests/bundle_writer.py): exact output, exact exit codes, the JSON contracts of
+encoder (tests/helpers/bundle_writer.py): exact output, exact exit codes, the JSON contracts of
 DESIGN.md."""
 import json
 import math
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from ckptkit import __version__
-from ckptkit.cli import cli
-from bundle_writer import string_tensor_bytes, write_bundle, write_v1
+from ckptkit.cli import COMMANDS
+from helpers.bundle_writer import string_tensor_bytes, write_bundle, write_v1
 
 MODEL = {
     "beta1_power": np.array(0.9, np.float32),
@@ -78,7 +78,7 @@ def test_version(ckptkit):
     assert ckptkit("--version") == (0, f"ckptkit, version {__version__}\n", "")
 
 
-@pytest.mark.parametrize("command", [None, *sorted(cli.commands)])
+@pytest.mark.parametrize("command", [None, *sorted(COMMANDS)])
 def test_help_has_an_example(ckptkit, command):
     code, out, err = ckptkit(*filter(None, [command, "--help"]))
     assert (code, err) == (0, "")
@@ -86,7 +86,7 @@ def test_help_has_an_example(ckptkit, command):
     assert re.search(r"^  Examples?:\n    ckptkit ", out, re.M)
 
 
-@pytest.mark.parametrize("command", sorted(cli.commands))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_a_readme_section(command):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert f"\n### {command}\n" in readme

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from bundle_writer import write_bundle
+from helpers.bundle_writer import write_bundle
 
 W = np.float32
 

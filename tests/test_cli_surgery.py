@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ckptkit as ckptkit_module
-from bundle_writer import write_bundle
+from helpers.bundle_writer import write_bundle
 
 TENSORS = {
     "net/Logits/biases": np.arange(11, dtype=np.float32),

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from bundle_writer import write_bundle
-from images import digits_folder
+from helpers.bundle_writer import write_bundle
+from helpers.images import digits_folder
 
 pytestmark = pytest.mark.tf
 
@@ -27,13 +27,13 @@ EPOCH = re.compile(r"^epoch (\d+)/2  loss \d+\.\d{4}  accuracy \d\.\d{4}  val_lo
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory, tf):
     """A LeNet trained (library call, briefly) on digits 0-4."""
-    from ckptkit.train import finetune
+    from ckptkit.train.finetune import finetune
+    from ckptkit.train.settings import Settings
 
     root = tmp_path_factory.mktemp("source")
     data = digits_folder(root / "digits", range(5), 20)
-    finetune.finetune(finetune.Settings(net="lenet", data=str(data), train_dir=str(root / "run"),
-                                        epochs=1, batch_size=16, dropout=0.0, optimizer="adam",
-                                        lr=1e-3, augment=False))
+    finetune(Settings(net="lenet", data=str(data), train_dir=str(root / "run"), epochs=1,
+                      batch_size=16, dropout=0.0, optimizer="adam", lr=1e-3, augment=False))
     return root / "run"
 
 

@@ -12,8 +12,8 @@ import ckptkit
 from ckptkit.formats.protos import BUNDLE_ENTRY, SHAPE, TENSOR, decode, message
 from ckptkit.formats.tf_object import objects
 from ckptkit.formats import slices
-from bundle_writer import pb_bytes, pb_int, varint, write_bundle, write_table
-from tf_factories import as_bits
+from helpers.bundle_writer import pb_bytes, pb_int, varint, write_bundle, write_table
+from helpers.tf_factories import as_bits
 
 
 def field(number, value):

@@ -9,8 +9,8 @@ import pytest
 import ckptkit
 from ckptkit.formats import slices
 from ckptkit.formats.sstable import MAGIC, Table, _unsnappy, is_table, mask_crc, unmask_crc
-from bundle_writer import varint, write_table
-from tf_factories import GOLDEN_SLICES, GOLDEN_V1, GOLDEN_VALUES, assert_same_value, write_golden
+from helpers.bundle_writer import varint, write_table
+from helpers.tf_factories import GOLDEN_SLICES, GOLDEN_V1, GOLDEN_VALUES, assert_same_value, write_golden
 
 # --- slice keys: checkpoint::EncodeTensorNameSlice, as TF wrote them ------------------------
 

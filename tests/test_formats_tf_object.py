@@ -14,7 +14,7 @@ import pytest
 
 import ckptkit
 from ckptkit.formats.tf_object import objects
-from tf_factories import assert_matches_tf, assert_same_value, save_tf2
+from helpers.tf_factories import assert_matches_tf, assert_same_value, save_tf2
 
 pytestmark = pytest.mark.tf
 

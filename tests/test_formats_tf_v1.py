@@ -15,7 +15,7 @@ import pytest
 import ckptkit
 from ckptkit.formats import slices
 from ckptkit.formats.sstable import Table
-from tf_factories import (V1_DTYPES, V1_UNSAVABLE, Var, assert_matches_tf, assert_same_value,
+from helpers.tf_factories import (V1_DTYPES, V1_UNSAVABLE, Var, assert_matches_tf, assert_same_value,
                           restore_graph, sample, save_graph)
 
 pytestmark = pytest.mark.tf

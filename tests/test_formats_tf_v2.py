@@ -20,8 +20,8 @@ import pytest
 import ckptkit
 from ckptkit.formats import slices
 from ckptkit.formats.sstable import Table
-from bundle_writer import write_bundle, write_table
-from tf_factories import (SAVER_DTYPES, Var, assert_matches_tf, assert_same_value,
+from helpers.bundle_writer import write_bundle, write_table
+from helpers.tf_factories import (SAVER_DTYPES, Var, assert_matches_tf, assert_same_value,
                           golden_variables, restore_graph, sample, save_graph, save_raw_v2,
                           save_slim_net, shard_files, write_golden)
 

@@ -17,7 +17,7 @@ from ckptkit.formats.tf_v2 import TFV2Reader
 from ckptkit.fileio import write_state
 from ckptkit.formats.tf_v2_write import TFV2Writer
 from ckptkit.variable import dtype_name
-from tf_factories import STRINGS, sample
+from helpers.tf_factories import STRINGS, sample
 
 V2_DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64",
              "uint8", "uint16", "uint32", "uint64", "bool", "complex64", "complex128",
@@ -239,7 +239,7 @@ def test_file_writer_replaces_atomically(tmp_path):
 @pytest.mark.tf
 def test_v2_bytes_equal_what_tf_writes(tmp_path):
     """Index and data byte for byte as tf.raw_ops.SaveV2 writes them, several index blocks."""
-    from tf_factories import save_raw_v2
+    from helpers.tf_factories import save_raw_v2
 
     tensors = {"a": np.array([1.5, -2], np.float32), "s": np.array(b"\x00\xff", dtype=object),
                "n/i": np.arange(4, dtype=np.int64).reshape(2, 2)}

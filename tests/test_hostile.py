@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from ckptkit import open_checkpoint
-from bundle_writer import Bundle, varint, write_bundle, write_v1
-from hostile import delete, flip, overwrite, run_isolated, snapshot, truncate
+from helpers.bundle_writer import Bundle, varint, write_bundle, write_v1
+from helpers.hostile import delete, flip, overwrite, run_isolated, snapshot, truncate
 
 MEMORY_LIMIT = 1536 << 20     # bytes of address space per ckptkit process
 TIMEOUT = 20                  # seconds per ckptkit process

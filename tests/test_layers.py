@@ -1,6 +1,7 @@
-"""Layering (DESIGN.md): `inspect`, `verify` and `diff` never load TensorFlow; a TF checkpoint
-never loads h5py; a plain listing never even loads numpy. Only ckptkit/tfcompat.py and
-ckptkit/train/ import TensorFlow."""
+"""Layering (DESIGN.md): imports point down the layers and never go round in a cycle, no module
+imports another's private names; `inspect`, `verify` and `diff` never load TensorFlow; a TF
+checkpoint never loads h5py; a plain listing never even loads numpy. Only
+ckptkit/tfcompat.py and ckptkit/train/ import TensorFlow."""
 import ast
 import json
 import subprocess
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import ckptkit
-from bundle_writer import write_bundle, write_v1
+from helpers.bundle_writer import write_bundle, write_v1
 
 PACKAGE = Path(ckptkit.__file__).parent
 TF_MODULES = {"tensorflow", "tf_keras", "keras", "tf_slim", "ckptkit.tfcompat", "ckptkit.train"}
@@ -38,7 +39,10 @@ COMMANDS = {   # id -> (args, modules that must stay out, modules that must be i
                      TF_MODULES | {"h5py", "numpy"}, set()),
     "inspect-dir": (["inspect", "{dir}"], TF_MODULES | {"h5py", "numpy"}, set()),
     "inspect-v1": (["inspect", "{v1}"], TF_MODULES | {"h5py", "numpy"}, set()),
-    "help": (["--help"], TF_MODULES | {"h5py", "numpy"}, set()),
+    # listing the commands reads the training options' choices: TF-free data of train/
+    "help": (["--help"], TF_ROOTS | {"ckptkit.tfcompat", "ckptkit.train.finetune",
+                                      "ckptkit.train.heads", "h5py", "numpy"},
+             {"ckptkit.train.settings"}),
     # reading values needs numpy: proof that the probe sees what is loaded
     "inspect-stats": (["inspect", "{v2}", "--stats"], TF_MODULES | {"h5py"}, {"numpy"}),
     "inspect-tensor": (["inspect", "{v2}", "--tensor", "net/w"], TF_MODULES | {"h5py"},
@@ -127,3 +131,113 @@ def test_only_tfcompat_and_train_import_tensorflow():
 def test_tf_import_finder(source, found):
     """The static check finds real imports only, however they are written."""
     assert _tf_imports(source) == found
+
+
+# --- the import graph ------------------------------------------------------------------------
+
+# DESIGN.md's layers, bottom first; a unit is a module or a package of ckptkit
+LAYERS = [("errors",), ("variable",), ("fileio",), ("scopes",), ("formats",), ("zoo",),
+          ("paths",), ("plan", "surgery", "checks", "render"), ("download", "legacy"),
+          ("tfcompat",), ("train",), ("cli",)]
+RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
+
+
+def _module_name(path):
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name):
+    path = PACKAGE.parent / name.replace(".", "/")
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _imports(path):
+    """(module imported, names taken from it) of every ckptkit import in a file, at any
+    depth; `from .x import y` counts as importing module x.y when y is a module."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(a.name, ()) for a in node.names if a.name.split(".")[0] == "ckptkit"]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "ckptkit":
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.append((sub, ()) if _is_module(sub) else (target, (alias.name,)))
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph():
+    """module -> [(imported module, names)] for every module of the package."""
+    return {_module_name(p): _imports(p) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _unit(module):
+    """The layer unit of a module: ckptkit.formats.npz -> formats, ckptkit.plan -> plan."""
+    return module.split(".")[1] if "." in module else None
+
+
+def test_every_module_has_a_layer(graph):
+    assert sorted({_unit(m) for m in graph} - set(RANK) - {None}) == []
+
+
+def test_imports_point_down_the_layers(graph):
+    """Down only, or within one package; the package facade (ckptkit/__init__.py) is the top,
+    and others take only its __version__ from it."""
+    up = []
+    for module, imports in graph.items():
+        for target, names in imports:
+            if target == "ckptkit":
+                if module != "ckptkit" and set(names) != {"__version__"}:
+                    up.append((module, target, names))
+                continue
+            if module == "ckptkit" or _unit(module) == _unit(target):
+                continue
+            if RANK[_unit(target)] >= RANK[_unit(module)]:
+                up.append((module, target))
+    assert up == []
+
+
+def test_no_import_cycles(graph):
+    edges = {m: sorted({t for t, _ in imports if t in graph and t != m})
+             for m, imports in graph.items()}
+    edges["ckptkit"] = []      # the facade: every module is under it, by Python's import rules
+    state, cycles = {}, []
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in edges.get(node, ()):
+            if state.get(nxt) == "open":
+                cycles.append(path[path.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_no_private_names_cross_modules(graph):
+    taken = [(module, target, name) for module, imports in graph.items()
+             for target, names in imports for name in names
+             if name.startswith("_") and not name.startswith("__") and target != module]
+    assert taken == []
+
+
+def test_the_graph_checks_see_real_imports(graph):
+    """The walk found the package and reads relative, absolute and nested imports."""
+    assert len(graph) >= 40
+    assert ("ckptkit.fileio", ("write_atomic",)) in graph["ckptkit.train.rundir"]
+    assert ("ckptkit.paths", ("open_checkpoint",)) in graph["ckptkit.plan"]
+    assert any(t == "ckptkit.train.nets" for t, _ in graph["ckptkit.cli.plan"])

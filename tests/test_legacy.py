@@ -13,7 +13,7 @@ import pytest
 
 import ckptkit
 from ckptkit.formats import slices
-from tf_factories import SAVER_DTYPES, Var, assert_same_value, sample, save_graph
+from helpers.tf_factories import SAVER_DTYPES, Var, assert_same_value, sample, save_graph
 
 pytestmark = pytest.mark.tf
 

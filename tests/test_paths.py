@@ -11,8 +11,8 @@ import pytest
 
 import ckptkit
 from ckptkit.paths import resolve
-from bundle_writer import write_bundle
-from tf_factories import GOLDEN_VALUES, assert_same_value, write_golden
+from helpers.bundle_writer import write_bundle
+from helpers.tf_factories import GOLDEN_VALUES, assert_same_value, write_golden
 
 
 def bundle(prefix, step=0):

@@ -22,8 +22,8 @@ import ckptkit
 from ckptkit import download, paths
 from ckptkit.errors import CkptError, Corrupt, FormatError, NotFound
 from ckptkit.zoo import pretrained
-from bundle_writer import write_bundle, write_v1
-from hostile import flip
+from helpers.bundle_writer import write_bundle, write_v1
+from helpers.hostile import flip
 
 TENSORS = {"net/conv1/weights": np.random.default_rng(0).standard_normal((64, 64, 4), "f4"),
            "net/logits/biases": np.arange(5, dtype="f4")}
@@ -292,7 +292,7 @@ def test_get_verifies_unpacks_and_resolves(tmp_path, hosted, server):
         np.testing.assert_array_equal(reader.read("net/logits/biases"),
                                       TENSORS["net/logits/biases"])
     assert paths.resolve_pretrained("tiny", directory, registry).path == expected
-    assert pretrained.installed("tiny", directory, registry) == expected
+    assert download.installed("tiny", directory, registry) == expected
 
     before = len(server.requests)
     again = download.get("tiny", directory, registry=registry)

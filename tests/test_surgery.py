@@ -17,7 +17,7 @@ import ckptkit
 from ckptkit.errors import CkptError, NotFound, PlanError
 from ckptkit.surgery import plan_surgery, run_surgery
 from ckptkit.variable import Variable
-from bundle_writer import write_bundle
+from helpers.bundle_writer import write_bundle
 from conftest import CORPUS, CORPUS_MISSING, corpus_cases
 
 F32 = "float32"
@@ -296,7 +296,7 @@ def assert_same_tables(a, b):
 
 @pytest.mark.tf
 def test_round_trips_tf_sees_identical_checkpoints(tf, tmp_path):
-    from tf_factories import Var, save_graph
+    from helpers.tf_factories import Var, save_graph
 
     values = {"a/w": np.arange(24, dtype=np.float32).reshape(2, 3, 4),
               "a/b": np.array([1.5, -0.0, np.inf], np.float64),

@@ -7,11 +7,12 @@ import types
 import numpy as np
 import pytest
 from conftest import FAST
-from images import digits_folder
+from helpers.images import digits_folder
 
-from ckptkit.plan import Restore
+from ckptkit.plan import Restore, RestoreOptions
 from ckptkit.train import features
 from ckptkit.train.nets import Model
+from ckptkit.train.settings import Settings
 
 
 def _plan(*models):
@@ -62,10 +63,11 @@ def test_a_cache_hit_decodes_no_image_builds_no_backbone_and_saves_whole_models(
 
     def run(name):
         lines = []
-        summary = finetune.finetune(finetune.Settings(
+        summary = finetune.finetune(Settings(
             net="lenet", data=str(root), train_dir=str(tmp_path / name),
-            checkpoint=str(pretrained), exclude=("Logits",), mode="features", epochs=2,
-            cache_dir=str(tmp_path / "cache"), **FAST), log=lines.append)
+            checkpoint=str(pretrained), restore=RestoreOptions(exclude=("Logits",)),
+            mode="features", epochs=2, cache_dir=str(tmp_path / "cache"), **FAST),
+            log=lines.append)
         return summary, lines
 
     first, lines = run("first")
@@ -96,10 +98,11 @@ def test_deferred_checkpoints_hold_the_best_epoch_exactly(tf, tmp_path, target, 
     from ckptkit.train import finetune
 
     def run(name, epochs):
-        return finetune.finetune(finetune.Settings(
+        return finetune.finetune(Settings(
             net="lenet", data=str(target), train_dir=str(tmp_path / name),
-            checkpoint=str(pretrained), exclude=("Logits",), mode="features", epochs=epochs,
-            cache_dir=str(tmp_path / "cache"), **{**FAST, "optimizer": "sgd", "lr": 0.5}))
+            checkpoint=str(pretrained), restore=RestoreOptions(exclude=("Logits",)),
+            mode="features", epochs=epochs, cache_dir=str(tmp_path / "cache"),
+            **{**FAST, "optimizer": "sgd", "lr": 0.5}))
 
     whole = run("whole", 5)
     best = whole["best"]["epoch"]

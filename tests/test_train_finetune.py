@@ -1,6 +1,7 @@
 """The fine-tuning session on real images (scikit-learn's digits): a LeNet pretrained here on
 digits 0-4 is fine-tuned on digits 5-9, with TensorFlow's own reader as the oracle of what
 changed in the checkpoints."""
+import dataclasses
 import json
 import os
 import signal
@@ -12,7 +13,10 @@ import numpy as np
 import pytest
 from conftest import FAST
 
-from images import digits_folder
+from helpers.images import digits_folder
+
+from ckptkit.plan import RestoreOptions
+from ckptkit.train.settings import Settings
 
 pytestmark = pytest.mark.tf
 
@@ -25,12 +29,12 @@ def finetune(tf):
     return finetune
 
 
-def _settings(finetune, tmp_path, target, pretrained, **kwargs):
+def _settings(tmp_path, target, pretrained, **kwargs):
     values = dict(net="lenet", data=str(target), train_dir=str(tmp_path / "run"),
-                  checkpoint=str(pretrained), exclude=("Logits",), epochs=2,
-                  cache_dir=str(tmp_path / "cache"), **FAST)
+                  checkpoint=str(pretrained), restore=RestoreOptions(exclude=("Logits",)),
+                  epochs=2, cache_dir=str(tmp_path / "cache"), **FAST)
     values.update(kwargs)
-    return finetune.Settings(**values)
+    return Settings(**values)
 
 
 def _values(tf, prefix):
@@ -60,7 +64,8 @@ def test_pretraining_learns_and_leaves_a_complete_train_dir(pretrained):
 
 def test_train_logits_keeps_every_backbone_variable_bit_identical(
         tf, finetune, tmp_path, target, pretrained):
-    s = _settings(finetune, tmp_path, target, pretrained, train=("Logits",))
+    s = _settings(tmp_path, target, pretrained,
+                  restore=RestoreOptions(exclude=("Logits",), train=("Logits",)))
     summary = finetune.finetune(s)
     before = _values(tf, tf.train.latest_checkpoint(str(pretrained)))
     after = _values(tf, summary["checkpoint"])
@@ -80,8 +85,9 @@ def test_lr_mult_gives_the_head_ten_times_the_step_even_with_adam(
         tf, finetune, tmp_path, target, pretrained):
     """Adam's first step moves every weight by the learning rate (its update does not depend
     on the gradient's scale): 1e-3 for the backbone, 1e-2 for a Logits=10 head."""
-    summary = finetune.finetune(_settings(finetune, tmp_path, target, pretrained, epochs=1,
-                                          batch_size=150, lr_mults=("Logits=10",)))
+    summary = finetune.finetune(_settings(
+        tmp_path, target, pretrained, epochs=1, batch_size=150,
+        restore=RestoreOptions(exclude=("Logits",), lr_mults=("Logits=10",))))
     assert summary["step"] == 1
     before = _values(tf, tf.train.latest_checkpoint(str(pretrained)))
     after = _values(tf, summary["checkpoint"])
@@ -100,11 +106,11 @@ def test_lr_mult_gives_the_head_ten_times_the_step_even_with_adam(
 
 def test_resume_continues_global_step_and_matches_an_uninterrupted_run(
         tf, finetune, tmp_path, target, pretrained):
-    whole = finetune.finetune(_settings(finetune, tmp_path / "a", target, pretrained, epochs=2))
-    first = finetune.finetune(_settings(finetune, tmp_path / "b", target, pretrained, epochs=1))
+    whole = finetune.finetune(_settings(tmp_path / "a", target, pretrained, epochs=2))
+    first = finetune.finetune(_settings(tmp_path / "b", target, pretrained, epochs=1))
     steps = -(-150 // 16)
     assert first["step"] == steps
-    resumed = finetune.finetune(_settings(finetune, tmp_path / "b", target, pretrained,
+    resumed = finetune.finetune(_settings(tmp_path / "b", target, pretrained,
                                           epochs=2))
     assert resumed["step"] == whole["step"] == 2 * steps
     a, b = _values(tf, whole["checkpoint"]), _values(tf, resumed["checkpoint"])
@@ -119,11 +125,11 @@ def test_features_mode_trains_the_head_as_head_mode_does_and_reuses_its_cache(
         tf, finetune, tmp_path, target, pretrained):
     # both start from the checkpoint's own head (nothing excluded) and see the same batches
     # (no dropout, no augmentation): training on cached features is training the same head
-    same = dict(exclude=(), epochs=3, cache_dir=str(tmp_path / "cache"))
-    head = finetune.finetune(_settings(finetune, tmp_path / "head", target, pretrained,
+    same = dict(restore=RestoreOptions(), epochs=3, cache_dir=str(tmp_path / "cache"))
+    head = finetune.finetune(_settings(tmp_path / "head", target, pretrained,
                                        mode="head", **same))
     lines = []
-    feats = finetune.finetune(_settings(finetune, tmp_path / "feat", target, pretrained,
+    feats = finetune.finetune(_settings(tmp_path / "feat", target, pretrained,
                                         mode="features", **same), log=lines.append)
     assert any(line.startswith("cached the backbone's features") for line in lines)
     for key in ("loss", "val_loss", "val_accuracy"):
@@ -137,7 +143,7 @@ def test_features_mode_trains_the_head_as_head_mode_does_and_reuses_its_cache(
         else:
             np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-6, err_msg=name)
     lines = []
-    finetune.finetune(_settings(finetune, tmp_path / "again", target, pretrained,
+    finetune.finetune(_settings(tmp_path / "again", target, pretrained,
                                 mode="features", epochs=1,
                                 cache_dir=str(tmp_path / "cache")), log=lines.append)
     assert any(line.startswith("features from the cache") for line in lines)
@@ -146,8 +152,9 @@ def test_features_mode_trains_the_head_as_head_mode_does_and_reuses_its_cache(
 
 def test_two_stage_unfreezes_from_the_scope_with_a_lower_rate(
         tf, finetune, tmp_path, target, pretrained):
-    summary = finetune.finetune(_settings(finetune, tmp_path, target, pretrained,
-                                          mode="two-stage", train_from="LeNet/fc3", epochs=3))
+    summary = finetune.finetune(_settings(
+        tmp_path, target, pretrained, mode="two-stage", epochs=3,
+        restore=RestoreOptions(exclude=("Logits",), train_from="LeNet/fc3")))
     rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows] == [1, 2, 2]
     assert rows[1]["lr"] == pytest.approx(1e-4)
@@ -159,7 +166,7 @@ def test_two_stage_unfreezes_from_the_scope_with_a_lower_rate(
 
 def test_compare_scratch_trains_the_same_model_from_random_weights(
         finetune, tmp_path, target, pretrained):
-    summary = finetune.finetune(_settings(finetune, tmp_path, target, pretrained, epochs=1,
+    summary = finetune.finetune(_settings(tmp_path, target, pretrained, epochs=1,
                                           compare_scratch=True))
     scratch = summary["scratch"]
     assert scratch["train_dir"] == str(tmp_path / "run" / "scratch")
@@ -171,28 +178,85 @@ def test_compare_scratch_trains_the_same_model_from_random_weights(
 def test_eval_reproduces_the_best_val_accuracy(finetune, tmp_path, target, pretrained):
     from ckptkit.train.evaluate import evaluate
 
-    summary = finetune.finetune(_settings(finetune, tmp_path, target, pretrained, epochs=2))
+    summary = finetune.finetune(_settings(tmp_path, target, pretrained, epochs=2))
     result = evaluate(summary["train_dir"])
     assert result["count"] == 100
     assert result["accuracy"] == pytest.approx(summary["best"]["val_accuracy"], abs=1e-9)
     assert np.array(result["confusion"]).sum() == 100
     assert [c["label"] for c in result["per_class"]] == ["5", "6", "7", "8", "9"]
+    assert result["confusion_png"] == os.path.join(summary["train_dir"], "confusion.png")
+    assert os.path.isfile(result["confusion_png"])
 
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(mode="two-stage"), r"--mode two-stage needs --train-from"),
-    (dict(mode="head", train=("Logits",)), r"--mode head trains the new head only"),
+    (dict(mode="head", restore=RestoreOptions(exclude=("Logits",), train=("Logits",))),
+     r"--mode head trains the new head only"),
     (dict(num_classes=7), r"--num-classes 7 but the data has 5 classes"),
-    (dict(exclude=("Logitz",)), r"Logitz"),
+    (dict(restore=RestoreOptions(exclude=("Logitz",))), r"Logitz"),
     (dict(net="lenett"), r"unknown net 'lenett'"),
+    (dict(mode="features", keep_head=True), r"--keep-head does not go with --mode features"),
+    (dict(restore=RestoreOptions(strict=True), hidden=(8,)),
+     r"cannot be restored \(--strict\)"),
+    (dict(keep_head=True), r"head='keep' reuses the 10-class classifier of lenet"),
 ])
 def test_bad_settings_fail_before_training(finetune, tmp_path, target, pretrained, kwargs,
                                            message):
     from ckptkit.errors import CkptError
 
     with pytest.raises(CkptError, match=message):
-        finetune.finetune(_settings(finetune, tmp_path, target, pretrained, **kwargs))
+        finetune.finetune(_settings(tmp_path, target, pretrained, **kwargs))
     assert not (tmp_path / "run" / "checkpoint").exists()
+
+
+def test_include_and_strict_are_honoured_as_plan_model_plans_them(
+        finetune, tmp_path, target, pretrained):
+    from ckptkit.train.restore import plan_model
+
+    options = RestoreOptions(include=("LeNet",), strict=True, train=("Logits",))
+    s = _settings(tmp_path, target, pretrained, epochs=1, restore=options)
+    finetune.finetune(s)
+    plan = json.loads((tmp_path / "run/plan.json").read_text())
+    assert plan == plan_model(str(pretrained), s.model(5), options).to_json()
+    assert plan["excluded"] == ["Logits/weights", "Logits/biases"]    # not included
+    assert len(plan["restore"]) == 6 and plan["missing"] == []
+    assert plan["trainable"] == ["Logits/weights", "Logits/biases"]
+
+
+def test_keep_head_trains_the_net_s_own_classifier(finetune, tmp_path, pretrained):
+    """LeNet's own 10-class classifier (LeNet/fc4, not in a checkpoint pretrained with a new
+    head) on the ten digits: a head-only run trains exactly that scope."""
+    from ckptkit.train.evaluate import evaluate
+    from ckptkit.train.restore import plan_model
+
+    data = digits_folder(tmp_path / "digits", range(10), 10)
+    options = RestoreOptions()
+    s = _settings(tmp_path, data, pretrained, mode="head", keep_head=True, epochs=1,
+                  restore=options)
+    summary = finetune.finetune(s)
+    model = s.model(10)
+    assert model.head_scopes == ("LeNet/fc4",)
+    plan = json.loads((tmp_path / "run/plan.json").read_text())
+    assert plan == plan_model(str(pretrained), model, dataclasses.replace(
+        options, train=model.head_scopes)).to_json()
+    assert plan["trainable"] == plan["missing"] == ["LeNet/fc4/weights", "LeNet/fc4/biases"]
+    assert {"Logits/weights", "Logits/biases"} <= set(plan["unused"])
+    run = json.loads((tmp_path / "run/run.json").read_text())
+    assert run["model"]["keep_head"] is True and run["settings"]["keep_head"] is True
+    assert evaluate(summary["train_dir"])["count"] == 10
+
+
+def test_a_train_dir_from_before_keep_head_resumes(finetune, tmp_path, target, pretrained):
+    finetune.finetune(_settings(tmp_path, target, pretrained, epochs=1))
+    path = tmp_path / "run" / "run.json"
+    run = json.loads(path.read_text())
+    del run["model"]["keep_head"]
+    path.write_text(json.dumps(run))
+    lines = []
+    summary = finetune.finetune(_settings(tmp_path, target, pretrained, epochs=2),
+                                log=lines.append)
+    assert any(line.startswith("resuming from") for line in lines)
+    assert summary["epochs"] == 2
 
 
 def test_bad_data_gets_a_clear_error(finetune, tmp_path, pretrained):
@@ -200,12 +264,12 @@ def test_bad_data_gets_a_clear_error(finetune, tmp_path, pretrained):
 
     one = digits_folder(tmp_path / "one", [3], 5)
     with pytest.raises(CkptError, match=r"class"):
-        finetune.finetune(_settings(finetune, tmp_path, one, pretrained))
+        finetune.finetune(_settings(tmp_path, one, pretrained))
     empty = digits_folder(tmp_path / "empty", [3, 4], 5)
     for png in (empty / "4").iterdir():
         png.unlink()
     with pytest.raises(CkptError, match=r"has no images"):
-        finetune.finetune(_settings(finetune, tmp_path, empty, pretrained))
+        finetune.finetune(_settings(tmp_path, empty, pretrained))
 
 
 def test_corrupt_images_are_skipped_with_a_warning(finetune, tmp_path, pretrained):
@@ -213,7 +277,7 @@ def test_corrupt_images_are_skipped_with_a_warning(finetune, tmp_path, pretraine
     (data / "5" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     (data / "6" / "empty.jpg").write_bytes(b"")
     lines = []
-    summary = finetune.finetune(_settings(finetune, tmp_path, data, pretrained, epochs=1),
+    summary = finetune.finetune(_settings(tmp_path, data, pretrained, epochs=1),
                                 log=lines.append)
     warned = [line for line in lines if line.startswith("warning: skipping")]
     assert len(warned) == 2 and any("broken.png" in w for w in warned)
@@ -253,8 +317,11 @@ import json, sys
 import tensorflow as tf
 cpu, = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from ckptkit.train import finetune as f
-summary = f.finetune(f.Settings(**json.loads(sys.argv[1])))
+from ckptkit.plan import RestoreOptions
+from ckptkit.train.finetune import finetune
+from ckptkit.train.settings import Settings
+settings = Settings(**json.loads(sys.argv[1]), restore=RestoreOptions(exclude=["Logits"]))
+summary = finetune(settings)
 print(json.dumps(summary["final"]))
 """
 
@@ -262,8 +329,7 @@ print(json.dumps(summary["final"]))
 def test_data_parallel_over_two_devices_matches_one_device(tmp_path, target, pretrained):
     """MirroredStrategy over two logical CPU devices (standing in for two GPUs): each takes
     half of every batch and the summed gradients give the one-device result."""
-    base = dict(net="lenet", data=str(target), checkpoint=str(pretrained),
-                exclude=["Logits"], epochs=1, **FAST)
+    base = dict(net="lenet", data=str(target), checkpoint=str(pretrained), epochs=1, **FAST)
     finals = []
     for name, devices in (("one", []), ("two", ["/cpu:0", "/cpu:1"])):
         settings = dict(base, train_dir=str(tmp_path / name), devices=devices)
@@ -300,9 +366,10 @@ def test_resnet_v1_50_end_to_end_on_tiny_images(tf, finetune, tmp_path, resnet_v
     data = tmp_path / "data"
     digits_folder(data / "train", [1, 7], 16, size=32, rgb=True)
     digits_folder(data / "val", [1, 7], 8, offset=16, size=32, rgb=True)
-    summary = finetune.finetune(finetune.Settings(
+    summary = finetune.finetune(Settings(
         net="resnet_v1_50", checkpoint=str(resnet_v1_50), data=str(data),
-        train_dir=str(tmp_path / "run"), exclude=("Logits",), train=("Logits",),
+        train_dir=str(tmp_path / "run"),
+        restore=RestoreOptions(exclude=("Logits",), train=("Logits",)),
         image_size=32, epochs=3, batch_size=8, optimizer="adam", lr=1e-2, augment=False))
     rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["loss"] < rows[0]["loss"]

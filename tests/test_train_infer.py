@@ -211,3 +211,21 @@ def test_inference_graph_names(tf):
         assert len(tf.global_variables()) == 8      # shared: conv1-2, fc3, Logits
         with pytest.raises(CkptError, match="inputs"):
             inference_graph(MODELS["lenet"], inputs="floats")
+
+
+def test_image_files_expands_folders_and_keeps_files_as_given(tmp_path):
+    from ckptkit.train import infer
+
+    (tmp_path / "a" / "deep").mkdir(parents=True)
+    (tmp_path / "a" / ".hidden").mkdir()
+    (tmp_path / "empty").mkdir()
+    for name in ("a/2.PNG", "a/deep/1.jpg", "a/notes.txt", "a/.dot.png", "a/.hidden/3.png",
+                 "x.bin"):
+        (tmp_path / name).write_bytes(b"")
+    assert infer.image_files([str(tmp_path / "x.bin"), str(tmp_path / "a")]) == [
+        str(tmp_path / "x.bin"), str(tmp_path / "a" / "2.PNG"),
+        str(tmp_path / "a" / "deep" / "1.jpg")]
+    with pytest.raises(CkptError, match=r"empty: no images \(\.jpg \.jpeg \.png \.bmp "):
+        infer.image_files([str(tmp_path / "empty")])
+    with pytest.raises(CkptError, match=r"absent\.png: no such file$"):
+        infer.image_files([str(tmp_path / "absent.png")])

@@ -9,7 +9,6 @@ building (resnet_v1 depths are tf_slim's own builders, ResNet v2 block tables eq
 every Inception base exists). CKPTKIT_TEST_ALL_NETS=1 builds every net (about 3 minutes).
 """
 import os
-import subprocess
 import sys
 from unittest import mock
 

@@ -11,20 +11,21 @@ import time
 
 import pytest
 from conftest import FAST
-from images import digits_folder
+from helpers.images import digits_folder
 
 pytestmark = pytest.mark.tf
 
 
 
 def _config(tmp_path, target, pretrained, params, *, study="study", settings=None, **kwargs):
-    from ckptkit.train.finetune import Settings
-    from ckptkit.train.search import SearchSettings
-    from ckptkit.train.space import parse_space
+    from ckptkit.plan import RestoreOptions
+    from ckptkit.train.search.space import parse_space
+    from ckptkit.train.search.study import SearchSettings
+    from ckptkit.train.settings import Settings
 
     base = dict(net="lenet", data=str(target), train_dir="", checkpoint=str(pretrained),
-                exclude=("Logits",), mode="head", epochs=3, cache_dir=str(tmp_path / "cache"),
-                **FAST)
+                restore=RestoreOptions(exclude=("Logits",)), mode="head", epochs=3,
+                cache_dir=str(tmp_path / "cache"), **FAST)
     base.update(settings or {})
     return SearchSettings(base=Settings(**base), space=parse_space(params),
                           study_dir=str(tmp_path / study), **kwargs)
@@ -130,7 +131,7 @@ def test_report_prints_the_table_without_running(six, ckptkit):
 def test_a_study_dir_of_other_data_net_or_space_is_refused(six, target, pretrained, change,
                                                            message):
     from ckptkit.errors import CkptError
-    from ckptkit.train.search import search
+    from ckptkit.train.search.study import search
 
     tmp, _ = six
     params = change.pop("params", ["lr=loguniform:1e-3:1e-1",
@@ -147,7 +148,7 @@ def test_a_study_dir_of_other_data_net_or_space_is_refused(six, target, pretrain
 
 
 def test_pruning_stops_an_absurd_learning_rate_early(tf, tmp_path, target, pretrained):
-    from ckptkit.train.search import search
+    from ckptkit.train.search.study import search
 
     """lr 1e4 blows up a head with a hidden ReLU layer (a linear head would not care: its
     argmax ignores the weights' scale)."""
@@ -167,8 +168,26 @@ def test_pruning_stops_an_absurd_learning_rate_early(tf, tmp_path, target, pretr
     assert summary["best"]["params"]["lr"] == "0.1"
 
 
+def test_sampled_restore_choices_go_into_the_trial_s_restore_options(tf, tmp_path, target,
+                                                                     pretrained):
+    """train and lr-mult are restore options: a sample lands in Settings.restore, and --train
+    naming only the model's head scope makes the trial a cached-features one."""
+    from ckptkit.train.search.study import search
+
+    cfg = _config(tmp_path, target, pretrained, ["train=choice:Logits",
+                                                 "lr_mult=choice:Logits=10"],
+                  trials=1, prune=False, settings=dict(mode="finetune", epochs=1))
+    row, = search(cfg)["trials"]
+    assert (row["state"], row["mode"]) == ("complete", "features")
+    with open(os.path.join(row["train_dir"], "run.json")) as f:
+        restore = json.load(f)["settings"]["restore"]
+    assert (restore["exclude"], restore["lr_mults"]) == (["Logits"], ["Logits=10"])
+    with open(os.path.join(row["train_dir"], "plan.json")) as f:
+        assert json.load(f)["lr_mults"] == {"Logits/weights": 10.0, "Logits/biases": 10.0}
+
+
 def test_two_jobs_never_run_the_same_trial(tf, tmp_path, target, pretrained):
-    from ckptkit.train.search import search
+    from ckptkit.train.search.study import search
 
     cfg = _config(tmp_path, target, pretrained, ["lr=loguniform:1e-3:1e-1"], trials=3,
                   jobs=2, prune=False, settings=dict(epochs=1))

@@ -2,7 +2,7 @@
 restore timing. Run by tools/bench with the venv's Python; each subcommand is one process.
 
     python tools/bench_finetune.py data OUT_DIR [--size S --per-class N --val-per-class M]
-        Write scikit-learn's digits as RGB PNGs (tests/images.py) in the layout `ckptkit
+        Write scikit-learn's digits as RGB PNGs (tests/helpers/images.py) in the layout `ckptkit
         finetune` reads: OUT_DIR/train/<digit>/*.png and OUT_DIR/val/<digit>/*.png, 10 classes.
         Skipped when OUT_DIR already holds exactly these images (a stamp file records them).
 
@@ -23,7 +23,7 @@ restore timing. Run by tools/bench with the venv's Python; each subcommand is on
     python tools/bench_finetune.py restore --checkpoint CKPT --runs N --out FILE
         The restore figure, in this one process: resnet_v1_50 with a new 5-class head
         (ckptkit.train.nets.build) in two graphs of their own, one Session each, the plan made
-        as `ckptkit finetune` makes it (--exclude Logits). One untimed call of each, then N
+        by restore.plan_model, as `ckptkit finetune` makes it (--exclude Logits). One untimed call of each, then N
         rounds, each timing apply_plan(sess_a, plan, CKPT) and then tf.train.Saver({ckpt name:
         variable}).restore(sess_b, CKPT) for the same variables; both calls create their graph
         ops (apply_plan's placeholders and assigns, the Saver's restore ops) inside the timed
@@ -60,7 +60,7 @@ def make_data(out, size, per_class, val_per_class):
     import shutil
 
     sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from images import digits_folder
+    from helpers.images import digits_folder
 
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
@@ -161,18 +161,16 @@ def restore(args):
     warnings.filterwarnings("ignore")
     import numpy as np
 
-    from ckptkit import open_checkpoint
-    from ckptkit.plan import plan_restore
+    from ckptkit.plan import RestoreOptions
     from ckptkit.tfcompat import tf
-    from ckptkit.train.nets import build, model_variables
+    from ckptkit.train.nets import Model, build
+    from ckptkit.train.restore import apply_plan, plan_model
     from ckptkit.zoo.nets import get_net
-    from ckptkit.train.restore import apply_plan
 
     net, classes = "resnet_v1_50", 5
     record = get_net(net)
-    with open_checkpoint(args.checkpoint) as reader:
-        plan = plan_restore(list(reader), model_variables(net, classes), exclude=["Logits"])
-    plan.check()
+    plan = plan_model(args.checkpoint, Model(net, classes),
+                      RestoreOptions(exclude=("Logits",)))
     if any(item.offset for item in plan.restore):
         sys.exit("restore: the plan slices a tensor (label offset); a Saver cannot do that")
 

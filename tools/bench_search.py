@@ -7,7 +7,7 @@ budget (the same nets, data, epochs, batch size and each trial's own params).
                                  [--work DIR] [--out FILE]
 
 Steps, each timed as whole processes (wall clock, TF start-up included on both sides):
-1. data: scikit-learn's digits 5-9 as PNGs (tests/images.py), train/ and val/ (untimed);
+1. data: scikit-learn's digits 5-9 as PNGs (tests/helpers/images.py), train/ and val/ (untimed);
    without --checkpoint a LeNet is pretrained on digits 0-4 first (untimed).
 2. search: `ckptkit search --mode head --no-prune --sampler random --trials N` over
    lr (loguniform 1e-3..1e-1), optimizer (sgd, momentum, adam) and dropout (0..0.5), with an
@@ -33,7 +33,7 @@ CKPTKIT = [sys.executable, "-c", "from ckptkit.cli import main; main()"]
 
 def prepare(work, per_class, size, net, checkpoint):
     sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from images import digits_folder
+    from helpers.images import digits_folder
 
     data = os.path.join(work, "target")
     if not os.path.isdir(data):

@@ -1,5 +1,6 @@
 """`ckptkit eval`: accuracy, top-5, per-class accuracy and the confusion matrix of a train
-dir's model on its validation split (or on other data with the same class names)."""
+dir's model on its validation split (or on other data with the same class names); the
+matrix is also drawn to TRAIN_DIR/confusion.png."""
 import numpy as np
 
 from ..errors import CkptError
@@ -7,13 +8,15 @@ from ..tfcompat import tf
 from . import data
 from .devices import session_config
 from .infer import checkpoint_of, restore
-from .rundir import RunDir
+from .plots import confusion
+from .rundir import CONFUSION, RunDir
 
 
 def evaluate(train_dir, *, data_path=None, best=True, batch_size=64, device="auto"):
     """Evaluate the best (else latest) checkpoint of `train_dir`; returns a dict with
     accuracy, top5, loss, count, per_class [{label, accuracy, count}], confusion (rows:
-    true class, columns: predicted), checkpoint and data."""
+    true class, columns: predicted), labels, checkpoint, data and confusion_png (the
+    matrix drawn)."""
     run = RunDir(train_dir)
     model, labels = run.model(), run.labels()
     checkpoint = checkpoint_of(run, best=best)
@@ -36,8 +39,11 @@ def evaluate(train_dir, *, data_path=None, best=True, batch_size=64, device="aut
             losses.append(loss)
             tops.append(top)
             truth.append(y)
-    return _report(np.concatenate(losses), np.concatenate(tops), np.concatenate(truth),
-                   labels, checkpoint, source)
+    result = _report(np.concatenate(losses), np.concatenate(tops), np.concatenate(truth),
+                     labels, checkpoint, source)
+    result["confusion_png"] = run.file(CONFUSION)
+    confusion(result["confusion"], labels, result["confusion_png"])
+    return result
 
 
 def _split(run, data_path, labels):

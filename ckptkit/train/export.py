@@ -32,8 +32,7 @@ def export(train_dir, out_dir, *, checkpoint=None):
     """Export the classifier of `train_dir` (its best checkpoint, else its latest, or
     `checkpoint`) into `out_dir`, which must not exist or be empty. Returns the contents of
     export.json plus "out_dir" and "files" (the paths written)."""
-    import ckptkit
-
+    from .. import __version__
     from ..tfcompat import tf
 
     run = RunDir(train_dir)
@@ -61,7 +60,7 @@ def export(train_dir, out_dir, *, checkpoint=None):
             "checkpoint": os.path.abspath(prefix),
             "saved_model": {"dir": SAVED_MODEL, "tags": [TAG], "signatures": signatures},
             "frozen_graph": frozen,
-            "versions": {"ckptkit": ckptkit.__version__, "tensorflow": tf.__version__},
+            "versions": {"ckptkit": __version__, "tensorflow": tf.__version__},
         }
         with open(os.path.join(tmp, EXPORT_JSON), "w", encoding="utf-8") as f:
             f.write(json.dumps(info, indent=2, sort_keys=True) + "\n")

@@ -6,7 +6,8 @@ stable names ("input", "logits", "probabilities", "classes", inside `scope` when
 frozen graph can be fed by name. Building it twice in one graph shares the variables.
 
 Classifier restores a train dir's best checkpoint (else its latest) into its own graph and
-session. Importing this module does not load TensorFlow.
+session; image_files turns `predict`'s arguments into the image files to classify. Importing
+this module does not load TensorFlow.
 """
 import contextlib
 import os
@@ -14,6 +15,7 @@ import os
 import numpy as np
 
 from ..errors import CkptError
+from .data import IMAGE_EXTENSIONS
 from .devices import session_config
 from .rundir import RunDir
 
@@ -262,3 +264,25 @@ def _image(array):
     if array.ndim == 2:
         array = array[:, :, None]
     return array
+
+
+def image_files(args):
+    """Files as given; folders expanded to their images (recursively, sorted; hidden files
+    and folders such as .ipynb_checkpoints/ left out)."""
+    paths = []
+    for arg in args:
+        if os.path.isdir(arg):
+            found = []
+            for folder, dirs, files in os.walk(arg):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                found += [os.path.join(folder, f) for f in files
+                          if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+            found.sort()
+            if not found:
+                raise CkptError(f"{arg}: no images ({' '.join(IMAGE_EXTENSIONS)})")
+            paths += found
+        elif os.path.exists(arg):
+            paths.append(arg)
+        else:
+            raise CkptError(f"{arg}: no such file")
+    return paths

@@ -214,7 +214,8 @@ def _central_crop(tf, image, size):
 
 @dataclass(frozen=True)
 class Model:
-    """The classifier a run trains: a registry net with a new head."""
+    """The classifier a run trains: a zoo net with a new head (in `head_scope`), or with its
+    own classifier (keep_head: the record's classifier scopes, its class count)."""
 
     net: str
     num_classes: int
@@ -222,6 +223,7 @@ class Model:
     hidden: tuple = ()
     dropout: float = 0.5
     head_scope: str = "Logits"
+    keep_head: bool = False
 
     @property
     def record(self):
@@ -231,18 +233,33 @@ class Model:
             record = dataclasses.replace(record, image_size=self.image_size)
         return record
 
+    @property
+    def head_scopes(self):
+        """The scopes of the classifier: what a head-only stage trains."""
+        return self.record.classifier_scopes if self.keep_head else (self.head_scope,)
+
     def build(self, images, *, is_training, frozen=()):
         """(logits, end_points) of this model on preprocessed `images` (see nets.build)."""
-        return build(self.record, images, self.num_classes, head="new",
-                     head_scope=self.head_scope, hidden=self.hidden, dropout=self.dropout,
-                     is_training=is_training, frozen=frozen)
+        return build(self.record, images, self.num_classes,
+                     head="keep" if self.keep_head else "new", head_scope=self.head_scope,
+                     hidden=self.hidden, dropout=self.dropout, is_training=is_training,
+                     frozen=frozen)
+
+    def variables(self):
+        """The model's variables as plan.ModelVar, in creation order (model_variables)."""
+        return model_variables(self.record, self.num_classes,
+                               head="keep" if self.keep_head else "new",
+                               head_scope=self.head_scope, hidden=self.hidden)
 
     def head(self, features, *, is_training):
-        """The head alone on pooled features; its variables are shared with a build."""
+        """The new head alone on pooled features; its variables are shared with a build."""
         from .heads import head_only
 
+        if self.keep_head:
+            raise CkptError(f"the head of {self.net} alone cannot be built on features: its "
+                            "own classifier is kept (--keep-head)")
         return head_only(self.record, features, self.num_classes, head_scope=self.head_scope,
-                          hidden=self.hidden, dropout=self.dropout, is_training=is_training)
+                         hidden=self.hidden, dropout=self.dropout, is_training=is_training)
 
     def to_json(self):
         return {**dataclasses.asdict(self), "hidden": list(self.hidden)}

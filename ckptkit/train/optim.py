@@ -11,9 +11,7 @@ import re
 
 from ..errors import CkptError
 from ..tfcompat import tf
-
-OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "step", "exponential", "cosine")
+from .settings import OPTIMIZERS, SCHEDULES
 
 
 def variable_name(var):

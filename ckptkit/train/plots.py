@@ -1,7 +1,8 @@
 """Training curves and confusion matrices as PNG files (matplotlib, Agg backend, no GUI).
 
-Both write through a temp file and a rename, so a reader never sees half a picture.
-Importing this module does not load matplotlib.
+Both write through a temp file and a rename (save), so a reader never sees half a picture;
+figure and save serve other plots too (a search's history and importances). Importing this
+module does not load matplotlib.
 """
 import math
 import os
@@ -10,7 +11,9 @@ from ..errors import CkptError
 from ..fileio import atomic_file
 
 
-def _figure(width, height):
+def figure(width, height):
+    """A matplotlib Figure of `width` x `height` inches on the Agg canvas (no GUI, no pyplot
+    state shared between callers)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -22,7 +25,8 @@ def _figure(width, height):
     return fig
 
 
-def _save(fig, path, **kwargs):
+def save(fig, path, **kwargs):
+    """Write `fig` to `path` atomically, in the format its extension names."""
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lstrip(".").lower() or "png"
     with atomic_file(path) as f:
@@ -49,7 +53,7 @@ def curves(rows, path):
     epochs = [_number(r.get("epoch")) for r in rows]
     if any(math.isnan(e) for e in epochs) or any(b <= a for a, b in zip(epochs, epochs[1:])):
         epochs = list(range(1, len(rows) + 1))    # numbering restarted or missing: row order
-    fig = _figure(8, 8)
+    fig = figure(8, 8)
     axes = fig.subplots(2, 1, sharex=True)
     panels = [("accuracy", "Accuracy", "Training and Validation Accuracy", "lower right"),
               ("loss", "Cross Entropy", "Training and Validation Loss", "upper right")]
@@ -79,7 +83,7 @@ def curves(rows, path):
         ax.grid(True, alpha=0.3)
     axes[1].set_xlabel("epoch")
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def confusion(matrix, labels, path):
@@ -96,7 +100,7 @@ def confusion(matrix, labels, path):
     if n == 0:
         raise CkptError("no classes to plot")
     side = min(max(4.0, 0.5 * n + 2.5), 40.0)
-    fig = _figure(side + 1, side)
+    fig = figure(side + 1, side)
     ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues", interpolation="nearest", vmin=0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -124,4 +128,4 @@ def confusion(matrix, labels, path):
                 ax.text(j, i, text, ha="center", va="center", fontsize=font,
                         color="white" if value > threshold else "black")
     fig.tight_layout()
-    _save(fig, path, bbox_inches="tight")
+    save(fig, path, bbox_inches="tight")

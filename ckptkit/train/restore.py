@@ -1,7 +1,18 @@
-"""Apply a RestorePlan in a TF1 session: what `ckptkit plan` shows is what gets restored."""
+"""The restore plan of a model, and applying it in a TF1 session: `ckptkit plan --net` and
+every stage of `finetune` make their plan with plan_model, so what `plan` shows is what gets
+restored."""
 from ..errors import PlanError
 from ..paths import open_checkpoint
+from ..plan import plan_checkpoint
 from ..tfcompat import tf
+
+
+def plan_model(checkpoint, model, options):
+    """The checked RestorePlan (plan.plan_for) of `model` (nets.Model) from `checkpoint`
+    under `options` (plan.RestoreOptions); the record's label offset drops a background
+    class."""
+    return plan_checkpoint(checkpoint, model.variables(), options,
+                           label_offset=model.record.label_offset)
 
 
 def apply_plan(session, plan, checkpoint):

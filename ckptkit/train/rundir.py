@@ -6,6 +6,7 @@
     metrics.jsonl   one JSON object per epoch
     model.ckpt-N    TF V2 checkpoints with a `checkpoint` state file; best/ holds the best one
     curves.png      accuracy and loss curves
+    confusion.png   the confusion matrix of the latest `ckptkit eval`
 
 No TensorFlow here: Model.build (nets.py) loads it only when a graph is built.
 """
@@ -17,8 +18,9 @@ from ..errors import CkptError, NotFound
 from ..fileio import write_atomic
 from .nets import Model
 
-RUN, LABELS, PLAN, METRICS, CURVES, BEST = (
-    "run.json", "labels.txt", "plan.json", "metrics.jsonl", "curves.png", "best")
+RUN, LABELS, PLAN, METRICS, CURVES, CONFUSION, BEST = (
+    "run.json", "labels.txt", "plan.json", "metrics.jsonl", "curves.png", "confusion.png",
+    "best")
 
 
 class RunDir:

@@ -219,20 +219,6 @@ def get_command(name, directory=None):
     return command
 
 
-def installed(name, directory=None, registry=None):
-    """Where `name` is in `directory` (not checked): its checkpoint path, or for a local
-    entry the path the registry names; None when it is not there."""
-    item = entry(name, registry)
-    base = directory_path(directory)
-    if item.local:
-        path = local_path(item, base)
-        return path if os.path.exists(path) or os.path.isfile(path + ".index") else None
-    folder = os.path.join(base, item.name)
-    if not os.path.isfile(os.path.join(folder, MANIFEST)):
-        return None
-    return member_path(item, folder)
-
-
 def locate(name, directory=None, registry=None, verify=True):
     """(Entry, path) of pretrained `name` in `directory`: a downloaded entry's checkpoint path
     (V2 prefix or file), checked against its SHA256 record (and the registry's archive

@@ -18,7 +18,7 @@ test_formats_tf_v2 has TF read its bundles and its snappy tables with small bloc
 - V1: one table; "" maps to SavedTensorSlices.meta, each OrderedCode slice key to
   SavedTensorSlices.data with the values in the typed TensorProto field.
 
-tests/hostile.py holds what damages these files afterwards and runs ckptkit on them.
+tests/helpers/hostile.py holds what damages these files afterwards and runs ckptkit on them.
 """
 import os
 import struct

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from ckptkit.errors import CkptError
-from ckptkit.train.space import parse_space
+from ckptkit.train.search.space import parse_space
 
 
 class FakeTrial:
@@ -68,6 +68,7 @@ def test_a_toml_file_and_params_combine_and_params_win(tmp_path):
     (["optimiser=choice:sgd"], r"unknown parameter 'optimiser'; closest: optimizer"),
     (["net=choice:lenet,vgg_16"], r"^--param net: not searchable; give --net once"),
     (["data=choice:a,b"], r"not searchable; give --data"),
+    (["keep-head=choice:true,false"], r"not searchable; give --keep-head once"),
     (["lr"], r"^--param 'lr': expected NAME=DIST"),
     (["lr="], r"expected NAME=DIST"),
     (["lr=normal:0:1"], r"^--param lr=normal:0:1: expected DIST as one of uniform:LO:HI"),
@@ -120,7 +121,7 @@ def test_grid_needs_choices():
 
 
 def test_parsing_loads_neither_tensorflow_nor_optuna():
-    code = ("import sys; from ckptkit.train.space import parse_space; "
+    code = ("import sys; from ckptkit.train.search.space import parse_space; "
             "parse_space(['lr=loguniform:1e-5:1e-1', 'head=choice:none,128']); "
             "print(sorted(m for m in ('tensorflow', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -8,7 +8,7 @@ Kept apart so `pytest -m "not tf"` never loads TensorFlow (importing this module
   eager code in a subprocess.
 - golden bytes (`GOLDEN_*`, `write_golden`): a tiny V2 bundle and V1 file TF 2.21 wrote.
   test_formats_tf_v2 checks that TF writes the golden bytes and reads what the pure writer
-  (tests/bundle_writer.py, no TF) writes.
+  (tests/helpers/bundle_writer.py, no TF) writes.
 
 Values come from `sample(dtype, shape)`: deterministic, each dtype's edge values first
 (nan, -0.0, inf, min/max, strings with NUL and 0xff bytes, empty strings).

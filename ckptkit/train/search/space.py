@@ -4,7 +4,8 @@ Pure Python: no TensorFlow, and Optuna only inside Space.suggest (parsing never 
 
 A parameter is `NAME=DIST`, from `--param` or a TOML file (`--space`):
 - NAME is a finetune option, spelt as the flag (`train-from`, `--lr`) or the setting
-  (`train_from`); `head` is the head's hidden layers.
+  (`train_from`); `head` is the head's hidden layers. `train`, `train-from` and `lr-mult`
+  are restore options: a trial puts them into its Settings.restore (study.py).
 - DIST is one of
     uniform:LO:HI        a float in [LO, HI]
     loguniform:LO:HI     a float in [LO, HI], log scale (LO > 0)
@@ -24,7 +25,8 @@ import difflib
 import math
 from dataclasses import dataclass
 
-from ..errors import CkptError
+from ...errors import CkptError
+from ..settings import MODES, OPTIMIZERS, SCHEDULES
 
 # setting -> (type, check of one value or None); the options a trial may vary
 _FLOAT, _INT, _STR, _BOOL, _SIZES, _SCOPES = "float", "int", "str", "bool", "sizes", "scopes"
@@ -45,9 +47,9 @@ SEARCHABLE = {
     "image_size": (_INT, lambda v: v == 0 or v >= 8, "0 or at least 8"),
     "patience": (_INT, lambda v: v >= 0, "at least 0"),
     "seed": (_INT, None, None),
-    "optimizer": (_STR, ("sgd", "momentum", "rmsprop", "adam", "adamw"), None),
-    "schedule": (_STR, ("constant", "step", "exponential", "cosine"), None),
-    "mode": (_STR, ("head", "features", "finetune", "two-stage"), None),
+    "optimizer": (_STR, OPTIMIZERS, None),
+    "schedule": (_STR, SCHEDULES, None),
+    "mode": (_STR, MODES, None),
     "train_from": (_STR, None, None),
     "augment": (_BOOL, None, None),
     "hidden": (_SIZES, None, None),
@@ -56,9 +58,9 @@ SEARCHABLE = {
 }
 ALIASES = {"head": "hidden", "lr_mult": "lr_mults", "no_augment": None}
 FIXED = ("net", "checkpoint", "data", "val_data", "val_split", "num_classes", "exclude",
-         "maps", "match", "use_moving_averages", "allow_mismatch", "keep", "save_every",
-         "device", "gpus", "devices", "mixed_precision", "compare_scratch", "cache_dir",
-         "train_dir")
+         "include", "maps", "match", "use_moving_averages", "strict", "allow_mismatch",
+         "head_scope", "keep_head", "keep", "save_every", "device", "gpus", "devices",
+         "mixed_precision", "compare_scratch", "cache_dir", "train_dir")
 KINDS = ("uniform", "loguniform", "int", "logint", "choice")
 
 

@@ -1,25 +1,18 @@
 """`ckptkit surgery` and `ckptkit convert`: parse, call surgery.run_surgery, render."""
-import json
-
 import click
 
-from . import render
-from .surgery import CAST_TARGETS, run_surgery
+from .. import render
+from ..surgery import CAST_TARGETS, run_surgery
+from .options import bundle
 
-_COMMON = [
+_output_options = bundle(
     click.option("--shards", type=click.IntRange(1), default=1, show_default=True,
                  help="Data files of a V2 output."),
     click.option("--dry-run", is_flag=True,
                  help="Print the name table (old -> new, shapes, what is dropped); write "
                       "nothing."),
     click.option("--json", "as_json", is_flag=True, help="Machine-readable name table."),
-]
-
-
-def _common(f):
-    for option in reversed(_COMMON):
-        f = option(f)
-    return f
+)
 
 
 def _run(in_path, out_path, dry_run, as_json, **kwargs):
@@ -30,21 +23,10 @@ def _run(in_path, out_path, dry_run, as_json, **kwargs):
             bar(None, done[0])
 
         result = run_surgery(in_path, out_path, dry_run=dry_run, progress=progress, **kwargs)
-    plan = result.plan
     if as_json:
-        out = plan.to_json()
-        out.update(output=result.target.path, format=result.target.format, dry_run=dry_run,
-                   copied=result.copied, decoded=result.decoded)
-        click.echo(json.dumps(out, indent=1))
-        return 0
-    if dry_run:
-        for line in plan.lines():
-            click.echo(line)
-        click.echo(f"dry run: would write {result.target.path} ({result.target.format}): "
-                   f"{plan.summary()}")
-        return 0
-    click.echo(f"wrote {result.target.path} ({result.target.format}): {plan.summary()}; "
-               f"{result.copied} copied as stored bytes, {result.decoded} decoded")
+        render.emit_json(render.surgery_json(result, dry_run))
+    else:
+        click.echo("\n".join(render.surgery_lines(result, dry_run)))
     return 0
 
 
@@ -75,7 +57,7 @@ def _run(in_path, out_path, dry_run, as_json, **kwargs):
 @click.option("--merge", metavar="OTHER", help="Also take the tensors of checkpoint OTHER.")
 @click.option("--prefer", type=click.Choice(["input", "other"]),
               help="With --merge: which side wins a name both have (else an error).")
-@_common
+@_output_options
 def surgery(path, output, shards, dry_run, as_json, **ops):
     """Edit a checkpoint in one streaming pass, writing a new one; PATH is never modified.
 
@@ -95,7 +77,7 @@ def surgery(path, output, shards, dry_run, as_json, **ops):
 @click.command()
 @click.argument("path")
 @click.argument("output")
-@_common
+@_output_options
 def convert(path, output, shards, dry_run, as_json):
     """Convert a checkpoint to the format OUTPUT's extension names.
 

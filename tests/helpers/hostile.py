@@ -2,7 +2,7 @@
 inside a test's tmp_path), and run_isolated, which gives each broken input to ckptkit in a
 process of its own, with a memory limit and a timeout.
 
-The checkpoints themselves, valid or lying, come from tests/bundle_writer.py.
+The checkpoints themselves, valid or lying, come from tests/helpers/bundle_writer.py.
 """
 import os
 from pathlib import Path

@@ -1,4 +1,5 @@
-"""`ckptkit search`: a hyperparameter search over `finetune` runs, with Optuna.
+"""`ckptkit search`: a hyperparameter search over `finetune` runs, with Optuna. This module
+runs a study; space.py parses what it searches, report.py reads its results.
 
 The study dir:
     study.db        Optuna's SQLite storage (unless --storage names a database server)
@@ -12,9 +13,13 @@ How it goes
 - Each trial samples the space (TPE by default; random, grid), runs `finetune` on the fixed
   settings plus the sample and scores it by its best val_accuracy: the accuracy of the best/
   checkpoint, which `ckptkit eval` reproduces on the train dir.
+- A trial's sample goes into the fixed Settings by setting name; the restore choices among
+  them (train, train_from, lr_mults) into Settings.restore (_trial_settings).
 - Cheap trials: a trial whose backbone is frozen (--mode head, or --train / --train-from
-  naming only the new head) runs as --mode features and shares the feature cache, so the
-  backbone runs once for the whole study (the head then trains on un-augmented features).
+  naming only the model's head scopes) runs as --mode features and shares the feature cache,
+  so the backbone runs once for the whole study (the head then trains on un-augmented
+  features). With --keep-head a trial trains on images: the net's own classifier is no
+  head to train on cached features.
 - Trials are cheap in the process too: one process runs them all (TF imported once, the
   model's variables listed once), and there is no gc.collect() after each trial.
 - Pruning: every epoch reports val_accuracy; the median pruner stops trials below the median
@@ -28,12 +33,8 @@ How it goes
   every trial number to one worker only. Several machines join one study with the same
   --storage URL of a PostgreSQL/MySQL server (Optuna's distributed mode).
 """
-import csv
 import dataclasses
-import inspect
-import io
 import json
-import math
 import os
 import signal
 import socket
@@ -41,23 +42,28 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ..errors import CkptError
-from ..fileio import write_atomic
+from ...errors import CkptError
+from ...fileio import write_atomic
+from ...plan import RestoreOptions
+from .. import data
+from ..devices import session_config
+from ..rundir import RunDir
+from ..settings import Settings, check
+from . import report
 from .space import Space
+from .storage import (STUDY_JSON, STUDY_NAME, TRIALS, finished, import_optuna, open_storage,
+                      read_json, sqlite_url)
 
-STUDY_DB, STUDY_JSON, TRIALS, CSV = "study.db", "study.json", "trials", "trials.csv"
-HISTORY, IMPORTANCES = "history.png", "importances.png"
 SAMPLERS = ("tpe", "random", "grid")
-STUDY_NAME = "ckptkit"
-HEARTBEAT, GRACE = 20, 120          # seconds: a worker's heartbeat, and when it is stale
 MAX_FAILED = 5                      # trials failing in a row (bad params) that end a search
+_RESTORE_FIELDS = {f.name for f in dataclasses.fields(RestoreOptions)}
 
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """A search: the fixed finetune Settings (its train_dir unused), the space and the study."""
+    """A search: the fixed finetune Settings, the space and the study."""
 
-    base: object                    # finetune.Settings
+    base: Settings                  # its train_dir is unused
     space: Space
     study_dir: str
     trials: int = 20
@@ -71,16 +77,15 @@ class SearchSettings:
 
 
 def search(cfg, *, log=lambda line: None, on_trial=None):
-    """Run (or resume) the search; returns a summary dict (see _summary). `on_trial(row)` is
-    called for every trial that finishes (row: see trial_rows)."""
+    """Run (or resume) the search; returns a summary dict (report.summary, plus "csv" and
+    "plots"). `on_trial(row)` is called for every trial that finishes (report.trial_rows)."""
     _check(cfg)
     os.makedirs(cfg.study_dir, exist_ok=True)
     _check_study_json(cfg)
-    optuna = _optuna()
+    optuna = import_optuna()
     study = _study(cfg, optuna)
     _recover(study, log)
-    stopped = False
-    seen = {t.number for t in _finished(study)}
+    seen = {t.number for t in finished(study)}
     if cfg.jobs == 1:
         stopped = _work(cfg, study, log, on_trial)
     else:
@@ -88,26 +93,9 @@ def search(cfg, *, log=lambda line: None, on_trial=None):
     return _finish(cfg, study, stopped, log)
 
 
-def report(study_dir, storage=None):
-    """The summary of a study dir without running anything."""
-    path = os.path.join(study_dir, STUDY_JSON)
-    if not os.path.isfile(path):
-        raise CkptError(f"{study_dir}: not a search study dir (no {STUDY_JSON})")
-    saved = _read_json(path)
-    storage = storage or saved.get("storage") or _sqlite(study_dir)
-    optuna = _optuna()
-    try:
-        study = optuna.load_study(study_name=STUDY_NAME, storage=_storage(optuna, storage))
-    except KeyError:
-        raise CkptError(f"{study_dir}: the study holds no trials yet") from None
-    return _summary(study_dir, study, stopped=False)
-
-
 # --- checks -----------------------------------------------------------------------------------
 
 def _check(cfg):
-    from .finetune import _checked
-
     if not cfg.space:
         raise CkptError("empty search space: give --space FILE or --param NAME=DIST")
     if cfg.trials < 1:
@@ -123,17 +111,16 @@ def _check(cfg):
     if cfg.base.compare_scratch:
         raise CkptError("--compare-scratch does not belong in a search")
     for values in (cfg.space.first(), {}):     # a trial's settings pass finetune's checks
-        _checked(_trial_settings(cfg, values, os.path.join(cfg.study_dir, TRIALS, "check"))[0])
-    from . import data
-
+        check(_trial_settings(cfg, values, os.path.join(cfg.study_dir, TRIALS, "check"))[0])
     b = cfg.base
+    session_config(b.device, b.gpus)
     data.load_run_data(b.data, val_data=b.val_data, val_split=b.val_split, seed=b.seed,
                        num_classes=b.num_classes)
 
 
 def _fixed(cfg):
-    """What must not change between runs of one study."""
-    settings = dataclasses.asdict(cfg.base)
+    """What must not change between runs of one study (settings by their flat names)."""
+    settings = _flat(cfg.base)
     for name in ["train_dir"] + [p.setting for p in cfg.space.params]:   # trials set these
         settings.pop(name, None)
     for key in ("net", "checkpoint", "data", "val_data", "cache_dir"):
@@ -151,7 +138,7 @@ def _check_study_json(cfg):
         write_atomic(path, json.dumps({**now, "storage": cfg.storage}, indent=2,
                                       sort_keys=True) + "\n")
         return
-    saved = _read_json(path)
+    saved = read_json(path)
     for key, flag in (("net", "--net"), ("data", "--data"), ("checkpoint", "--checkpoint")):
         was, new = saved.get("settings", {}).get(key), now["settings"].get(key)
         if was != new:
@@ -161,8 +148,11 @@ def _check_study_json(cfg):
         raise CkptError(f"{cfg.study_dir} holds a study of another space "
                         f"({_space_text(saved.get('space'))}); use a new --study-dir, or "
                         "the same space to resume")
-    changed = sorted(k for k in set(saved.get("settings", {})) | set(now["settings"])
-                     if saved.get("settings", {}).get(k) != now["settings"].get(k))
+    # a setting the study.json predates counts as its default
+    defaults = _fixed(dataclasses.replace(cfg, base=Settings(net="", data="", train_dir="")))
+    was = {**defaults["settings"], **saved.get("settings", {})}
+    changed = sorted(k for k in set(was) | set(now["settings"])
+                     if was.get(k) != now["settings"].get(k))
     if saved.get("sampler") != now["sampler"]:
         changed.append("sampler")
     if changed:
@@ -175,43 +165,15 @@ def _space_text(space):
     return " ".join(f"{k}={v}" for k, v in (space or {}).items())
 
 
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        return data
-    except ValueError as e:
-        raise CkptError(f"{path}: not valid JSON ({e})") from None
+def _flat(settings):
+    """{setting: value} of Settings, the restore choices among them: the names a search
+    space and the command line use."""
+    flat = dataclasses.asdict(settings)
+    flat.update(flat.pop("restore"))
+    return flat
 
 
 # --- Optuna -----------------------------------------------------------------------------------
-
-def _optuna():
-    try:
-        import optuna
-    except ImportError:
-        raise CkptError("ckptkit search needs Optuna: pip install 'ckptkit[search]'") from None
-    import warnings
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    return optuna
-
-
-def _sqlite(study_dir):
-    return "sqlite:///" + os.path.abspath(os.path.join(study_dir, STUDY_DB))
-
-
-def _storage(optuna, url):
-    kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
-    stale = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in \
-        inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback"
-    return optuna.storages.RDBStorage(
-        url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT, grace_period=GRACE,
-        **{stale: _retry})
-
 
 def _sampler(cfg, optuna, seed):
     if cfg.sampler == "grid":
@@ -227,7 +189,8 @@ def _study(cfg, optuna, worker=0):
     each other's random samples."""
     pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.prune_startup) if cfg.prune \
         else optuna.pruners.NopPruner()
-    storage = _storage(optuna, cfg.storage or _sqlite(cfg.study_dir))
+    url = cfg.storage or sqlite_url(cfg.study_dir)
+    storage = open_storage(optuna, url, on_stale=_retry)
     try:
         study = optuna.create_study(study_name=STUDY_NAME, storage=storage,
                                     sampler=_sampler(cfg, optuna, cfg.base.seed),
@@ -235,8 +198,8 @@ def _study(cfg, optuna, worker=0):
     except Exception as e:           # sqlalchemy's errors: a bad URL, a locked or odd file
         if isinstance(e, CkptError):
             raise
-        raise CkptError(f"cannot open the study storage {cfg.storage or _sqlite(cfg.study_dir)}"
-                        f": {str(e).splitlines()[0]}") from None
+        raise CkptError(f"cannot open the study storage {url}: {str(e).splitlines()[0]}") \
+            from None
     held = len(study.get_trials(deepcopy=False))
     if held or worker:
         study.sampler = _sampler(cfg, optuna, (cfg.base.seed * 1000003 + held * 7919
@@ -286,35 +249,33 @@ def _retry(study, trial):
     study.enqueue_trial(dict(trial.params), user_attrs=attrs)
 
 
-def _finished(study):
-    from optuna.trial import TrialState
-
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-
+# --- trials -----------------------------------------------------------------------------------
 
 class _Stopped(Exception):
     """A signal stopped the trial's finetune run (its train dir is resumable)."""
 
 
 def _trial_settings(cfg, values, train_dir):
-    """(Settings of a trial, whether it runs on the feature cache)."""
-    from .nets import Model
-
-    s = dataclasses.replace(cfg.base, train_dir=train_dir, **values)
-    head = Model.head_scope
+    """(Settings of a trial, whether it runs on the feature cache): the fixed settings with
+    the sampled `values` ({setting: value}), restore choices going into .restore."""
+    restore = {k: v for k, v in values.items() if k in _RESTORE_FIELDS}
+    s = dataclasses.replace(cfg.base, train_dir=train_dir,
+                            restore=dataclasses.replace(cfg.base.restore, **restore),
+                            **{k: v for k, v in values.items() if k not in restore})
+    train, train_from = s.restore.train, s.restore.train_from
+    heads = s.model(s.num_classes).head_scopes      # the class count changes no scope
     frozen = s.mode == "head" or (s.mode == "finetune" and s.checkpoint and (
-        (s.train_from == head and not s.train) or (tuple(s.train) == (head,)
-                                                  and not s.train_from)))
-    if cfg.feature_cache and frozen and s.checkpoint:
-        return dataclasses.replace(s, mode="features", train=(), train_from=None), True
+        ((train_from,) == heads and not train) or (train == heads and not train_from)))
+    if cfg.feature_cache and frozen and s.checkpoint and not s.keep_head:
+        return dataclasses.replace(s, mode="features", restore=dataclasses.replace(
+            s.restore, train=(), train_from=None)), True
     return s, False
 
 
 def _objective(cfg, study_dir, log, errors):
     import optuna
 
-    from .finetune import finetune
-    from .rundir import RunDir
+    from ..finetune import finetune
 
     def objective(trial):
         values = cfg.space.suggest(trial)
@@ -382,11 +343,11 @@ def _work(cfg, study, log, on_trial):
     objective = _objective(cfg, cfg.study_dir, log, errors)
     failed_in_a_row = 0
     callbacks = [] if on_trial is None else [
-        lambda st, t: on_trial(trial_rows([t])[0]) if t.state in
+        lambda st, t: on_trial(report.trial_rows([t])[0]) if t.state in
         (TrialState.COMPLETE, TrialState.PRUNED) else None]
     while True:
         running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-        if len(_finished(study)) + running >= cfg.trials:
+        if len(finished(study)) + running >= cfg.trials:
             return False
         if cfg.sampler == "grid" and _grid_done(cfg, study):
             return False
@@ -404,7 +365,7 @@ def _work(cfg, study, log, on_trial):
             continue
         failed_in_a_row += 1
         message = errors.pop()
-        if not _finished(study):        # the fixed settings are wrong: say so, once
+        if not finished(study):         # the fixed settings are wrong: say so, once
             raise CkptError(message)
         if failed_in_a_row >= MAX_FAILED:
             raise CkptError(f"{MAX_FAILED} trials in a row failed; the last: {message}")
@@ -416,15 +377,13 @@ def _tidy(cfg, study):
     whole model per trial. Their metrics and settings stay."""
     from optuna.trial import TrialState
 
-    from .rundir import RunDir
-
     if cfg.keep_models is None:
         return
-    finished = _finished(study)
-    complete = sorted((t for t in finished if t.state == TrialState.COMPLETE),
+    done = finished(study)
+    complete = sorted((t for t in done if t.state == TrialState.COMPLETE),
                       key=lambda t: (-t.value, t.number))
     kept = {t.number for t in complete[:cfg.keep_models]}
-    for t in finished:
+    for t in done:
         train_dir = t.user_attrs.get("train_dir")
         if t.number not in kept and train_dir and os.path.isdir(train_dir):
             RunDir(train_dir).drop_checkpoints()
@@ -432,12 +391,12 @@ def _tidy(cfg, study):
 
 def _grid_done(cfg, study):
     size = cfg.space.size()
-    return size is not None and len(_finished(study)) >= size
+    return size is not None and len(finished(study)) >= size
 
 
 def _worker_main(cfg, worker):
     """Entry of a --jobs worker process."""
-    optuna = _optuna()
+    optuna = import_optuna()
     study = _study(cfg, optuna, worker)
     try:
         stopped = _work(cfg, study, lambda line: print(line, file=sys.stderr, flush=True), None)
@@ -479,134 +438,21 @@ def _parallel(cfg, study, log, on_trial, seen):
 
 
 def _announce(study, seen, on_trial):
-    new = [t for t in _finished(study) if t.number not in seen]
+    new = [t for t in finished(study) if t.number not in seen]
     for t in sorted(new, key=lambda t: t.number):
         seen.add(t.number)
         if on_trial is not None:
-            on_trial(trial_rows([t])[0])
-
-
-# --- results ----------------------------------------------------------------------------------
-
-def trial_rows(trials):
-    """One dict per trial: number, state, value (objective, or the pruned trial's best
-    val_accuracy so far), seconds, params, train_dir, mode, epochs."""
-    rows = []
-    for t in sorted(trials, key=lambda t: t.number):
-        value = t.value if t.value is not None else t.user_attrs.get("val_accuracy")
-        state = t.state.name.lower()
-        if state == "fail" and t.user_attrs.get("interrupted"):
-            state = "interrupted"
-        rows.append({"number": t.number, "state": state, "value": value,
-                     "seconds": t.user_attrs.get("seconds"), "params": dict(t.params),
-                     "train_dir": t.user_attrs.get("train_dir"),
-                     "mode": t.user_attrs.get("mode"),
-                     "epochs": max(t.intermediate_values, default=0),
-                     "retry_of": t.user_attrs.get("retry_of")})
-    return rows
+            on_trial(report.trial_rows([t])[0])
 
 
 def _finish(cfg, study, stopped, log):
+    """Tidy the trials' checkpoints; write trials.csv, the plots and the best trial's curves."""
     _tidy(cfg, study)
-    summary = _summary(cfg.study_dir, study, stopped)
-    _write_csv(os.path.join(cfg.study_dir, CSV), summary["trials"])
-    summary["csv"] = os.path.join(cfg.study_dir, CSV)
-    summary["plots"] = _plots(study, cfg.study_dir, log)
+    summary = report.summary(cfg.study_dir, study, stopped)
+    summary["csv"] = report.write_csv(cfg.study_dir, summary["trials"])
+    summary["plots"] = report.plots(study, cfg.study_dir, log)
     if summary["best"] and summary["best"]["train_dir"]:
-        from .finetune import plot_curves
+        from ..finetune import plot_curves
 
         plot_curves(summary["best"]["train_dir"])
     return summary
-
-
-def _summary(study_dir, study, stopped):
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    rows = trial_rows(trials)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = None
-    if complete:
-        b = max(complete, key=lambda t: (t.value, -t.number))
-        best = {"number": b.number, "value": b.value, "params": dict(b.params),
-                "train_dir": b.user_attrs.get("train_dir")}
-    counts = {}
-    for r in rows:
-        counts[r["state"]] = counts.get(r["state"], 0) + 1
-    return {"study_dir": study_dir, "stopped": stopped, "best": best, "counts": counts,
-            "trials": rows}
-
-
-def _write_csv(path, rows):
-    names = sorted({k for r in rows for k in r["params"]})
-    text = io.StringIO(newline="")
-    out = csv.writer(text)
-    out.writerow(["number", "state", "val_accuracy", "seconds", "epochs", "mode"] + names
-                 + ["train_dir"])
-    for r in rows:
-        out.writerow([r["number"], r["state"], "" if r["value"] is None else r["value"],
-                      "" if r["seconds"] is None else r["seconds"], r["epochs"],
-                      r["mode"] or ""] + [r["params"].get(n, "") for n in names]
-                     + [r["train_dir"] or ""])
-    write_atomic(path, text.getvalue())
-
-
-def _plots(study, study_dir, log):
-    """history.png always (once a trial finished); importances.png when they can be told."""
-    from optuna.trial import TrialState
-
-    from .plots import _figure, _save
-
-    done = sorted(_finished(study), key=lambda t: t.number)
-    written = []
-    if not done:
-        return written
-    fig = _figure(7, 4)
-    ax = fig.add_subplot(1, 1, 1)
-    values = [t.value if t.value is not None else t.user_attrs.get("val_accuracy")
-              for t in done]
-    for state, marker, label in ((TrialState.COMPLETE, "o", "complete"),
-                                 (TrialState.PRUNED, "x", "pruned")):
-        xs = [t.number for t, v in zip(done, values) if t.state == state and v is not None]
-        ys = [v for t, v in zip(done, values) if t.state == state and v is not None]
-        if xs:
-            ax.plot(xs, ys, marker, linestyle="none", label=label)
-    best, line = -math.inf, []
-    for t in done:
-        if t.state == TrialState.COMPLETE and t.value is not None:
-            best = max(best, t.value)
-        line.append(best if best > -math.inf else math.nan)
-    ax.plot([t.number for t in done], line, "-", label="best so far")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("val_accuracy")
-    ax.set_title("optimisation history")
-    ax.legend(loc="lower right")
-    _save(fig, os.path.join(study_dir, HISTORY))
-    written.append(os.path.join(study_dir, HISTORY))
-    complete = [t for t in done if t.state == TrialState.COMPLETE]
-    varied = {k for t in complete for k in t.params
-              if len({str(u.params.get(k)) for u in complete}) > 1}
-    if len(complete) < 3 or not varied:
-        log("parameter importances need at least 3 complete trials that differ")
-        return written
-    try:
-        import warnings
-
-        import optuna
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            importances = optuna.importance.get_param_importances(study)
-    except Exception as e:          # too few trials, or scikit-learn missing
-        log(f"parameter importances: not computed ({str(e).splitlines()[0]})")
-        return written
-    names = list(importances)[::-1]
-    fig = _figure(6, max(2.0, 1.0 + 0.4 * len(names)))
-    ax = fig.add_subplot(1, 1, 1)
-    ax.barh(names, [importances[n] for n in names])
-    ax.set_xlabel("importance for val_accuracy (fANOVA)")
-    ax.set_title("parameter importances")
-    fig.tight_layout()
-    _save(fig, os.path.join(study_dir, IMPORTANCES))
-    written.append(os.path.join(study_dir, IMPORTANCES))
-    return written

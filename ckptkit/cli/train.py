@@ -1,0 +1,115 @@
+"""The training commands: finetune, eval, predict, export (TensorFlow, loaded only when one
+of them runs)."""
+import click
+
+from .. import render
+from .options import DEVICES, require, training_options, training_settings
+
+
+@click.command()
+@training_options
+@click.option("--train-dir", required=True, metavar="DIR",
+              help="Where checkpoints and metrics go; a run there is resumed.")
+@click.option("--compare-scratch", is_flag=True,
+              help="Also train the same model from random initialisation and compare.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def finetune(as_json, **options):
+    """Fine-tune a tf_slim net from a checkpoint: restore what `plan` shows, train, evaluate.
+
+    The restore options mean what they mean in `plan`: the same options give the plan this
+    run applies (written to TRAIN_DIR/plan.json). Rerunning the same command resumes an
+    interrupted run (Ctrl-C saves a checkpoint).
+
+    \b
+    Examples:
+      ckptkit finetune --net resnet_v1_50 --checkpoint resnet_v1_50.ckpt --data photos/ \\
+          --exclude Logits --train Logits --train-dir runs/a
+      ckptkit finetune --net inception_v3 --checkpoint inception_v3.ckpt --data flowers/ \\
+          --mode two-stage --train-from InceptionV3/Mixed_7a --train-dir runs/b
+    """
+    from ..train.finetune import finetune as run
+
+    require(options, "net", "data")
+    summary = run(training_settings(options), log=lambda line: click.echo(line, err=True),
+                  progress=render.training_progress)
+    if as_json:
+        render.emit_json(summary)
+    else:
+        click.echo("\n".join(render.finetune_table(summary)))
+    return 130 if summary["stopped"] else 0
+
+
+@click.command(name="eval")
+@click.option("--train-dir", required=True, metavar="DIR", help="A finetune train dir.")
+@click.option("--data", "data_path", metavar="PATH",
+              help="Data to evaluate (default: the run's validation split).")
+@click.option("--last", is_flag=True, help="Use the latest checkpoint, not the best one.")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto",
+              show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable results.")
+def evaluate(train_dir, data_path, last, batch_size, device, as_json):
+    """Accuracy, top-5, per-class accuracy and confusion matrix of a trained model.
+
+    The confusion matrix is also drawn to TRAIN_DIR/confusion.png.
+
+    \b
+    Examples:
+      ckptkit eval --train-dir runs/a
+      ckptkit eval --train-dir runs/a --data photos/test --json
+    """
+    from ..train.evaluate import evaluate as run
+
+    result = run(train_dir, data_path=data_path, best=not last, batch_size=batch_size,
+                 device=device)
+    if as_json:
+        render.emit_json(result)
+    else:
+        click.echo("\n".join(render.eval_lines(result)))
+    return 0
+
+
+@click.command()
+@click.option("--train-dir", required=True, metavar="DIR", help="A finetune train dir.")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--top-k", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable predictions.")
+def predict(train_dir, images, top_k, as_json):
+    """Classify images (files or folders of images) with a trained model.
+
+    \b
+    Examples:
+      ckptkit predict --train-dir runs/a photo1.jpg photo2.png
+      ckptkit predict --train-dir runs/a holiday/ --top-k 3 --json
+    """
+    from ..train.infer import Classifier, image_files
+
+    paths = image_files(images)
+    with Classifier(train_dir) as classifier:
+        results = classifier.predict_files(paths, top_k=top_k)
+    if as_json:
+        render.emit_json(results)
+    else:
+        click.echo("\n".join(render.prediction_lines(results)))
+    return 1 if any("error" in item for item in results) else 0
+
+
+@click.command()
+@click.option("--train-dir", required=True, metavar="DIR", help="A finetune train dir.")
+@click.option("-o", "--output", required=True, metavar="DIR", help="New folder to export to.")
+@click.option("--checkpoint", metavar="PREFIX", help="Checkpoint to export (default: the best, "
+              "else the latest).")
+def export(train_dir, output, checkpoint):
+    """Export a trained model as a SavedModel and a frozen GraphDef.
+
+    The SavedModel's serving_default signature takes encoded image bytes; predict_arrays
+    takes uint8 images. export.json names the frozen graph's input and output tensors.
+
+    \b
+    Examples:
+      ckptkit export --train-dir runs/a -o exported/
+    """
+    from ..train.export import export as run
+
+    click.echo("\n".join(render.export_lines(run(train_dir, output, checkpoint=checkpoint))))
+    return 0

@@ -1,0 +1,64 @@
+"""A run's Settings (ckptkit/train/settings.py): the checks that need no TensorFlow, the model
+and the stages they make."""
+import subprocess
+import sys
+
+import pytest
+
+from ckptkit.errors import CkptError
+from ckptkit.plan import RestoreOptions
+from ckptkit.train.settings import Settings, check, stages
+
+
+def _settings(**kwargs):
+    return Settings(**{"net": "lenet", "data": "digits", "train_dir": "run",
+                       "checkpoint": "pre", **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mode="fast"), r"^unknown mode 'fast'; use one of head, features"),
+    (dict(mode="head", restore=RestoreOptions(train=("Logits",))),
+     r"^--mode head trains the new head only"),
+    (dict(mode="two-stage"), r"^--mode two-stage needs --train-from"),
+    (dict(mode="head", checkpoint=None), r"^--mode head needs --checkpoint"),
+    (dict(mode="features", keep_head=True),
+     r"^--keep-head does not go with --mode features: it trains a new head on cached "
+     r"features; use --mode head$"),
+    (dict(keep_head=True, hidden=(8,)),
+     r"^--head \(hidden layers\) belongs to a new head; --keep-head keeps the net's own"),
+    (dict(epochs=0), r"^--epochs must be at least 1"),
+    (dict(net="lenett"), r"^unknown net 'lenett'"),
+    (dict(optimizer="adamm"), r"^unknown optimizer 'adamm'"),
+    (dict(schedule="linear"), r"^unknown schedule 'linear'; use one of constant"),
+])
+def test_bad_settings_are_one_line_errors(kwargs, message):
+    with pytest.raises(CkptError, match=message) as caught:
+        check(_settings(**kwargs))
+    assert "\n" not in str(caught.value)
+
+
+def test_good_settings_pass():
+    check(_settings(mode="head", keep_head=True))
+    check(_settings(mode="two-stage", restore=RestoreOptions(train_from="LeNet/fc3")))
+
+
+def test_head_only_stages_train_the_model_s_head_scopes():
+    new = _settings(mode="two-stage", epochs=4, restore=RestoreOptions(train_from="LeNet/fc3"))
+    first, second = stages(new, new.model(5))
+    assert (first.mode, first.train, first.end_epoch) == ("head", ("Logits",), 2)
+    assert (second.train, second.train_from, second.start_epoch) == ((), "LeNet/fc3", 2)
+    own = _settings(mode="head", keep_head=True, head_scope="Head")
+    model = own.model(10)
+    assert (model.keep_head, model.head_scope) == (True, "Head")
+    assert [s.train for s in stages(own, model)] == [("LeNet/fc4",)]
+    finetune = _settings(restore=RestoreOptions(train=("LeNet/fc3", "Logits")))
+    assert [s.train for s in stages(finetune, finetune.model(5))] == [("LeNet/fc3", "Logits")]
+
+
+def test_importing_and_checking_settings_loads_no_tensorflow():
+    code = ("import sys; from ckptkit.train.settings import Settings, check; "
+            "check(Settings(net='lenet', data='d', train_dir='r')); "
+            "print(sorted(m for m in ('tensorflow', 'tf_slim') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
