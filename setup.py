@@ -24,8 +24,8 @@ setup(
                 "matplotlib>=3.6"],
         "demo": ["mlxtend>=0.22"],
         "search": ["optuna>=3.6"],
-        "dev": ["pytest>=7", "safetensors>=0.4", "scikit-learn>=1.2", "mlxtend>=0.22",
-                "optuna>=3.6", "pgserver>=0.1", "psycopg[binary]>=3.1"],
+        "dev": ["pytest>=7", "hypothesis>=6", "safetensors>=0.4", "scikit-learn>=1.2",
+                "mlxtend>=0.22", "optuna>=3.6", "pgserver>=0.1", "psycopg[binary]>=3.1"],
     },
     entry_points={"console_scripts": ["ckptkit=ckptkit.cli:main"]},
 )

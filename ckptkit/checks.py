@@ -1,9 +1,11 @@
 """What the reading commands compute: the tensors a listing shows, verify, diff and tensor
 statistics; pure results, no printing."""
+import os
 import re
 from dataclasses import dataclass, field
 
 from .errors import CkptError, Corrupt
+from .fileio import stale_temps
 from .scopes import role
 from .variable import ML_DTYPES
 
@@ -17,6 +19,7 @@ class VerifyReport:
     tensors: int
     nbytes: int
     problems: list = field(default_factory=list)
+    leftovers: list = field(default_factory=list)   # temp files of killed writers beside it
 
     @property
     def ok(self):
@@ -63,7 +66,10 @@ def verify(path, progress=None):
     with reader:
         total = sum(v.nbytes for v in reader)
         problems = list(reader.problems(progress))
-        return VerifyReport(reader.path, reader.format, len(reader), total, problems)
+        folders = sorted({os.path.dirname(os.path.abspath(f)) for f in reader.files})
+        leftovers = [t for folder in folders for t in stale_temps(folder)]
+        return VerifyReport(reader.path, reader.format, len(reader), total, problems,
+                            leftovers)
 
 
 @dataclass(frozen=True)
@@ -78,31 +84,40 @@ class Stats:
 
 def tensor_stats(array):
     """min/max/mean/std over finite values and NaN/Inf counts, streamed in chunks so a large
-    tensor never needs a float64 copy of itself. None for non-numeric tensors."""
+    tensor never needs a float64 copy of itself. None for non-numeric tensors.
+
+    Two passes: the first counts and finds the range, the second sums values scaled by the
+    largest magnitude and deviations from the mean, so values near float64's maximum give
+    their true mean and std instead of overflowing; numpy's warnings (signalling NaNs,
+    overflow) stay inside."""
     import numpy as np
 
     if array.dtype.kind not in "biufc" and array.dtype.name not in ML_DTYPES:
         return None
     flat = array.reshape(-1)
-    count = nan = inf = 0
-    total = total_sq = 0.0
-    lo, hi = float("inf"), float("-inf")
-    for start in range(0, flat.size, _CHUNK):
-        chunk = flat[start:start + _CHUNK]
-        chunk = np.abs(chunk) if chunk.dtype.kind == "c" else chunk.astype(np.float64)
-        finite = np.isfinite(chunk)
-        nan += int(np.isnan(chunk).sum())
-        inf += int(np.isinf(chunk).sum())
-        good = chunk[finite]
-        if good.size:
-            count += good.size
-            total += float(good.sum())
-            total_sq += float(np.square(good).sum())
-            lo, hi = min(lo, float(good.min())), max(hi, float(good.max()))
-    if not count:
-        return Stats(float("nan"), float("nan"), float("nan"), float("nan"), nan, inf)
-    mean = total / count
-    return Stats(lo, hi, mean, max(total_sq / count - mean * mean, 0.0) ** 0.5, nan, inf)
+
+    def chunks():
+        for start in range(0, flat.size, _CHUNK):
+            chunk = flat[start:start + _CHUNK]
+            chunk = np.abs(chunk) if chunk.dtype.kind == "c" else chunk.astype(np.float64)
+            yield chunk[np.isfinite(chunk)], int(np.isnan(chunk).sum()), \
+                int(np.isinf(chunk).sum())
+
+    with np.errstate(all="ignore"):
+        count = nan = inf = 0
+        lo, hi = float("inf"), float("-inf")
+        for good, nans, infs in chunks():
+            nan, inf, count = nan + nans, inf + infs, count + good.size
+            if good.size:
+                lo, hi = min(lo, float(good.min())), max(hi, float(good.max()))
+        if not count:
+            return Stats(float("nan"), float("nan"), float("nan"), float("nan"), nan, inf)
+        scale = max(abs(lo), abs(hi)) or 1.0
+        mean = sum(float((good / scale).sum()) for good, _, _ in chunks()) / count * scale
+        mean = min(max(mean, lo), hi)         # rounding may not leave the range
+        spread = sum(float(np.square(good / scale - mean / scale).sum())
+                     for good, _, _ in chunks()) / count
+        return Stats(lo, hi, mean, spread ** 0.5 * scale, nan, inf)
 
 
 def stats(reader, variables, progress=None):

@@ -11,8 +11,12 @@ Notes
 - The archive is checked before anything is unpacked: a size or sha256 that disagrees with the
   registry removes the download and leaves nothing behind (Corrupt).
 - Members are unpacked into a temporary folder in the download directory, never through a
-  link: absolute names, `..` components, links that leave the archive and special files are
-  refused; links inside it become copies of files unpacked before them.
+  link: the standard library's `data` extraction filter refuses absolute names, `..`
+  components, links that leave the archive and special files; links inside it become copies
+  of files unpacked before them. A first pass lists the members: an archive that would
+  unpack to more than MAX_EXPANSION times its size (a bomb), or to more than the disk has
+  free, is refused before anything is written.
+- One `get` of a name at a time: a second one waits for the first, then finds it there.
 - The unpacked checkpoint must pass ckptkit.checks.verify before it is renamed into place.
 - No printing and no TensorFlow: `get` reports progress through a `progress(total, done)`
   callback (total None when the server does not say) and returns what happened in `Fetched`.
@@ -34,12 +38,14 @@ from dataclasses import dataclass
 
 from .checks import verify
 from .errors import CkptError, Corrupt, FormatError
+from .fileio import output_lock
 from .paths import resolve, resolve_pretrained
 from .zoo.pretrained import (CHUNK, GET_COMMAND, MANIFEST, check_folder, directory_path,
                              entry, inside, load_registry, member_path, sha256_file)
 
 DOWNLOADS = ".download"
 TIMEOUT = 30.0                       # seconds, for connecting and for each read
+MAX_EXPANSION = 10                   # checkpoints barely compress: more is an archive bomb
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,11 @@ def get(name, directory=None, progress=None, *, registry=None, force=False, time
         return Fetched(item.name, _checked_local(name, directory, registry), False,
                        item.sha256, "local", net=item.net)
     folder = os.path.join(base, item.name)
+    with output_lock(folder, wait=True):     # a second `get` of NAME waits, then finds it
+        return _get(item, base, folder, directory, progress, force, timeout)
+
+
+def _get(item, base, folder, directory, progress, force, timeout):
     if os.path.exists(folder) and not force:
         if not os.path.isfile(os.path.join(folder, MANIFEST)):
             raise CkptError(f"{folder} exists but was not made by `{GET_COMMAND}` (no "
@@ -280,38 +291,49 @@ def _unpack(item, part, base, folder, digest, trust):
 
 def _extract(archive, target, label):
     """Unpack the tar.gz `archive` into the fresh folder `target`, plain files only; returns
-    {relative path: sha256}. FormatError for unsafe or unreadable archives."""
-    hashes = {}
+    {relative path: sha256}. FormatError for unsafe or unreadable archives, and for one that
+    would unpack to more than MAX_EXPANSION times its size; CkptError when the disk cannot
+    hold what it unpacks to (both known from a first pass that writes nothing)."""
     try:
+        members = _members(archive, target, label)
+        total = sum(m.size for m in members.values() if m.isfile())
+        limit = MAX_EXPANSION * os.path.getsize(archive)
+        if total > limit:
+            raise FormatError(f"{label} would unpack to {total} bytes, more than "
+                              f"{MAX_EXPANSION} times its own size ({os.path.getsize(archive)} "
+                              "bytes): not a checkpoint archive; refused")
+        free = shutil.disk_usage(target).free
+        if total > free:
+            raise CkptError(f"{label} unpacks to {total} bytes and {target} has {free} free; "
+                            "free some space or choose another download directory")
+        hashes, written = {}, 0
         with tarfile.open(archive, "r|*") as tar:
             for member in tar:
-                rel = _member_name(member.name, label)
-                if rel is None:
+                rel = members.get(member.name) and _member_name(member.name, label)
+                if not rel:
                     continue
                 dest = os.path.join(target, *rel.split("/"))
                 if member.isdir():
                     os.makedirs(dest, exist_ok=True)
-                elif member.isfile():
-                    os.makedirs(os.path.dirname(dest), exist_ok=True)
+                    continue
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                if member.isfile():
                     hashes[rel] = _copy(tar.extractfile(member), dest)
-                elif member.issym() or member.islnk():
-                    linked = member.linkname.replace("\\", "/")
-                    if member.issym():
-                        linked = posixpath.join(posixpath.dirname(rel), linked)
-                    source = inside(linked)
-                    if member.linkname.startswith(("/", "\\")) or source is None:
-                        raise FormatError(f"{label}: member {member.name!r} links to "
-                                          f"{member.linkname!r}, outside the archive; refused")
-                    if source not in hashes:
-                        raise FormatError(f"{label}: member {member.name!r} links to "
-                                          f"{member.linkname!r}, which is not a file unpacked "
-                                          "before it; refused")
-                    os.makedirs(os.path.dirname(dest), exist_ok=True)
-                    with open(os.path.join(target, *source.split("/")), "rb") as f:
-                        hashes[rel] = _copy(f, dest)
-                else:
-                    raise FormatError(f"{label}: member {member.name!r} is a special file "
-                                      "(device or fifo); refused")
+                    continue
+                linked = member.linkname.replace("\\", "/")
+                if member.issym():
+                    linked = posixpath.join(posixpath.dirname(rel), linked)
+                source = inside(linked)
+                if source not in hashes:
+                    raise FormatError(f"{label}: member {member.name!r} links to "
+                                      f"{member.linkname!r}, which is not a file unpacked "
+                                      "before it; refused")
+                written += os.path.getsize(os.path.join(target, *source.split("/")))
+                if written + total > limit:      # links become copies: they count too
+                    raise FormatError(f"{label}: its links would unpack to more than "
+                                      f"{MAX_EXPANSION} times its own size; refused")
+                with open(os.path.join(target, *source.split("/")), "rb") as f:
+                    hashes[rel] = _copy(f, dest)
     except (tarfile.TarError, EOFError, ValueError) as e:
         raise FormatError(f"cannot unpack {label}: {e or type(e).__name__}; removed the "
                           "download") from None
@@ -322,8 +344,37 @@ def _extract(archive, target, label):
     return hashes
 
 
+_REFUSED = {   # the data filter's finding -> what it means for an archive member
+    tarfile.AbsolutePathError: "has an absolute path",
+    tarfile.OutsideDestinationError: "leaves the archive ('..')",
+    tarfile.SpecialFileError: "is a special file (device or fifo)",
+}
+
+
+def _members(archive, target, label):
+    """{name: TarInfo} of every member, each passed through the standard library's `data`
+    extraction filter (absolute names, `..`, links leaving the archive, special files) and
+    ckptkit's own name checks; reads the archive once, writes nothing."""
+    members = {}
+    with tarfile.open(archive, "r|*") as tar:
+        for member in tar:
+            _member_name(member.name, label)
+            try:
+                members[member.name] = tarfile.data_filter(member, target)
+            except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
+                raise FormatError(f"{label}: member {member.name!r} links to "
+                                  f"{member.linkname!r}, outside the archive; refused") from None
+            except tarfile.FilterError as e:
+                what = next((text for kind, text in _REFUSED.items() if isinstance(e, kind)),
+                            f"cannot be unpacked safely ({e})")
+                raise FormatError(f"{label}: member {member.name!r} {what}; refused") from None
+    return members
+
+
 def _member_name(name, label):
-    """The safe relative POSIX path of a member name; None for the archive root."""
+    """The relative POSIX path of a member name (None for the archive root), after the checks
+    the data filter lacks: absolute names (it strips the "/"; such an archive is refused),
+    Windows drive names, control characters, ckptkit's own record."""
     raw = name.replace("\\", "/")
     if raw.startswith("/") or re.match(r"^[A-Za-z]:", raw):
         raise FormatError(f"{label}: member {name!r} has an absolute path; refused")
@@ -331,8 +382,6 @@ def _member_name(name, label):
         raise FormatError(f"{label}: member {name!r} has a control character in its name; "
                           "refused")
     rel = inside(raw)
-    if rel is None or ".." in raw.split("/"):
-        raise FormatError(f"{label}: member {name!r} leaves the archive ('..'); refused")
     if rel == MANIFEST:
         raise FormatError(f"{label}: member {name!r} would overwrite ckptkit's own record of "
                           "the files; refused")

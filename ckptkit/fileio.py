@@ -5,20 +5,36 @@ of what a map already holds.
   reader takes it for a checkpoint); commit fsyncs them, renames them into place in the order
   they were made (the file that makes a result visible last) and fsyncs the folders; abort,
   also on leaving a `with` block by an exception, removes them.
+- A temp name carries its writer (this machine's host id and the process id): a process
+  killed mid-write (SIGKILL, power loss) leaves its temp files, and the next write into that
+  folder removes those of dead writers on this machine (stale_temps lists them).
+- output_lock: one writer per output at a time (an flock on a lock file beside it that names
+  the holder's pid; the file goes when the lock does).
 - atomic_file / write_atomic: one file replaced that way (run.json, metrics, plots, caches).
 - map_file / unmap / release_maps: read-only memory maps of whole files, and giving their
   resident pages back while the map stays usable.
 - The `checkpoint` state file TF's Saver keeps beside V2 prefixes: read_state, write_state.
 """
 import contextlib
+import errno
+import fcntl
+import hashlib
 import mmap
 import os
 import re
 import secrets
+import socket
+import stat
+
+from .errors import CkptError, FormatError
 
 # in the names of files a writer has not finished: never a checkpoint
 TEMP_MARK = ".ckptkit-tmp-"
+LOCK_MARK = ".ckptkit-lock"
 STATE_FILE = "checkpoint"
+# .NAME.ckptkit-tmp-HOST-PID-TOKEN: HOST a hash of this machine's name
+_TEMP = re.compile(r"\.ckptkit-tmp-([0-9a-f]{8})-(\d+)-[0-9a-f]{8}$")
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 _STATE_PATH = re.compile(r'^model_checkpoint_path:\s*"((?:[^"\\]|\\.)*)"', re.M)
 _STATE_PATHS = re.compile(r'^all_model_checkpoint_paths:\s*"((?:[^"\\]|\\.)*)"', re.M)
@@ -35,10 +51,14 @@ class AtomicFiles:
         self._done = False
 
     def temp(self, final, buffering=-1):
-        """A new temp file for `final`, in its folder, open for writing in binary."""
+        """A new temp file for `final`, in its folder, open for writing in binary; the first
+        one in a folder removes the temp files dead writers left there."""
         folder, base = os.path.split(os.path.abspath(final))
         os.makedirs(folder, exist_ok=True)
-        temp = os.path.join(folder, f".{base}{TEMP_MARK}{secrets.token_hex(4)}")
+        if not any(os.path.dirname(t) == folder for t, _ in self.order):
+            remove_stale_temps(folder)
+        temp = os.path.join(folder, f".{base}{TEMP_MARK}{_HOST}-{os.getpid()}-"
+                                    f"{secrets.token_hex(4)}")
         f = open(temp, "xb", buffering=buffering)
         self.order.append((temp, final))
         self._open.append(f)
@@ -84,6 +104,73 @@ class AtomicFiles:
             self.abort()
 
 
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # another user's process
+        return True
+    return True
+
+
+def stale_temps(folder):
+    """Temp files in `folder` whose writer is gone: a dead process of this machine. Temp
+    files of live writers, of other machines (a shared folder) and of older ckptkit versions
+    (no writer in the name) are not listed."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    stale = []
+    for name in sorted(names):
+        m = _TEMP.search(name) if TEMP_MARK in name else None
+        if m and m.group(1) == _HOST and not _alive(int(m.group(2))):
+            stale.append(os.path.join(folder, name))
+    return stale
+
+
+def remove_stale_temps(folder):
+    for path in stale_temps(folder):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def output_lock(path, wait=False):
+    """Hold the one writer's lock on output `path` (a file, a V2 prefix, a folder) for the
+    block; when another process holds it: CkptError naming that process, or with `wait`,
+    wait for it to finish."""
+    folder, base = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    lock = os.path.join(folder, f".{base}{LOCK_MARK}")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise CkptError(f"{path} is being written by another ckptkit process (pid "
+                            f"{holder}); wait for it to finish, or write elsewhere") from None
+        try:   # the file may have been unlinked by its last holder between open and flock
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
+
+
 def fsync_dir(folder):
     fd = os.open(folder, os.O_RDONLY)
     try:
@@ -107,13 +194,33 @@ def write_atomic(path, data):
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
+def open_regular(path):
+    """A read-only fd of `path`, which must be a regular file: a FIFO or a device named as a
+    checkpoint file would block a read for ever or never end (opened without blocking, then
+    checked)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FormatError(f"{path} is not a regular file (a FIFO, device or socket); "
+                              "refused")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def map_file(path):
-    """Read-only memory map of a whole file (an empty bytes object for an empty file)."""
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
+    """Read-only memory map of a whole regular file (an empty bytes object for an empty
+    file)."""
+    fd = open_regular(path)
+    try:
+        size = os.fstat(fd).st_size
         if size == 0:
             return b""
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
 
 
 def unmap(buf):
@@ -139,7 +246,12 @@ def _read_state_text(state):
 
 
 def _unquote(text):
-    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    """A state file's quoted path, unescaped; as written when its escapes are broken (a
+    path that then names nothing here, so the caller falls back with a note)."""
+    try:
+        return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+    except UnicodeDecodeError:
+        return text
 
 
 def read_state(directory):

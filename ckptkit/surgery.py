@@ -16,13 +16,15 @@ strip_optimizer (slots, step counters, EMA shadows unless keep_ema) -> drop -> k
 strip_prefix, renames (in order), add_prefix -> set (NAME=file.npy, by output name) ->
 slice_classes -> cast. Scope patterns (drop, keep, cast, slice) read as in scopes.py.
 """
+import glob
 import os
 import re
 from dataclasses import dataclass, field
 from math import prod
 
 from .errors import CkptError, NotFound, PlanError
-from .fileio import write_state
+from .fileio import STATE_FILE, output_lock, write_state
+from .formats.tf_v1 import SHARD_SUFFIX
 from .scopes import RenameRule, closest_scopes, compile_pattern, role
 
 CAST_TARGETS = ("float16", "bfloat16", "float32")
@@ -294,34 +296,79 @@ class Target:
     state_dir: str = ""
 
 
-def output_target(out, reader):
-    """The Target for OUT: a directory (existing, or ending in /) gets a V2 prefix named
-    after the input, and its state file; an existing V2 prefix is refused (its files cannot
-    all be replaced at once); files (.npz, .safetensors, .h5) are replaced atomically."""
+def output_target(out, reader, inputs=(), *, overwrite=False, in_place=False):
+    """The Target for OUT. A directory (existing, or ending in /) gets a new V2 prefix named
+    after the input, and its state file; a V2 prefix whose files exist is refused (they
+    cannot all be replaced at once); a single file (.npz, .safetensors, .h5) that exists is
+    replaced only with `overwrite`. The output is never a file of `inputs` (every file the
+    edit reads: by path, or the same file through a link), except with `in_place`, which
+    replaces the single-file input itself (atomically: temp file, fsync, one rename)."""
     from .formats.detect import writer_format
 
     out = os.fspath(out)
     if os.path.isdir(out) or out.endswith(("/", os.sep)):
+        if in_place:
+            raise CkptError(_V2_IN_PLACE)
         base = os.path.basename(reader.path.rstrip("/")) \
             if reader.format in ("tf-v2", "tf-object", "tf-v1") else "model.ckpt"
-        base = base or "model.ckpt"
+        base = SHARD_SUFFIX.sub("", base) or "model.ckpt"   # a sharded V1 input's pattern
         prefix, n = os.path.join(out, base), 1
         while os.path.exists(prefix + ".index"):   # never over the input or another prefix
             n += 1
             prefix = os.path.join(out, f"{base}-edit{n if n > 2 else ''}")
         return Target(prefix, "tf-v2", out)
     kind = writer_format(out)
-    if kind == "tf-v2" and os.path.exists(out + ".index"):
-        same = os.path.abspath(out) == os.path.abspath(reader.path)
-        raise CkptError(f"{out} is {'the input' if same else 'an existing'} checkpoint; a V2 "
-                        "prefix's files cannot be replaced all at once. Write to a new prefix, "
-                        "or to its directory (a new prefix there, then its `checkpoint` state "
-                        "file switches to it)")
     if kind == "tf-v2":
-        m = re.match(r"^(.*)\.(index|data-\d{5}-of-\d{5})$", out)
-        if m:
-            out = m.group(1)
+        out = _V2_FILE.sub("", out)
+        if in_place:
+            raise CkptError(_V2_IN_PLACE)
+        there = sorted(glob.glob(glob.escape(out) + ".data-*")) + \
+            [f for f in [out + ".index"] if os.path.exists(f)]
+        if there:
+            what = "the input" if _among(there[-1], inputs) else "an existing"
+            raise CkptError(f"{out} is {what} checkpoint; a V2 prefix's files cannot be "
+                            "replaced all at once. Write to a new prefix, or to its directory "
+                            "(a new prefix there, then its `checkpoint` state file switches "
+                            "to it)")
+        return Target(out, kind)
+    if in_place:
+        if not (os.path.exists(out) and _among(out, reader.files)):
+            raise CkptError(f"--in-place replaces the input, and {out} is not {reader.path}")
+        return Target(os.path.realpath(out), kind)
+    if os.path.exists(out):
+        if _among(out, inputs):
+            hint = " (add --in-place to replace it)" if _among(out, reader.files) else ""
+            raise CkptError(f"{out} is a file this edit reads; write elsewhere{hint}")
+        if not overwrite:
+            raise CkptError(f"{out} exists; add --overwrite to replace it")
     return Target(out, kind)
+
+
+_V2_FILE = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
+_V2_IN_PLACE = ("--in-place replaces a single-file checkpoint (.npz, .safetensors, .h5); a V2 "
+                "checkpoint is never edited in place (its files cannot all be replaced at "
+                "once): write to its directory instead")
+
+
+def _among(path, files):
+    """Whether `path` is one of `files`, by name or as the same file (a link, a hard link)."""
+    for f in files:
+        if os.path.abspath(path) == os.path.abspath(f):
+            return True
+        try:
+            if os.path.samefile(path, f):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _lock_path(out):
+    """What one writer at a time may write: the directory's state file, or the output."""
+    out = os.fspath(out)
+    if os.path.isdir(out) or out.endswith(("/", os.sep)):
+        return os.path.join(out, STATE_FILE)
+    return _V2_FILE.sub("", out)
 
 
 @dataclass
@@ -334,46 +381,62 @@ class Result:
 
 
 def run_surgery(in_path, out_path, *, merge=None, set_values=(), shards=1, dry_run=False,
-                progress=None, **ops):
+                overwrite=False, in_place=False, progress=None, **ops):
     """Plan and (unless dry_run) write the edited checkpoint; returns a Result.
 
-    `set_values` are NAME=file.npy texts; `ops` are plan_surgery's keyword arguments; the
-    input is never written to, and the output appears only once complete."""
-    from .formats import open_writer
+    `set_values` are NAME=file.npy texts; `ops` are plan_surgery's keyword arguments. No input
+    is ever written to (output_target says when one may be replaced, and how), one writer
+    at a time writes an output (fileio.output_lock), and the output appears only once
+    complete."""
     from .paths import open_checkpoint
 
     readers = {"input": open_checkpoint(in_path)}
     try:
         if merge:
             readers["other"] = open_checkpoint(merge)
+        values = _npy_specs(set_values)
         plan = plan_surgery(list(readers["input"]),
                             other=list(readers["other"]) if merge else (),
-                            set_values=_npy_specs(set_values), **ops)
-        target = output_target(out_path, readers["input"])
-        result = Result(plan, target)
+                            set_values=values, **ops)
+        inputs = [f for r in readers.values() for f in r.files] + \
+            [path for path, _, _ in values.values()]
+
+        def target():
+            return output_target(out_path, readers["input"], inputs, overwrite=overwrite,
+                                 in_place=in_place)
+
         if dry_run:
-            return result
-        with open_writer(target.path, shards=shards) as writer:
-            writer.begin([(e.name, e.shape, e.dtype) for e in plan.entries])
-            for e in plan.entries:
-                reader = readers.get(e.source)
-                if not e.changed and writer.copy(reader, e.var, e.name):
-                    result.copied += 1
-                else:
-                    writer.add(e.name, _value(reader, e))
-                    result.decoded += 1
-                    if reader is not None:
-                        reader.release()
-                if progress:
-                    progress(e.nbytes)
-            result.files = writer.commit()
-        if target.state_dir:
-            write_state(target.state_dir, os.path.basename(target.path))
-            result.files.append(os.path.join(target.state_dir, "checkpoint"))
+            return Result(plan, target())
+        with output_lock(_lock_path(out_path)):
+            result = Result(plan, target())
+            _write(result, readers, shards, progress)
         return result
     finally:
         for reader in readers.values():
             reader.close()
+
+
+def _write(result, readers, shards, progress):
+    from .formats import open_writer
+
+    plan, target = result.plan, result.target
+    with open_writer(target.path, shards=shards) as writer:
+        writer.begin([(e.name, e.shape, e.dtype) for e in plan.entries])
+        for e in plan.entries:
+            reader = readers.get(e.source)
+            if not e.changed and writer.copy(reader, e.var, e.name):
+                result.copied += 1
+            else:
+                writer.add(e.name, _value(reader, e))
+                result.decoded += 1
+                if reader is not None:
+                    reader.release()
+            if progress:
+                progress(e.nbytes)
+        result.files = writer.commit()
+    if target.state_dir:
+        write_state(target.state_dir, os.path.basename(target.path))
+        result.files.append(os.path.join(target.state_dir, STATE_FILE))
 
 
 def _value(reader, e):

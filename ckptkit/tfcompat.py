@@ -18,6 +18,8 @@ import sys
 import tempfile
 import warnings
 
+from .errors import CkptError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -64,18 +66,22 @@ def _alias_legacy_layers():
         sys.modules[f"tf_keras.legacy_tf_layers.{info.name}"] = module
 
 
-with _quiet_stderr():
-    import tensorflow.compat.v1 as tf
+try:
+    with _quiet_stderr():
+        import tensorflow.compat.v1 as tf
 
-    _alias_legacy_layers()
-    _alias_framework_tensor()
-    tf.disable_eager_execution()
-    tf.get_logger().setLevel("ERROR")   # TF1 deprecation notices are not our users' business
-    warnings.filterwarnings("ignore", message="`layer.apply` is deprecated")
-    warnings.filterwarnings("ignore", message="`tf.layers.[a-z_0-9]+` is deprecated")
-    import tf_slim as slim
+        _alias_legacy_layers()
+        _alias_framework_tensor()
+        tf.disable_eager_execution()
+        tf.get_logger().setLevel("ERROR")   # TF1 deprecation notices are not our users'
+        warnings.filterwarnings("ignore", message="`layer.apply` is deprecated")
+        warnings.filterwarnings("ignore", message="`tf.layers.[a-z_0-9]+` is deprecated")
+        import tf_slim as slim
 
-    # probing CUDA logs an error line on machines without a GPU: probe here, quietly
-    GPUS = len(tf.config.list_physical_devices("GPU"))
+        # probing CUDA logs an error line on machines without a GPU: probe here, quietly
+        GPUS = len(tf.config.list_physical_devices("GPU"))
+except ImportError as e:     # an install without the [tf] extra: say which, in one line
+    raise CkptError(f"this needs TensorFlow and tf_slim, and {e.name or 'tensorflow'} is not "
+                    "installed: pip install 'ckptkit[tf]' (or 'ckptkit[gpu]')") from None
 
 __all__ = ["tf", "slim", "GPUS"]

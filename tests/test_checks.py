@@ -1,4 +1,6 @@
 """checks: tensor statistics, verify reports, and diff across formats."""
+import warnings
+
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -45,6 +47,30 @@ def test_stats_over_chunks_equal_numpy():
     assert (st.min, st.max) == (float(x.min()), float(x.max()))
     assert st.mean == pytest.approx(float(x.astype(np.float64).mean()), abs=1e-12)
     assert st.std == pytest.approx(float(x.astype(np.float64).std()), rel=1e-9)
+
+
+@pytest.mark.parametrize("values, mean, std", [
+    (np.array([1.79e308, 1.79e308, -1.79e308]), 1.79e308 / 3, 1.79e308 * np.std([1, 1, -1])),
+    (np.full(5, np.finfo(np.float64).max), np.finfo(np.float64).max, 0.0),
+    (np.array([-np.finfo(np.float32).max, np.finfo(np.float32).max], np.float32), 0.0,
+     float(np.finfo(np.float32).max)),
+])
+def test_stats_near_the_largest_float_are_right_and_silent(values, mean, std):
+    """Summing or squaring such values overflows; the scaled passes do not, and no numpy
+    warning escapes (a warning here is an error)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        st = tensor_stats(values)
+    assert st.mean == pytest.approx(mean, rel=1e-12, abs=1e-300)
+    assert st.std == pytest.approx(std, rel=1e-12, abs=1e-300)
+
+
+def test_a_signalling_nan_counts_as_nan_without_a_warning():
+    signalling = np.array([0x7FA00000, 0x3F800000, 0x40000000], np.uint32).view(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        st = tensor_stats(signalling)
+    assert (st.min, st.max, st.mean, st.std, st.nan, st.inf) == (1.0, 2.0, 1.5, 0.5, 1, 0)
 
 
 def test_stats_none_for_strings_and_nan_when_nothing_is_finite():

@@ -1,5 +1,6 @@
 """Keras HDF5 reader against files written with h5py in each Keras layout, and the corpus."""
 import mmap
+import re
 import zipfile
 
 import h5py
@@ -120,8 +121,10 @@ def test_lists_and_reads_every_dataset_exactly(tmp_path, layout, storage, contai
         assert list(reader.problems()) == []
 
 
-@pytest.mark.parametrize("container", ["h5", "keras-stored"])
+@pytest.mark.parametrize("container", sorted(CONTAINERS))
 def test_contiguous_datasets_are_memory_mapped(tmp_path, container):
+    """In the file, or in the temp file a deflated .keras member is inflated to: never a
+    copy in memory."""
     write_h5(tmp_path / "w.h5", LAYOUTS["keras2_full"])
     with open_checkpoint(CONTAINERS[container](tmp_path, tmp_path / "w.h5")) as reader:
         assert all(mapped(reader.read(name)) for name in reader.variables)
@@ -207,3 +210,135 @@ def test_datasets_without_a_tensor_value_are_listed_but_refused(tmp_path):
             reader.read("compound")
         assert [line.split(":")[0] for line in reader.problems()] == [
             "compound", "null", "opaque"]
+
+
+def outside(kind, tmp_path):
+    """An .h5 whose `w` takes its values from another file: raw storage, a virtual dataset's
+    source, an external link's target."""
+    (tmp_path / "other.bin").write_bytes(b"SECRET" * 10)
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.arange(4.0)
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f["ok"] = np.ones(2, np.float32)
+        if kind == "external-storage":
+            f.create_dataset("g/w", (60,), "u1", external=[(str(tmp_path / "other.bin"), 0, 60)])
+        elif kind == "virtual":
+            layout = h5py.VirtualLayout((4,), "f8")
+            layout[:] = h5py.VirtualSource(str(tmp_path / "other.h5"), "x", (4,))
+            f.create_virtual_dataset("g/w", layout)
+        else:
+            f.create_group("g")["w"] = h5py.ExternalLink(str(tmp_path / "other.h5"), "x")
+    return path
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("external-storage", r"dataset 'g/w' keeps its values in external file \S+other\.bin"),
+    ("virtual", r"dataset 'g/w' is virtual \(its values are read from other HDF5 files\)"),
+    ("external-link", r"'g/w' is a link to 'x' in \S+other\.h5 outside the file"),
+])
+def test_values_outside_the_file_are_refused_when_opened(tmp_path, kind, match):
+    """HDF5 can make a dataset read any file; ckptkit reads only the checkpoint's own
+    bytes, and an external link is not skipped in silence either."""
+    with pytest.raises(Unsupported, match=match + "; ckptkit reads only the checkpoint's own "
+                                                  "bytes$"):
+        KerasH5Reader(str(outside(kind, tmp_path)))
+
+
+def test_soft_links_inside_the_file_are_fine(tmp_path):
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f["w"] = np.arange(3.0)
+        f["alias"] = h5py.SoftLink("/w")
+    with KerasH5Reader(str(path)) as reader:
+        np.testing.assert_array_equal(reader.read("w"), np.arange(3.0))
+
+
+@pytest.mark.parametrize("shape, options", [
+    ((20000, 20000), {"chunks": (1000, 1000)}),   # 1.6 GB of unwritten chunks
+    ((1 << 40,), {}),                             # 4 TB contiguous, never allocated
+])
+def test_unwritten_datasets_past_the_bound_are_listed_but_not_read(tmp_path, shape, options):
+    """A ~1.4 KB file can declare terabytes that HDF5 reads as the fill value: refused
+    before the allocation, a problem for verify."""
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("w", shape, "f4", **options)
+    with KerasH5Reader(str(path)) as reader:
+        assert reader.variables["w"].shape == shape
+        with pytest.raises(Unsupported, match=r"dataset 'w' would decode 0 stored bytes into "
+                                              rf"{4 * np.prod(shape)}; ckptkit decodes at most "
+                                              r"64x the stored size \+ 256 MiB: HDF5 reads "
+                                              "unwritten chunks as the fill value"):
+            reader.read("w")
+        assert [line.split(":")[0] for line in reader.problems()] == ["w"]
+
+
+def test_a_small_unwritten_dataset_reads_as_its_fill_value(tmp_path):
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("w", (100, 10), "f4", chunks=(10, 10), fillvalue=2.5)
+    with KerasH5Reader(str(path)) as reader:
+        np.testing.assert_array_equal(reader.read("w"), np.full((100, 10), 2.5, np.float32))
+
+
+def test_compressed_chunks_past_the_bound_are_refused(tmp_path, monkeypatch):
+    from ckptkit.formats import base
+
+    monkeypatch.setattr(base, "EXPANSION_SLACK", 0)
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("zeros", data=np.zeros((512, 512), np.float32), compression="gzip")
+        f.create_dataset("noise", data=rng.standard_normal((64, 64)), compression="gzip")
+    with KerasH5Reader(str(path)) as reader:
+        assert reader.read("noise").shape == (64, 64)
+        with pytest.raises(Unsupported, match=r"dataset 'zeros' would decode \d+ stored bytes "
+                                              r"into 1048576; ckptkit decodes at most 64x"):
+            reader.read("zeros")
+
+
+def test_a_deflated_keras_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
+    from ckptkit.formats import base
+
+    monkeypatch.setattr(base, "EXPANSION_SLACK", 0)
+    write_h5(tmp_path / "w.h5", {"zeros": np.zeros(1 << 20, np.float32)})
+    path = tmp_path / "m.keras"
+    keras_zip(path, tmp_path / "w.h5", zipfile.ZIP_DEFLATED)
+    with pytest.raises(Unsupported, match=r"m\.keras: member 'model\.weights\.h5' would decode "
+                                          r"\d+ stored bytes into \d+; .*re-zip it with "
+                                          "model.weights.h5 stored, as Keras writes it$"):
+        KerasH5Reader(str(path))
+
+
+def test_a_keras_member_compressed_otherwise_is_refused(tmp_path):
+    """bzip2 and lzma cannot be inflated a bounded piece at a time by zipfile."""
+    write_h5(tmp_path / "w.h5", LAYOUTS["keras2_full"])
+    path = tmp_path / "m.keras"
+    keras_zip(path, tmp_path / "w.h5", zipfile.ZIP_BZIP2)
+    with pytest.raises(Unsupported, match="uses zip compression method 12; ckptkit reads "
+                                          "stored and deflated members"):
+        KerasH5Reader(str(path))
+
+
+def test_shapes_numpy_cannot_hold_are_listed_but_not_read(tmp_path):
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("w", (0, 2**62), "f4")
+    with KerasH5Reader(str(path)) as reader:
+        assert reader.variables["w"].shape == (0, 2**62)
+        with pytest.raises(Unsupported, match=r"dataset 'w' has shape \[0, 4611686018427387904\], "
+                                              "which numpy cannot hold"):
+            reader.read("w")
+
+
+@pytest.mark.parametrize("name", ["a\0b", "a//b", "/a", "a/", "a/./b", "."])
+def test_writer_refuses_names_hdf5_would_change_before_writing(tmp_path, name):
+    """h5py cuts a name at NUL and drops empty and '.' parts: the tensor would come back
+    under another name."""
+    from ckptkit.formats.keras_h5 import KerasH5Writer
+
+    with KerasH5Writer(str(tmp_path / "out.h5")) as writer:
+        with pytest.raises(Unsupported, match=f"tensor {re.escape(repr(name))} would be stored "
+                                              "under another name in HDF5"):
+            writer.begin([("w", (1,), "float32"), (name, (1,), "float32")])
+    assert list(tmp_path.iterdir()) == []

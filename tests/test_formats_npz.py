@@ -183,3 +183,168 @@ def test_other_members_are_not_tensors(tmp_path):
     with NpzReader(str(p)) as reader:
         assert list(reader.variables) == ["w"]
         np.testing.assert_array_equal(reader.read("w"), np.arange(3))
+
+
+def test_deflated_members_inflate_in_pieces_bit_exact(tmp_path):
+    """Members spanning many inflate pieces: long runs of zeros (deflate's long matches)
+    and random bytes come back exact, their CRC-32 and size checked."""
+    runs = np.zeros(3_000_000, np.float32)
+    runs[::999_983] = 7
+    noise = rng.standard_normal(300_000)
+    p = tmp_path / "w.npz"
+    np.savez_compressed(p, runs=runs, noise=noise)
+    with NpzReader(str(p)) as reader:
+        np.testing.assert_array_equal(reader.read("runs"), runs)
+        np.testing.assert_array_equal(reader.read("noise"), noise)
+        assert list(reader.problems()) == []
+
+
+def test_a_decompression_bomb_is_listed_but_never_inflated(tmp_path, monkeypatch):
+    """A deflated member may decode to 64x its stored bytes + a slack (256 MiB; 0 here):
+    past that, reading it is refused before anything is allocated."""
+    from ckptkit.formats import base
+
+    monkeypatch.setattr(base, "EXPANSION_SLACK", 0)
+    p = tmp_path / "w.npz"
+    np.savez_compressed(p, zeros=np.zeros(1 << 20, np.float32), noise=rng.standard_normal(99))
+    with NpzReader(str(p)) as reader:
+        assert reader.variables["zeros"].shape == (1 << 20,)
+        with pytest.raises(Unsupported, match=r"member 'zeros\.npy' would decode \d+ stored "
+                                              r"bytes into 4194432; ckptkit decodes at most "
+                                              r"64x the stored size \+ 0 MiB: a decompression"):
+            reader.read("zeros")
+        assert reader.read("noise").shape == (99,)
+        assert [line.split(":")[0] for line in reader.problems()] == ["zeros"]
+
+
+def directory_entry(data, name):
+    """Where the central directory entry of member `name` starts in the archive `data`."""
+    at = struct.unpack_from("<I", data, data.rindex(b"PK\x05\x06") + 16)[0]
+    while data[at + 46:at + 46 + struct.unpack_from("<H", data, at + 28)[0]] != name:
+        at += 46 + sum(struct.unpack_from("<3H", data, at + 28))
+    return at
+
+
+def entry_name(data):
+    data[directory_entry(data, b"b.npy") + 46] = ord("c")
+
+
+def entry_crc(data):
+    struct.pack_into("<I", data, directory_entry(data, b"b.npy") + 16, 1234)
+
+
+def directory_size_0(data):
+    struct.pack_into("<I", data, data.rindex(b"PK\x05\x06") + 12, 0)
+
+
+def entry_offset(data):
+    """b's entry points at a's local header: two entries, one member."""
+    struct.pack_into("<I", data, directory_entry(data, b"b.npy") + 42, 0)
+
+
+def entry_dropped(data):
+    at, end = directory_entry(data, b"b.npy"), data.rindex(b"PK\x05\x06")
+    length = 46 + sum(struct.unpack_from("<3H", data, at + 28))
+    count, size = struct.unpack_from("<HI", data, end + 10)
+    struct.pack_into("<HHI", data, end + 8, count - 1, count - 1, size - length)
+    del data[at:at + length]
+
+
+@pytest.mark.parametrize("damage, match", [
+    (entry_name, r"member 'c\.npy': its local header at byte \d+ gives name b'b\.npy', the "
+                 r"central directory b'c\.npy'"),
+    (entry_crc, r"member 'b\.npy': its local header at byte \d+ gives CRC-32 \d+, the "
+                r"central directory 1234"),
+    (directory_size_0, r"bytes 0\.\.\d+ belong to no member the central directory lists"),
+    (entry_offset, r"members overlap at bytes 0\.\.\d+ \(a damaged central directory\)"),
+    (entry_dropped, r"bytes \d+\.\.\d+ belong to no member the central directory lists"),
+])
+def test_a_damaged_central_directory_is_corrupt_not_a_lost_tensor(tmp_path, damage, match):
+    """zipfile lists what the directory says; checked against the local headers and the
+    bytes, a damaged one is Corrupt (verify reports it) instead of a tensor fewer."""
+    p = tmp_path / "w.npz"
+    np.savez(p, a=np.ones(2, np.float32), b=np.zeros(3), c2=np.arange(4))
+    data = bytearray(p.read_bytes())
+    damage(data)
+    p.write_bytes(bytes(data))
+    with pytest.raises(Corrupt, match=match):
+        NpzReader(str(p))
+
+
+class Unseekable(io.RawIOBase):
+    """A write-only stream, so that zipfile puts each member's CRC and sizes in a data
+    descriptor after its bytes (flag bit 3), as streaming zip writers do."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        return self.f.write(b)
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+@pytest.mark.parametrize("zip64", [False, True])
+def test_members_with_data_descriptors_are_read(tmp_path, compression, zip64):
+    p = tmp_path / "w.npz"
+    with open(p, "wb") as raw, zipfile.ZipFile(Unseekable(raw), "w", compression) as zf:
+        for name, value in ARRAYS.items():
+            with zf.open(name + ".npy", "w", force_zip64=zip64) as f:
+                np.save(f, value)
+    with NpzReader(str(p)) as reader:
+        assert all(v.where[0].flag_bits & 8 for v in reader)
+        for name, value in ARRAYS.items():
+            np.testing.assert_array_equal(reader.read(name), value)
+        assert list(reader.problems()) == []
+
+
+def test_a_member_name_with_nul_is_refused(tmp_path):
+    """zipfile cuts a name at NUL: 'w\\0.npy' would become a member 'w' that is skipped."""
+    p = npz_with(tmp_path, "w.npy", npy_bytes(
+        {"descr": "<f4", "fortran_order": False, "shape": (1,)}, bytes(4)))
+    data = p.read_bytes().replace(b"w.npy", b"\0.npy")
+    p.write_bytes(data)
+    with pytest.raises(FormatError, match=r"member name '\\x00\.npy' holds a NUL byte"):
+        NpzReader(str(p))
+
+
+@pytest.mark.parametrize("shape, match", [
+    ((0, 2**62), r"shape \[0, 4611686018427387904\], which numpy cannot hold"),
+    ((1,) * 65, r"shape \[1(, 1){64}\], which numpy cannot hold"),
+])
+def test_shapes_numpy_cannot_hold_are_listed_but_not_read(tmp_path, shape, match):
+    payload = npy_bytes({"descr": "<f4", "fortran_order": False, "shape": shape},
+                        bytes(4 * (shape[0] != 0)))
+    with NpzReader(str(npz_with(tmp_path, "w.npy", payload))) as reader:
+        assert reader.variables["w"].shape == shape
+        with pytest.raises(Unsupported, match=match):
+            reader.read("w")
+        assert [line.split(":")[0] for line in reader.problems()] == ["w"]
+
+
+@pytest.mark.parametrize("name, match", [
+    ("a\0b", r"tensor 'a\\x00b': its name holds a NUL byte, where zip names end"),
+    ("x" * 65532, r"tensor 'x{60}'\.\.\. \(65532 characters\): its name is 65536 bytes as a "
+                  "member name; zip names stop at 65,535"),
+])
+def test_writer_refuses_names_zip_cannot_hold_before_writing(tmp_path, name, match):
+    from ckptkit.formats.npz import NpzWriter
+
+    with NpzWriter(str(tmp_path / "out.npz")) as writer:
+        with pytest.raises(Unsupported, match=match):
+            writer.begin([("w", (1,), "float32"), (name, (1,), "float32")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_takes_the_longest_name_zip_holds(tmp_path):
+    from ckptkit.formats.npz import NpzWriter
+
+    name = "x" * 65531
+    with NpzWriter(str(tmp_path / "out.npz")) as writer:
+        writer.begin([(name, (1,), "float32")])
+        writer.add(name, np.ones(1, np.float32))
+        writer.commit()
+    with NpzReader(str(tmp_path / "out.npz")) as reader:
+        assert list(reader.variables) == [name]

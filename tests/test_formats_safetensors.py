@@ -130,3 +130,33 @@ def test_garbage_with_the_extension_is_a_format_error(tmp_path):
     p.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(CkptError, match="junk.safetensors"):
         open_checkpoint(p)
+
+
+@pytest.mark.parametrize("shape, match", [
+    ([0, 2**62], r"shape \[0, 4611686018427387904\], which numpy cannot hold"),
+    ([0, 10**30], r"which numpy cannot hold"),
+    ([1] * 65, r"shape \[1(, 1){64}\], which numpy cannot hold"),
+])
+def test_shapes_numpy_cannot_hold_are_listed_but_not_read(tmp_path, shape, match):
+    """Nothing to allocate, yet numpy refuses the array: one line, never an internal error."""
+    n = 4 if shape[0] else 0
+    path = raw_file(tmp_path, {"w": {"dtype": "F32", "shape": shape, "data_offsets": [0, n]}},
+                    bytes(n))
+    with SafetensorsReader(str(path)) as reader:
+        assert reader.variables["w"].shape == tuple(shape)
+        with pytest.raises(Unsupported, match=match):
+            reader.read("w")
+        assert [line.split(":")[0] for line in reader.problems()] == ["w"]
+
+
+def test_writer_refuses_a_header_readers_would_refuse(tmp_path, monkeypatch):
+    """safetensors readers stop at 100 MiB of header; long names reach it before any tensor
+    is written, so the writer says so instead of writing a file nobody reads."""
+    from ckptkit.formats import safetensors
+
+    monkeypatch.setattr(safetensors, "MAX_HEADER", 1000)
+    with safetensors.SafetensorsWriter(str(tmp_path / "out.safetensors")) as writer:
+        with pytest.raises(Unsupported, match=r"header of \S+out\.safetensors would be \d+ "
+                                              "bytes; readers take at most 1000"):
+            writer.begin([("x" * 2000, (1,), "float32")])
+    assert list(tmp_path.iterdir()) == []

@@ -496,6 +496,62 @@ def test_unsafe_archives_are_refused_and_nothing_is_written(tmp_path, hosted, me
     assert not (tmp_path / "escaped.ckpt").exists()
 
 
+def test_an_archive_bomb_is_refused_before_anything_is_unpacked(tmp_path, hosted):
+    """200 MB of zeros in a ~200 KB archive: unpacking would take 1,000 times its size."""
+    archive = tar_gz([("slim_net.ckpt", v1_bytes(tmp_path)), ("zeros.bin", bytes(200 << 20))])
+    assert len(archive) < 400_000
+    registry, directory, _ = hosted(archive)
+    with pytest.raises(FormatError, match=r"would unpack to 2097\d+ bytes, more than 10 times "
+                                          r"its own size \(\d+ bytes\).*; refused") as e:
+        download.get("tiny", directory, registry=registry)
+    one_line(e)
+    assert listing(directory) == []
+
+
+def test_links_that_copy_a_file_past_the_cap_are_refused(tmp_path, hosted):
+    data = np.random.default_rng(0).bytes(100_000)        # does not compress
+    archive = tar_gz([("slim_net.ckpt", v1_bytes(tmp_path)), ("big.bin", data)]
+                     + [link(f"copy{i}", "big.bin", tarfile.LNKTYPE) for i in range(20)])
+    registry, directory, _ = hosted(archive)
+    with pytest.raises(FormatError, match=r"its links would unpack to more than 10 times"):
+        download.get("tiny", directory, registry=registry)
+    assert listing(directory) == []
+
+
+def test_free_space_is_checked_before_unpacking(tmp_path, hosted, monkeypatch):
+    registry, directory, _ = hosted(slim_archive(tmp_path))
+    real = download.shutil.disk_usage
+    monkeypatch.setattr(download.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=100))
+    with pytest.raises(CkptError, match=r"tiny_2016_08_28\.tar\.gz unpacks to \d+ bytes and "
+                                        r"\S+ has 100 free; free some space"):
+        download.get("tiny", directory, registry=registry)
+    # nothing unpacked; the archive stays, so freeing space and rerunning needs no download
+    assert [p for p in listing(directory) if not p.startswith(".download")] == []
+
+
+def test_two_gets_of_one_name_share_one_download(tmp_path, hosted, server):
+    registry, directory, path = hosted(slim_archive(tmp_path))
+    results, errors = [], []
+
+    def get():
+        try:
+            results.append(download.get("tiny", directory, registry=registry))
+        except Exception as e:          # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=get) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert sorted(r.downloaded for r in results) == [False, True]
+    assert len({r.path for r in results}) == 1
+    assert [r for r in server.requests if r[0] == path and r[3] == 200] == \
+        [r for r in server.requests if r[0] == path][:1]
+
+
 def test_links_inside_the_archive_become_copies(tmp_path, hosted):
     checkpoint = v1_bytes(tmp_path)
     archive = tar_gz([("real/net.ckpt", checkpoint), link("slim_net.ckpt", "real/net.ckpt")])

@@ -189,6 +189,110 @@ def test_existing_prefix_is_refused(ckpt):
         run_surgery(ckpt / "model.ckpt-5", ckpt / "model.ckpt-5", strip_optimizer=True)
 
 
+# --- the input is never modified; an existing output only on request ------------------------
+
+def _single_files(tmp_path):
+    """(npz, safetensors, h5) copies of a small float checkpoint, and their checksums."""
+    src = tmp_path / "src"
+    write_bundle(str(src / "m"), {"net/w": np.arange(6, dtype=np.float32).reshape(2, 3),
+                                  "net/b": np.ones(3, np.float32)})
+    files = [tmp_path / f"m.{ext}" for ext in ("npz", "safetensors", "h5")]
+    for f in files:
+        run_surgery(src, f)
+    return files
+
+
+@pytest.mark.parametrize("out", [
+    "model.ckpt-5", "model.ckpt-5.index", "model.ckpt-5.data-00000-of-00001"])
+def test_no_file_of_a_v2_input_is_written(ckpt, out):
+    """Any of the input bundle's files as OUT (the .index form used to rewrite the input)."""
+    before = checksums(ckpt)
+    with pytest.raises(CkptError, match="is the input checkpoint; a V2 prefix's files"):
+        run_surgery(ckpt / "model.ckpt-5", ckpt / out, cast=["float16"])
+    with pytest.raises(CkptError, match="never edited in place"):
+        run_surgery(ckpt / "model.ckpt-5", ckpt / out, cast=["float16"], in_place=True)
+    assert checksums(ckpt) == before
+
+
+def test_single_file_inputs_are_replaced_only_in_place(tmp_path):
+    for f in _single_files(tmp_path):
+        before = f.read_bytes()
+        link = tmp_path / f"link-{f.name}"
+        link.symlink_to(f)
+        for out in (f, link):       # the same path, or the same file through a link
+            with pytest.raises(CkptError, match=r"is a file this edit reads; write elsewhere "
+                                                r"\(add --in-place to replace it\)"):
+                run_surgery(f, out, renames=["net=model"])
+        assert f.read_bytes() == before
+        run_surgery(link, link, renames=["net=model"], in_place=True)
+        assert link.is_symlink()                        # the link's target was replaced
+        assert sorted(read_all(f)) == ["model/b", "model/w"]
+        assert [n for n in os.listdir(tmp_path) if "ckptkit-" in n] == []
+
+
+def test_a_merge_source_is_never_the_output(tmp_path):
+    npz, safetensors, _ = _single_files(tmp_path)
+    before = safetensors.read_bytes()
+    with pytest.raises(CkptError, match="is a file this edit reads; write elsewhere$"):
+        run_surgery(npz, safetensors, merge=safetensors, prefer="other")
+    with pytest.raises(CkptError, match="--in-place replaces the input, and .* is not "):
+        run_surgery(npz, safetensors, merge=safetensors, prefer="other", in_place=True)
+    assert safetensors.read_bytes() == before
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path):
+    npz, safetensors, h5 = _single_files(tmp_path)
+    for out in (safetensors, h5):
+        before = out.read_bytes()
+        with pytest.raises(CkptError, match=r"exists; add --overwrite to replace it$"):
+            run_surgery(npz, out, renames=["net=other"])
+        assert out.read_bytes() == before
+        run_surgery(npz, out, renames=["net=other"], overwrite=True)
+        assert sorted(read_all(out)) == ["other/b", "other/w"]
+    with pytest.raises(CkptError, match="--in-place replaces the input, and"):
+        run_surgery(npz, tmp_path / "new.npz", in_place=True)
+
+
+# --- one writer per output, and what killed writers leave --------------------------------------
+
+def test_a_second_writer_to_the_same_output_is_refused_naming_the_first(ckpt, tmp_path):
+    from ckptkit.fileio import output_lock
+
+    out = tmp_path / "out.npz"
+    with output_lock(out):
+        with pytest.raises(CkptError, match=rf"^{re.escape(str(out))} is being written by "
+                                            rf"another ckptkit process \(pid {os.getpid()}\)"):
+            run_surgery(ckpt, out, strip_optimizer=True, drop=["names"])
+    assert os.listdir(tmp_path) == ["in"]      # nothing written, the lock file gone with it
+    run_surgery(ckpt, out, strip_optimizer=True, drop=["names"])
+    assert sorted(os.listdir(tmp_path)) == ["in", "out.npz"]
+
+
+def test_temp_files_of_dead_writers_go_with_the_next_write(ckpt, tmp_path):
+    from ckptkit import fileio, render
+    from ckptkit.checks import verify
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = fileio.stale_temps.__globals__["_HOST"]
+    out = tmp_path / "out"
+    out.mkdir()
+    left = out / f".m.index{fileio.TEMP_MARK}{host}-{dead}-0123abcd"
+    alive = out / f".m.index{fileio.TEMP_MARK}{host}-{os.getpid()}-0123abcd"
+    foreign = out / f".m.index{fileio.TEMP_MARK}ffffffff-{dead}-0123abcd"
+    run_surgery(ckpt, out, strip_optimizer=True)
+    for f in (left, alive, foreign):
+        f.write_bytes(b"x" * 100)
+    assert fileio.stale_temps(out) == [str(left)]
+    report = verify(out)            # `ckptkit verify DIR` names them, and stays OK
+    assert report.ok and report.leftovers == [str(left)]
+    assert render.verify_lines(report)[-1] == (
+        "note: 1 unfinished temp file of killed ckptkit writers beside it (the next write "
+        f"there removes them): {left.name}")
+    run_surgery(ckpt, out, strip_optimizer=True)
+    assert not left.exists() and alive.exists() and foreign.exists()
+
+
 def test_errors_leave_no_files(ckpt, tmp_path):
     before = checksums(ckpt)
     with pytest.raises(PlanError):
@@ -213,7 +317,7 @@ def test_set_and_merge_and_dry_run(ckpt, tmp_path):
     out = read_all(tmp_path / "x.h5")
     assert out["net/Logits/biases"].tolist() == [0, 1, 2] and out["global_step"] == 1
     with pytest.raises(ckptkit.FormatError, match="'net/conv/weights' is also the scope of"):
-        run_surgery(ckpt, tmp_path / "x.h5", drop=["names"])
+        run_surgery(ckpt, tmp_path / "x.h5", drop=["names"], overwrite=True)
     with pytest.raises(NotFound, match="no file"):
         run_surgery(ckpt, tmp_path / "y", set_values=["a=nofile.npy"])
 
@@ -276,6 +380,33 @@ def test_sigkill_at_random_moments_never_corrupts(tmp_path):
         for name in expected:
             assert got[name].tobytes() == expected[name].tobytes()
     assert outcomes["mid-write"], outcomes   # kills did land while files were being written
+    for run in range(20):   # the next write into each folder removes what the killed ones left
+        out = tmp_path / f"out{run}"
+        if out.exists():
+            assert start(str(out) + "/").wait() == 0
+            assert [n for n in os.listdir(out) if ".ckptkit-" in n] == []
+            assert checksums(source) == before
+
+
+def test_two_writers_to_one_prefix_one_wins_and_the_output_verifies(tmp_path):
+    rng = np.random.default_rng(1)
+    source = tmp_path / "in"
+    write_bundle(str(source / "m"), {f"big/t{i:02d}": rng.standard_normal(1 << 20, "f4")
+                                     for i in range(16)})
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = tmp_path / "out" / "m"
+    main = "from ckptkit.cli import main; main()"
+    procs = [subprocess.Popen([sys.executable, "-c", main, "convert",
+                               str(source / "m"), str(out), "--shards", "2"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    done = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in done) == [0, 2], done
+    lost = next(err for code, err in done if code == 2)
+    assert re.match(r"ckptkit: error: \S+ is (being written by another ckptkit process "
+                    r"\(pid \d+\)|an existing checkpoint)", lost), lost
+    assert list(ckptkit.open_checkpoint(out).problems()) == []
+    assert [n for n in os.listdir(out.parent) if ".ckptkit-" in n] == []
 
 
 # --- TensorFlow as the oracle -----------------------------------------------------------------

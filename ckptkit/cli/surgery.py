@@ -11,6 +11,11 @@ _output_options = bundle(
     click.option("--dry-run", is_flag=True,
                  help="Print the name table (old -> new, shapes, what is dropped); write "
                       "nothing."),
+    click.option("--overwrite", is_flag=True,
+                 help="Replace an existing output file (never one the edit reads)."),
+    click.option("--in-place", is_flag=True,
+                 help="Replace the input itself: single-file checkpoints only (.npz, "
+                      ".safetensors, .h5), atomically."),
     click.option("--json", "as_json", is_flag=True, help="Machine-readable name table."),
 )
 
@@ -58,8 +63,9 @@ def _run(in_path, out_path, dry_run, as_json, **kwargs):
 @click.option("--prefer", type=click.Choice(["input", "other"]),
               help="With --merge: which side wins a name both have (else an error).")
 @_output_options
-def surgery(path, output, shards, dry_run, as_json, **ops):
-    """Edit a checkpoint in one streaming pass, writing a new one; PATH is never modified.
+def surgery(path, output, shards, dry_run, as_json, overwrite, in_place, **ops):
+    """Edit a checkpoint in one streaming pass, writing a new one; PATH is never modified
+    (unless --in-place asks for it).
 
     Operations apply in this order: merge, use-moving-averages, strip-optimizer, drop,
     keep, strip-prefix, rename, add-prefix, set, slice-classes, cast. Mistakes (a rename that
@@ -71,14 +77,15 @@ def surgery(path, output, shards, dry_run, as_json, **ops):
       ckptkit surgery run/ -o slim/ --strip-optimizer --rename InceptionV3=net
       ckptkit surgery in.ckpt -o out.safetensors --cast bfloat16 --slice-classes 1:
     """
-    return _run(path, output, dry_run, as_json, shards=shards, **ops)
+    return _run(path, output, dry_run, as_json, shards=shards, overwrite=overwrite,
+                in_place=in_place, **ops)
 
 
 @click.command()
 @click.argument("path")
 @click.argument("output")
 @_output_options
-def convert(path, output, shards, dry_run, as_json):
+def convert(path, output, shards, dry_run, as_json, overwrite, in_place):
     """Convert a checkpoint to the format OUTPUT's extension names.
 
     .npz, .safetensors, .h5 (Keras-style weights), anything else (or a directory) a TF V2
@@ -90,4 +97,5 @@ def convert(path, output, shards, dry_run, as_json):
       ckptkit convert model.ckpt model.safetensors
       ckptkit convert old_v1.ckpt new/ --shards 4
     """
-    return _run(path, output, dry_run, as_json, shards=shards)
+    return _run(path, output, dry_run, as_json, shards=shards, overwrite=overwrite,
+                in_place=in_place)

@@ -1,8 +1,9 @@
 """What every format reader offers (its variables in name order and lazy values) and what
 every writer does (temp files, fsync, rename: never a half-written checkpoint)."""
 import difflib
+from math import prod
 
-from ..errors import CkptError, NotFound
+from ..errors import CkptError, NotFound, Unsupported
 from ..fileio import AtomicFiles, release_maps
 
 
@@ -105,3 +106,32 @@ class Writer(AtomicFiles):
         """Make the checkpoint visible: finish, then fsync and rename (AtomicFiles.commit)."""
         self.finish()
         return super().commit()
+
+
+# a tensor decoded from fewer stored bytes (deflate; HDF5 chunks and fill values) may take
+# at most EXPANSION times them + EXPANSION_SLACK bytes
+EXPANSION, EXPANSION_SLACK = 64, 256 << 20
+
+
+def check_expansion(where, nbytes, stored, fix):
+    """Refuse to decode `nbytes` out of `stored` bytes past EXPANSION, before allocating:
+    a small file must not claim gigabytes of memory, and a tensor read is held whole."""
+    if nbytes > EXPANSION * stored + EXPANSION_SLACK:
+        raise Unsupported(f"{where} would decode {stored} stored bytes into {nbytes}; "
+                          f"ckptkit decodes at most {EXPANSION}x the stored size + "
+                          f"{EXPANSION_SLACK >> 20} MiB: {fix}")
+
+
+def numpy_shape(where, shape, dtype):
+    """Unsupported unless numpy can make an array of `shape`: it caps the dimensions (64;
+    32 before numpy 2) and the nonzero ones times the item size (63 bits), even when another
+    is 0. A shape near a cap is tried on a zero-stride view, which allocates nothing."""
+    if len(shape) <= 32 and prod(d for d in shape if d) * dtype.itemsize < 1 << 62:
+        return
+    import numpy as np
+
+    try:
+        np.broadcast_to(np.empty((), dtype), shape)
+    except (ValueError, OverflowError) as e:
+        raise Unsupported(f"{where} has shape {list(shape)}, which numpy cannot hold: {e}"
+                          ) from None

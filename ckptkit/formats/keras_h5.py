@@ -21,22 +21,36 @@ Notes: listing walks every dataset, so all layouts read alike. Scalars have shap
 datasets have dtype `string`; a dataset with a null dataspace is listed but has no value.
 Contiguous numeric datasets are read as views of a memory map; chunked, compressed and compact
 ones through h5py.
+Only the file's own bytes are read: HDF5 can point outside it (a dataset's external raw
+storage, a virtual dataset's source files, an external link), and such a file is refused
+when it is opened, naming the dataset or link. Of a `.keras` zip only `model.weights.h5` is
+read; a deflated one (Keras stores it) is inflated a piece at a time into an unnamed temp
+file that is mapped instead, unless it would inflate past base.check_expansion's bound.
+A dataset decoded rather than mapped (chunked, compressed, compact, or never written: HDF5
+reads unwritten chunks, and a contiguous dataset without storage, as the fill value) may
+decode to at most that bound of its stored bytes, so a 1 KB file declaring a 4 TB dataset
+is refused, not allocated. Shapes numpy cannot make are listed but not read.
 """
 import io
+import mmap
+import tempfile
 import zipfile
 from math import prod
 
 import h5py
 
-from ..errors import Corrupt, FormatError, NotFound, Unsupported
+from ..errors import CkptError, Corrupt, FormatError, NotFound, Unsupported
 from ..fileio import map_file, unmap
 from ..variable import Variable, numpy_dtype
-from .base import Reader, Writer
-from .npz import ZIP_ERRORS, data_start
+from .base import Reader, Writer, check_expansion, numpy_shape
+from .npz import ZIP_ERRORS, data_start, member_bytes
 
 WEIGHTS_MEMBER = "model.weights.h5"
 # what h5py raises on damaged metadata or data
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+_DECODED = "HDF5 reads unwritten chunks as the fill value, or a decompression bomb? If the " \
+    "weights are real, store them contiguous and uncompressed (h5py's default), which " \
+    "ckptkit maps instead of decoding"
 
 
 class KerasH5Reader(Reader):
@@ -64,34 +78,61 @@ class KerasH5Reader(Reader):
                 if isinstance(obj, h5py.Dataset):
                     datasets[name] = obj
 
-            self._h5.visititems(collect)
+            self._h5.visititems(collect)   # follows no external link
+            self._refuse_outside_links()   # after the walk, HDF5 caches grow less
             for name in sorted(datasets):
-                self.variables[name] = _variable(name, datasets[name])
+                self.variables[name] = _variable(path, name, datasets[name])
         except _H5_ERRORS as e:
             self.close()
             raise FormatError(f"{path} is not a readable HDF5 file: {e}") from None
-        except FormatError:
+        except CkptError:
             self.close()
             raise
 
     def _open_member(self):
-        """Point the image at the .keras zip's weights member (decompressed if need be)."""
+        """Point the image at the .keras zip's weights member: in place when stored, else
+        inflated into an unnamed temp file (gone with the process) that is mapped instead."""
         try:
             with zipfile.ZipFile(self.path) as zf:
                 info = zf.getinfo(WEIGHTS_MEMBER)
-                if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 1:
-                    self._start, self._size = data_start(self._map, info, self.path), \
-                        info.compress_size
-                    return
-                data = zf.read(info)   # bounded by what the member really inflates to
-            self._map.close()
-            self._map = data
-            self._start, self._size = 0, len(data)
+            if info.compress_type == zipfile.ZIP_STORED:
+                self._start, self._size = data_start(self._map, info, self.path), \
+                    info.file_size
+                return
+            pieces = member_bytes(self._map, info, self.path, "a decompression bomb? If the "
+                                  f"model is real, re-zip it with {WEIGHTS_MEMBER} stored, "
+                                  "as Keras writes it")
+            try:
+                with tempfile.TemporaryFile() as f:
+                    for piece in pieces:
+                        f.write(piece)
+                    f.flush()
+                    image = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except OSError as e:
+                raise CkptError(f"{self.path}: cannot inflate {WEIGHTS_MEMBER} into a temp "
+                                f"file in {tempfile.gettempdir()}: {e.strerror or e}") from None
+            unmap(self._map)
+            self._map, self._start, self._size = image, 0, len(image)
         except KeyError:
             raise FormatError(f"{self.path} holds no {WEIGHTS_MEMBER} (a .keras file saved "
                               "with weights_format='npz', or not a Keras file)") from None
         except ZIP_ERRORS as e:
             raise FormatError(f"{self.path} is not a readable .keras (zip) file: {e}") from None
+
+    def _refuse_outside_links(self):
+        """External (and user-defined) links lead into other files; visititems would also
+        skip them without a word."""
+        def outside(name, info):
+            return name if info.type not in (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT) else None
+
+        name = self._h5.id.links.visit(outside, info=True)
+        if name is not None:
+            name = name.decode("utf-8", "backslashreplace")
+            link = self._h5.get(name, getlink=True)
+            target = f" to {link.path!r} in {link.filename}" \
+                if isinstance(link, h5py.ExternalLink) else ""
+            raise Unsupported(f"{self.path}: {name!r} is a link{target} outside the file; "
+                              "ckptkit reads only the checkpoint's own bytes")
 
     def read(self, name):
         import numpy as np
@@ -108,10 +149,13 @@ class KerasH5Reader(Reader):
             raise Unsupported(f"{where} has HDF5 type {ds.dtype} (opaque, compound, reference "
                               f"or variable-length), which is not a tensor{hint}")
         dtype = numpy_dtype("bfloat16") if var.dtype == "bfloat16" else ds.dtype
+        numpy_shape(where, var.shape, dtype)
         try:
             offset = None if var.dtype == "string" else ds.id.get_offset()
             if offset is not None:
                 return self._mapped(where, var, dtype, offset)
+            check_expansion(where, var.size * ds.dtype.itemsize, ds.id.get_storage_size(),
+                            _DECODED)
             value = ds[()]
         except _H5_ERRORS as e:
             raise Corrupt(f"{where} cannot be read: {e}") from None
@@ -136,7 +180,16 @@ class KerasH5Reader(Reader):
         unmap(self._map)
 
 
-def _variable(name, ds):
+def _variable(path, name, ds):
+    """A dataset's tensor; Unsupported when its values live outside the file."""
+    dcpl = ds.id.get_create_plist()
+    if dcpl.get_layout() == h5py.h5d.VIRTUAL:
+        raise Unsupported(f"{path}: dataset {name!r} is virtual (its values are read from "
+                          "other HDF5 files); ckptkit reads only the checkpoint's own bytes")
+    if dcpl.get_external_count():
+        raise Unsupported(f"{path}: dataset {name!r} keeps its values in external file "
+                          f"{dcpl.get_external(0)[0].decode('utf-8', 'backslashreplace')}; "
+                          "ckptkit reads only the checkpoint's own bytes")
     dtype = _dtype(ds)
     if ds.shape is None:   # a null dataspace: listed, but it has no value
         return Variable(name, (), dtype, 0, where=ds)
@@ -190,7 +243,8 @@ class KerasH5Writer(Writer):
     root attr `layer_names` listing the top-level groups and each group's `weight_names`
     listing its datasets (as `save_weights` writes). bfloat16 is stored as 2-byte opaque data
     with attr dtype="bfloat16" (as Keras 3 does); strings are refused; a name that is both a
-    tensor and a scope of another cannot be written."""
+    tensor and a scope of another cannot be written, nor one HDF5 would store under another
+    name (a NUL byte, an empty or '.' path part), which is refused before writing."""
 
     format = "keras-h5"
 
@@ -204,6 +258,11 @@ class KerasH5Writer(Writer):
     def begin(self, specs):
         names = {name for name, _, _ in specs}
         for name, _, dtype in specs:
+            if "\0" in name or {"", "."} & set(name.split("/")):
+                raise Unsupported(f"tensor {name!r} would be stored under another name in "
+                                  "HDF5 (a NUL byte ends a name there; empty and '.' path "
+                                  "parts vanish); rename it (`ckptkit surgery CHECKPOINT -o "
+                                  f"{self.path} --rename OLD=NEW`) or write safetensors")
             if dtype in ("string", "resource", "variant", "object"):
                 raise Unsupported(f"tensor {name!r} is {dtype}, which ckptkit does not write "
                                   "to .h5; drop it or write a V2 checkpoint")
@@ -211,8 +270,10 @@ class KerasH5Writer(Writer):
             while scope:
                 if scope in names:
                     raise Unsupported(f"tensor {scope!r} is also the scope of {name!r}, which "
-                                      "HDF5 cannot hold (a dataset is not a group); "
-                                      "--strip-optimizer or --drop one of them")
+                                      "HDF5 cannot hold (a dataset is not a group); leave "
+                                      "one of them out: `ckptkit surgery CHECKPOINT -o "
+                                      f"{self.path} --strip-optimizer` or `ckptkit surgery "
+                                      f"CHECKPOINT -o {self.path} --drop SCOPE`")
                 scope = scope.rpartition("/")[0]
 
     def add(self, name, array):

@@ -9,7 +9,10 @@
   F8_E5M2 (float8_e5m2).
 Notes: scalars have shape [] and empty tensors BEGIN == END; tensors may not overlap; the
 optional `__metadata__` is free text (kept as `metadata`). Sub-byte and other newer dtypes
-(F4, F6_*, F8_E8M0) are refused.
+(F4, F6_*, F8_E8M0) are refused. A shape numpy cannot make (over 64 dimensions; [0, 2**62],
+which has no elements but passes numpy's byte limit) lists, but reading it is refused. N is
+at most 100 MiB (MAX_HEADER, as safetensors' own reader): the writer refuses a larger header
+(long names) before writing.
 """
 import json
 import os
@@ -18,7 +21,8 @@ from math import prod
 from ..errors import FormatError, NotFound, Unsupported
 from ..fileio import map_file, unmap
 from ..variable import ITEMSIZE, Variable, numpy_dtype
-from .base import Reader, Writer
+from .base import Reader, Writer, numpy_shape
+
 
 DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16",
           "F16": "float16", "BF16": "bfloat16", "U32": "uint32", "I32": "int32",
@@ -103,6 +107,7 @@ class SafetensorsReader(Reader):
 
         var = self.variable(name)
         dtype = numpy_dtype(var.dtype).newbyteorder("<")
+        numpy_shape(f"{self.path}: tensor {name!r}", var.shape, dtype)
         return np.frombuffer(self._map, dtype, var.size,
                              offset=self._start + var.where).reshape(var.shape)
 
@@ -151,6 +156,10 @@ class SafetensorsWriter(Writer):
             self._expect.append((name, tuple(shape), dtype))
         raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
         raw += b" " * (-len(raw) % 8)
+        if len(raw) > MAX_HEADER:
+            raise Unsupported(f"the safetensors header of {self.path} would be {len(raw)} "
+                              f"bytes; readers take at most {MAX_HEADER} (are some names "
+                              "megabytes long?); write a V2 checkpoint instead")
         self._f.write(len(raw).to_bytes(8, "little") + raw)
         self._expect.reverse()
 

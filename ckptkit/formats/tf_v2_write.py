@@ -17,6 +17,7 @@ import os
 import google_crc32c
 
 from ..errors import CkptError, FormatError, Unsupported
+from ..fileio import open_regular
 from ..variable import TF_DTYPES, dtype_name
 from .base import Writer
 from .protos import encode_entry, encode_header, encode_varint
@@ -79,21 +80,18 @@ class TFV2Writer(Writer):
         self._record(key, dtype, array.shape, shard, raw.size, mask_crc(crc))
 
     def copy(self, reader, var, name):
-        """The stored bytes of an unsliced little-endian V2 tensor, with its crc32c."""
+        """The stored bytes of an unsliced little-endian V2 tensor, with its crc32c (checked
+        first: corrupt bytes are not passed on as a sound tensor)."""
         if not isinstance(reader, TFV2Reader) or var.slices or reader.big_endian or \
                 var.dtype not in TF_CODES or var.dtype in ("resource", "variant"):
             return False
         entry = var.where[0]
-        src_shard, offset, size = entry.get("shard_id", 0), entry.get("offset", 0), \
-            entry.get("size", 0)
-        source = reader.data_paths[src_shard]
+        _, offset, size = reader.checked_bytes(var.name, var.dtype, var.shape, entry)
+        source = reader.data_paths[entry.get("shard_id", 0)]
         key, shard = self._slot(name, size)
         fd = self._sources.get(source)
         if fd is None:
-            fd = self._sources[source] = os.open(source, os.O_RDONLY)
-        if offset + size > os.fstat(fd).st_size:
-            raise FormatError(f"tensor {var.name!r}: bytes {offset}..{offset + size} lie past "
-                              f"the end of {source}")
+            fd = self._sources[source] = open_regular(source)
         _copy_range(fd, self._data[shard].fileno(), offset, size)
         self._record(key, var.dtype, var.shape, shard, size, entry.get("crc32c", 0))
         return True
