@@ -1,10 +1,15 @@
 """Turn whatever path a user typed into one checkpoint: its format and where its files are.
 
 Accepted: a V2 prefix (`model.ckpt-1000`), any of its files (`.index`, `.data-*`, `.meta`),
-a V1 file, `.h5`/`.keras`/`.weights.h5`, `.npz`, `.safetensors`, a directory (its `checkpoint`
-state file; a state path from another machine falls back to the same basename here; without a
-usable state, the newest checkpoint found), a SavedModel directory (its variables/), or
-`pretrained:NAME`: registry entry NAME as `ckptkit pretrained get` put it (zoo.pretrained).
+a V1 file, a sharded V1 save (its `NAME-?????-of-NNNNN` pattern or any of its files),
+`.h5`/`.keras`/`.weights.h5`, `.npz`, `.safetensors`, a directory, a SavedModel directory or
+its `saved_model.pb`/`.pbtxt` (its variables/), or `pretrained:NAME`: registry entry NAME as
+`ckptkit pretrained get` put it (zoo.pretrained).
+A directory resolves as `tf.train.latest_checkpoint` does: the path its `checkpoint` state
+file names (relative to the directory), a V2 prefix before a V1 file. A state naming what is
+not there is said in the note, with the fallback taken: the same basename here (a path from
+another machine), else the newest checkpoint found, which is also what a directory without
+a usable state file gives (where latest_checkpoint gives None).
 """
 import os
 import re
@@ -15,11 +20,13 @@ from .errors import FormatError, NotFound
 from .fileio import STATE_FILE, TEMP_MARK, read_state
 from .formats import open_reader
 from .formats.sstable import is_table
+from .formats.tf_v1 import SHARD_SUFFIX, shard_paths, shard_pattern
 from .zoo import pretrained
 
 _V2_MEMBER = re.compile(r"^(.*)\.(index|meta|data-\d{5}-of-\d{5})$", re.S)
 _OTHER = (".h5", ".hdf5", ".keras", ".npz", ".safetensors")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_SAVED_MODEL = ("saved_model.pb", "saved_model.pbtxt")
 PRETRAINED = "pretrained:"
 
 
@@ -51,10 +58,30 @@ def resolve(path):
         m = _V2_MEMBER.match(path)
         if m and (m.group(2) == "index" or os.path.isfile(m.group(1) + ".index")):
             return Resolved("tf-v2", m.group(1))
+        if os.path.basename(path) in _SAVED_MODEL:
+            found = _saved_model(os.path.dirname(path))
+            if found is None:
+                raise NotFound(f"{path}: its SavedModel holds no variables (no "
+                               f"{_variables(os.path.dirname(path))}.index)")
+            return found
+    found = _tf_checkpoint(path)
+    if found is not None:
+        return found
+    if os.path.isfile(path):
         return Resolved(_sniff(path), path)
-    if os.path.isfile(path + ".index"):
-        return Resolved("tf-v2", path)
     raise NotFound(f"no checkpoint at {path}{_nearby(path)}")
+
+
+def _tf_checkpoint(prefix):
+    """The TF checkpoint `prefix` names, V2 before V1 as TF looks, or None: a V2 prefix, a V1
+    file, or a sharded V1 save by its pattern or by any of its files."""
+    if os.path.isfile(prefix + ".index"):
+        return Resolved("tf-v2", prefix)
+    if os.path.isfile(prefix) and is_table(prefix):
+        return Resolved("tf-v1", shard_pattern(prefix) or prefix)
+    if shard_pattern(prefix) == prefix and any(map(os.path.isfile, shard_paths(prefix))):
+        return Resolved("tf-v1", prefix)
+    return None
 
 
 def resolve_pretrained(name, directory=None, registry=None, verify=True):
@@ -98,21 +125,30 @@ def _sniff(path):
                       "expected a TF table, HDF5, zip/npz or safetensors)")
 
 
+def _variables(d):
+    return os.path.join(d, "variables", "variables")
+
+
+def _saved_model(d):
+    """The variables of SavedModel directory `d` (a V2 bundle at variables/variables), or
+    None."""
+    return Resolved("tf-v2", _variables(d)) if os.path.isfile(_variables(d) + ".index") else None
+
+
 def _resolve_dir(d):
-    variables = os.path.join(d, "variables", "variables")
-    if os.path.isfile(variables + ".index"):
-        return Resolved("tf-v2", variables)
+    saved_model = _saved_model(d)
+    if saved_model is not None:
+        return saved_model
     note = ""
     if os.path.isfile(os.path.join(d, STATE_FILE)):
         named = read_state(d)
         if named is not None:
             for candidate, as_written in _candidates(d, named):
-                moved = "" if as_written else \
-                    f"the checkpoint state names {named!r}; using {candidate} in this directory"
-                if os.path.isfile(candidate + ".index"):
-                    return Resolved("tf-v2", candidate, note=moved)
-                if os.path.isfile(candidate) and is_table(candidate):
-                    return Resolved("tf-v1", candidate, note=moved)
+                found = _tf_checkpoint(candidate)
+                if found is not None:
+                    moved = "" if as_written else (f"the checkpoint state names {named!r}; "
+                                                   f"using {found.path} in this directory")
+                    return Resolved(found.kind, found.path, note=moved)
             note = f"the checkpoint state names {named!r}, which is not here; "
     found = _newest(d) or _single_file(d)
     if found is None:
@@ -132,7 +168,8 @@ def _candidates(d, named):
 
 
 def _step(prefix):
-    m = re.search(r"(\d+)$", prefix)
+    """The number a prefix ends in (before a sharded V1 save's `-?????-of-NNNNN`), or -1."""
+    m = re.search(r"(\d+)$", SHARD_SUFFIX.sub("", prefix))
     return int(m.group(1)) if m else -1
 
 
@@ -145,9 +182,11 @@ def _newest(d):
         best = max(prefixes, key=lambda p: (_step(p), os.path.getmtime(p + ".index"), p))
         return Resolved("tf-v2", best)
     files = [os.path.join(d, n) for n in sorted(os.listdir(d))]
-    tables = [f for f in files if os.path.isfile(f) and TEMP_MARK not in f and is_table(f)]
+    tables = {shard_pattern(f) or f: f for f in files
+              if os.path.isfile(f) and TEMP_MARK not in f and is_table(f)}
     if tables:
-        return Resolved("tf-v1", max(tables, key=lambda p: (_step(p), os.path.getmtime(p), p)))
+        return Resolved("tf-v1", max(tables, key=lambda p: (_step(p),
+                                                             os.path.getmtime(tables[p]), p)))
     return None
 
 

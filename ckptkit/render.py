@@ -2,6 +2,7 @@
 import contextlib
 import json
 import math
+import os
 import sys
 
 import click
@@ -157,9 +158,10 @@ def flat(variables):
 
 
 def summary(variables):
-    """One line: counts, parameters and bytes, and how many are optimizer/EMA/step state."""
+    """One line: tensors, parameters (model variables only: slots, EMA shadows, step counters
+    and the object graph are not the model's), bytes, and how many tensors are the rest."""
     variables = list(variables)
-    params = sum(v.size for v in variables)
+    params = model_params(variables)
     nbytes = sum(v.nbytes for v in variables)
     by_role = {}
     for v in variables:
@@ -167,9 +169,14 @@ def summary(variables):
         by_role[r] = by_role.get(r, 0) + 1
     extra = ", ".join(f"{by_role[r]} {r}" for r in ("optimizer", "ema", "step", "meta")
                       if r in by_role)
-    return (f"{plural(len(variables), 'tensor')}, {number(params)} parameters, "
-            f"{human_bytes(nbytes)}"
+    return (f"{plural(len(variables), 'tensor')}, {number(params)} "
+            f"parameter{'s' * (params != 1)}, {human_bytes(nbytes)}"
             + (f" ({extra})" if extra else ""))
+
+
+def model_params(variables):
+    """Elements of the model variables (scopes.role "model") among `variables`."""
+    return sum(v.size for v in variables if role(v.name) == "model")
 
 
 @contextlib.contextmanager
@@ -252,10 +259,10 @@ def plan_table(plan, verbose=False):
 # --- the reading commands --------------------------------------------------------------------
 
 def listing_json(reader, variables):
-    """`inspect --json` (DESIGN.md's contract)."""
+    """`inspect --json` (DESIGN.md's contract); total_params counts model variables only."""
     return {"path": reader.path, "format": reader.format,
             "variables": [v.to_json() for v in variables],
-            "total_params": sum(v.size for v in variables),
+            "total_params": model_params(variables),
             "total_bytes": sum(v.nbytes for v in variables)}
 
 
@@ -311,15 +318,24 @@ def objects_table(attrs):
 
 def verify_json(report):
     return {"path": report.path, "format": report.format, "ok": report.ok,
-            "tensors": report.tensors, "bytes": report.nbytes, "problems": report.problems}
+            "tensors": report.tensors, "bytes": report.nbytes, "problems": report.problems,
+            "leftovers": report.leftovers}
 
 
 def verify_lines(report):
+    """The verdict, each problem, and the temp files killed writers left beside the
+    checkpoint (not a problem of it: the next write into that folder removes them)."""
     if report.ok:
-        return [f"OK {report.path} ({report.format}): {plural(report.tensors, 'tensor')}, "
-                f"{human_bytes(report.nbytes)} verified"]
-    return [f"CORRUPT {report.path}: {len(report.problems)} problem(s)"] + \
-        [f"  {p}" for p in report.problems]
+        lines = [f"OK {report.path} ({report.format}): {plural(report.tensors, 'tensor')}, "
+                 f"{human_bytes(report.nbytes)} verified"]
+    else:
+        lines = [f"CORRUPT {report.path}: {len(report.problems)} problem(s)"] + \
+            [f"  {p}" for p in report.problems]
+    if report.leftovers:
+        lines.append(f"note: {plural(len(report.leftovers), 'unfinished temp file')} of "
+                     "killed ckptkit writers beside it (the next write there removes them): "
+                     + ", ".join(os.path.basename(t) for t in report.leftovers))
+    return lines
 
 
 def diff_json(report):
@@ -379,7 +395,8 @@ def finetune_table(summary):
         final = (s["final"] or {}).get("val_accuracy")
         rows.append([name, str(s["epochs"]), "-" if best is None else f"{best:.4f}",
                      "-" if final is None else f"{final:.4f}", s["train_dir"]])
-    return table(rows, "lrrrl")
+    compared = [f"both drawn to {summary['compare_png']}"] if "compare_png" in summary else []
+    return table(rows, "lrrrl") + compared
 
 
 def eval_lines(result):

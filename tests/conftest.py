@@ -1,7 +1,10 @@
-"""Shared fixtures: the real-checkpoint corpus and its oracle, and a CLI runner."""
+"""Shared fixtures: the real-checkpoint corpus and its oracle, a CLI runner, and the quick
+demo's run (once per session)."""
 import json
 import os
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
@@ -90,3 +93,20 @@ def pretrained(tmp_path_factory, tf):
     finetune(Settings(net="lenet", data=str(data), train_dir=str(root / "run"), epochs=3,
                       **FAST))
     return root / "run"
+
+
+# --- the demo: tools/demo --quick, run once for tests/test_demo.py and tests/test_readme.py ---
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory):
+    """`tools/demo --quick` run once, in a fresh folder: .done (its CompletedProcess, text),
+    and its folders .data (demo-data), .runs (demo-runs), .pretrain (pretrain) and .cache.
+    Tests using it need TensorFlow (mark them tf) and check .done.returncode themselves."""
+    root = tmp_path_factory.mktemp("demo")
+    demo = SimpleNamespace(data=root / "data", runs=root / "runs", pretrain=root / "pretrain",
+                           cache=root / "cache")
+    env = dict(os.environ, CKPTKIT_DEMO_DATA=str(demo.data), CKPTKIT_DEMO_RUNS=str(demo.runs),
+               CKPTKIT_PRETRAIN_DIR=str(demo.pretrain), CKPTKIT_CACHE=str(demo.cache))
+    demo.done = subprocess.run(["bash", str(ROOT / "tools" / "demo"), "--quick"], env=env,
+                               capture_output=True, text=True, timeout=600)
+    return demo

@@ -3,7 +3,9 @@ encoder (tests/helpers/bundle_writer.py): exact output, exact exit codes, the JS
 DESIGN.md."""
 import json
 import math
+import os
 import re
+import shlex
 from pathlib import Path
 
 import ml_dtypes
@@ -13,6 +15,7 @@ import pytest
 from ckptkit import __version__
 from ckptkit.cli import COMMANDS
 from helpers.bundle_writer import string_tensor_bytes, write_bundle, write_v1
+from helpers.hostile import flip
 
 MODEL = {
     "beta1_power": np.array(0.9, np.float32),
@@ -86,6 +89,46 @@ def test_help_has_an_example(ckptkit, command):
     assert re.search(r"^  Examples?:\n    ckptkit ", out, re.M)
 
 
+def test_bare_ckptkit_prints_the_help(ckptkit):
+    code, out, err = ckptkit()
+    assert (code, err) == (0, "")
+    assert out == ckptkit("--help")[1] and out.startswith("Usage: ckptkit [OPTIONS] COMMAND")
+
+
+def _examples(help_text):
+    """The example commands of a --help, continuation lines joined, shell redirections cut."""
+    examples, lines = [], iter(help_text.splitlines())
+    for line in lines:
+        if line.startswith("    ckptkit "):
+            command = line.strip()
+            while command.endswith("\\"):
+                command = command[:-1] + next(lines).strip()
+            examples.append(command.split(" > ")[0])
+    return examples
+
+
+@pytest.mark.parametrize("command", [None, *sorted(COMMANDS), "pretrained get",
+                                     "pretrained list"])
+def test_help_examples_parse_and_name_real_paths(ckptkit, command, tmp_path, monkeypatch):
+    """Every example a --help shows is a command click accepts, and the main help's
+    checkpoint is one a command makes (`pretrained get` puts it where pretrained:NAME finds
+    it)."""
+    from test_cli_hints import parse_command
+
+    examples = _examples(ckptkit(*(command or "").split(), "--help")[1])
+    assert examples
+    monkeypatch.chdir(tmp_path)
+    for example in examples:
+        words = shlex.split(example)[1:]
+        for word in words:             # scripts an example runs must exist to be parsed
+            if word.endswith(".py"):
+                (tmp_path / word).write_text("")
+        parse_command(words)
+    if command is None:
+        assert examples[:2] == ["ckptkit pretrained get resnet_v1_50",
+                                "ckptkit inspect pretrained:resnet_v1_50"]
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_a_readme_section(command):
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -108,7 +151,7 @@ net/         7 tensors            76
     weights  [2,5]      float32   10
 odd          [6]        float32    6
 vocab        [2]        string     2
-13 tensors, 91 parameters, 365 B (3 optimizer, 1 ema, 1 step)
+13 tensors, 48 parameters, 365 B (3 optimizer, 1 ema, 1 step)
 """
 FLAT = """\
 beta1_power                                 []         float32    1  optimizer
@@ -124,7 +167,7 @@ net/logits/biases/ExponentialMovingAverage  [5]        float32    5  ema
 net/logits/weights                          [2,5]      float32   10
 odd                                         [6]        float32    6
 vocab                                       [2]        string     2
-13 tensors, 91 parameters, 365 B (3 optimizer, 1 ema, 1 step)
+13 tensors, 48 parameters, 365 B (3 optimizer, 1 ema, 1 step)
 """
 DEPTH_1 = """\
 beta1_power  []         float32    1  optimizer
@@ -134,7 +177,7 @@ ids          [3]        int32      3
 net/         7 tensors            76
 odd          [6]        float32    6
 vocab        [2]        string     2
-13 tensors, 91 parameters, 365 B (3 optimizer, 1 ema, 1 step)
+13 tensors, 48 parameters, 365 B (3 optimizer, 1 ema, 1 step)
 """
 NO_OPTIMIZER = """\
 half         [2]        bfloat16   2
@@ -155,7 +198,7 @@ FILTER_FLAT = """\
 net/logits/biases                           [5]    float32   5
 net/logits/biases/ExponentialMovingAverage  [5]    float32   5  ema
 net/logits/weights                          [2,5]  float32  10
-3 tensors, 20 parameters, 80 B (1 ema)
+3 tensors, 15 parameters, 80 B (1 ema)
 """
 
 
@@ -192,15 +235,38 @@ def test_inspect_verbose_names_the_files(ckptkit, ckpts):
     assert err == f"resolved tf-v2: {prefix}.index, {prefix}.data-00000-of-00001\n"
 
 
+def test_inspect_counts_only_model_variables_as_parameters(ckptkit, tmp_path):
+    """Slots, step counters and the TF2 object graph are counted on their own, not as
+    parameters (TREE: Adam slots, an EMA shadow, global_step); one parameter is singular."""
+    prefix = write_bundle(tmp_path / "ckpt-1", {
+        "_CHECKPOINTABLE_OBJECT_GRAPH": np.array(b"", dtype=object),
+        "scale/.ATTRIBUTES/VARIABLE_VALUE": np.float32(2),
+        "scale/.OPTIMIZER_SLOT/optimizer/m/.ATTRIBUTES/VARIABLE_VALUE": np.float32(0),
+        "save_counter/.ATTRIBUTES/VARIABLE_VALUE": np.int64(1)}).prefix
+    lines = {}
+    for pattern in ("", "^scale/.A", "^save_counter", "GRAPH"):
+        code, out, err = ckptkit("inspect", prefix, "--flat", "--filter", pattern)
+        assert (code, err) == (0, "")
+        lines[pattern] = out.splitlines()[-1]
+    assert lines == {"": "4 tensors, 1 parameter, 21 B (1 optimizer, 1 step, 1 meta)",
+                     "^scale/.A": "1 tensor, 1 parameter, 4 B",
+                     "^save_counter": "1 tensor, 0 parameters, 8 B (1 step)",
+                     "GRAPH": "1 tensor, 0 parameters, 5 B (1 meta)"}
+    code, out, _ = ckptkit("inspect", prefix, "--json")
+    assert (code, _one_json_line(out)["total_params"]) == (0, 1)
+
+
 # ---------------------------------------------------------------- inspect: JSON
 
 def expected_listing(prefix, tensors, fmt="tf-v2"):
-    """The DESIGN.md contract, computed from the tensors that were written."""
+    """The DESIGN.md contract, computed from the tensors that were written: total_params
+    counts model variables only (not NOT_MODEL's slots, EMA shadow and counters)."""
     variables = [{"name": name, "shape": list(np.shape(v)),
                   "dtype": "string" if v.dtype.kind == "O" else v.dtype.name,
                   "nbytes": _nbytes(v)} for name, v in sorted(tensors.items())]
     return {"path": str(prefix), "format": fmt, "variables": variables,
-            "total_params": sum(int(np.size(v)) for v in tensors.values()),
+            "total_params": sum(int(np.size(v)) for name, v in tensors.items()
+                                if name not in NOT_MODEL),
             "total_bytes": sum(v["nbytes"] for v in variables)}
 
 
@@ -214,7 +280,7 @@ def test_inspect_json_contract(ckptkit, ckpts):
     assert (code, err) == (0, "")
     listing = _one_json_line(out)
     assert listing == expected_listing(ckpts["model"], MODEL)
-    assert (listing["total_params"], listing["total_bytes"]) == (91, 365)
+    assert (listing["total_params"], listing["total_bytes"]) == (48, 365)
     assert [v["dtype"] for v in listing["variables"]][:4] == \
         ["float32", "int64", "bfloat16", "int32"]
 
@@ -295,6 +361,25 @@ def test_inspect_tensor_json(ckptkit, ckpts):
         "stats": {"min": 0.0, "max": 9.0, "mean": 4.5, "std": pytest.approx(math.sqrt(8.25)),
                   "nan": 0, "inf": 0},
         "values": [[0.0, 1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0, 9.0]]}
+
+
+def test_a_tensor_with_a_flipped_byte_is_an_error_naming_crc32c(ckptkit, ckpts, tmp_path):
+    """Every command that reads values checks the crc32c of what it reads (V2 -> V2 convert,
+    which copies stored bytes, too); the other tensors still read."""
+    portable = {k: v for k, v in MODEL.items() if k not in ("half", "vocab")}   # for .npz
+    written = write_bundle(tmp_path / "model.ckpt", portable)
+    flip(written.data(), written.entries["net/logits/weights"]["offset"] + 5)
+    prefix = written.prefix
+    error = (f"ckptkit: error: net/logits/weights: crc32c mismatch: its bytes in "
+             f"{written.data()} are corrupt\n")
+    assert ckptkit("inspect", prefix, "--tensor", "net/logits/weights") == (2, "", error)
+    for args in (("inspect", prefix, "--stats"), ("diff", ckpts["model"], prefix),
+                 ("convert", prefix, tmp_path / "out.npz"),
+                 ("convert", prefix, tmp_path / "copy" / "model.ckpt")):
+        code, _, err = ckptkit(*args)
+        assert (code, err) == (2, error), args
+    assert not (tmp_path / "out.npz").exists() and not os.listdir(tmp_path / "copy")
+    assert ckptkit("inspect", prefix, "--tensor", "odd") == (0, ODD_TEXT, "")
 
 
 def test_inspect_stats_table(ckptkit, ckpts):
@@ -380,7 +465,7 @@ def test_verify_json(ckptkit, ckpts):
     code, out, err = ckptkit("verify", prefix, "--json")
     assert (code, err) == (0, "")
     assert _one_json_line(out) == {"path": str(prefix), "format": "tf-v2", "ok": True,
-                                   "tensors": 13, "bytes": 365, "problems": []}
+                                   "tensors": 13, "bytes": 365, "problems": [], "leftovers": []}
 
 
 def test_verify_v1(ckptkit, ckpts):

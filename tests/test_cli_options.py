@@ -11,7 +11,7 @@ from ckptkit.cli.options import RESTORE_FIELDS
 from helpers.images import digits_folder
 
 HEAD = ("hidden", "head_scope", "keep_head")
-FINETUNE_ONLY = {"train_dir", "compare_scratch", "as_json"}
+FINETUNE_ONLY = {"train_dir", "compare_scratch", "restart", "as_json"}
 
 
 def _declared(command, names=None):

@@ -4,6 +4,7 @@ bad input each must turn into one line `ckptkit: error: ...`, exit 2, leaving no
 
 Small on purpose: 100 target images, one or two epochs, one shared fine-tuned train dir."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -124,13 +125,14 @@ def test_finetune_json_summary_and_epoch_lines(trained, pretrained):
     assert (run / "labels.txt").read_text() == "0:5\n1:6\n2:7\n3:8\n4:9\n"
 
 
-def test_finetune_rerun_of_a_finished_run_resumes_and_prints_the_table(
+def test_finetune_rerun_of_a_finished_run_says_it_is_complete_and_prints_the_table(
         ckptkit, trained, pretrained, target):
     *_, run = trained
     before = _checkpoints(run)
     code, out, err = ckptkit(*_finetune_args(pretrained, target, run))
     assert code == 0, err
-    assert f"resuming from {run / 'model.ckpt-8'}" in err
+    assert err == (f"{run}: complete, 2 of 2 epochs; more --epochs trains on, --restart "
+                   "starts over\n")
     assert not EPOCH.search(err)                 # nothing left to train
     lines = out.splitlines()
     assert re.fullmatch(r"run +epochs +best val_accuracy +final val_accuracy +train dir",
@@ -190,6 +192,27 @@ def test_eval_last_and_other_data(ckptkit, trained, target):
     result = json.loads(out)
     assert result["checkpoint"] == str(run / "model.ckpt-8")
     assert result["count"] == 40 and result["data"] == str(target / "val")
+
+
+def test_eval_on_other_data_warns_of_unreadable_images_and_keeps_the_run_s_matrix(
+        ckptkit, trained, target, tmp_path):
+    *_, run = trained
+    ckptkit("eval", "--train-dir", run)
+    own = (run / "confusion.png").read_bytes()
+    test = tmp_path / "test"
+    shutil.copytree(target / "val", test)
+    broken = test / "5" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code, out, err = ckptkit("eval", "--train-dir", run, "--data", test, "--json")
+    assert code == 0
+    assert err == f"warning: skipping unreadable image {broken} (truncated PNG)\n"
+    result = json.loads(out)
+    assert result["count"] == 40
+    assert result["confusion_png"] == str(run / "confusion-test.png")
+    assert (run / "confusion-test.png").read_bytes()[:4] == b"\x89PNG"
+    assert (run / "confusion.png").read_bytes() == own
+    code, out, err = ckptkit("eval", "--train-dir", run, "--data", test)
+    assert out.splitlines()[-1] == f"confusion matrix drawn to {run / 'confusion-test.png'}"
 
 
 # ---------------------------------------------------------------- predict
@@ -258,12 +281,31 @@ def test_predict_a_corrupt_file_is_an_error_line_and_the_others_are_classified(
     assert len(lines) == 4
     assert re.fullmatch(rf"{re.escape(str(good[0]))}: \d \d\.\d{{3}}", lines[0])
     assert lines[1].startswith(f"{broken}: error: cannot decode")
+    assert lines[1] == f"{broken}: error: cannot decode: truncated PNG"
     assert lines[2] == f"{empty}: error: empty file"
     assert re.fullmatch(rf"{re.escape(str(good[1]))}: \d \d\.\d{{3}}", lines[3])
     code, out, err = ckptkit("predict", "--train-dir", run, good[0], broken, "--json")
     assert code == 1
     results = json.loads(out)
     assert "top" in results[0] and results[1]["error"].startswith("cannot decode")
+
+
+def test_predict_a_missing_file_among_others_is_an_error_line_and_the_rest_are_classified(
+        ckptkit, trained, target, tmp_path):
+    *_, run = trained
+    good = sorted((target / "val" / "6").glob("*.png"))[:2]
+    missing = tmp_path / "absent.png"
+    text = tmp_path / "notes.jpg"
+    text.write_text("shopping list\n")
+    code, out, err = ckptkit("predict", "--train-dir", run, good[0], missing, text, good[1],
+                             "--top-k", "1")
+    assert code == 1 and err == ""
+    lines = out.splitlines()
+    assert len(lines) == 4
+    assert re.fullmatch(rf"{re.escape(str(good[0]))}: \d \d\.\d{{3}}", lines[0])
+    assert lines[1] == f"{missing}: error: cannot read: No such file or directory"
+    assert lines[2] == f"{text}: error: cannot decode: not an image (text)"
+    assert re.fullmatch(rf"{re.escape(str(good[1]))}: \d \d\.\d{{3}}", lines[3])
 
 
 # ---------------------------------------------------------------- export
@@ -280,7 +322,7 @@ def test_export_writes_the_folder_and_refuses_a_non_empty_one(ckptkit, trained, 
                         "predict_arrays")
     assert lines[2] == ("  frozen_graph.pb  input input:0 (string [None]: encoded JPEG, PNG, "
                         "BMP or GIF file contents), outputs probabilities:0, classes:0, "
-                        "logits:0")
+                        "logits:0, labels:0")
     assert lines[3] == "  export.json  tensor names, labels, preprocessing"
     assert len(lines) == 4
     assert (out_dir / "saved_model" / "saved_model.pb").is_file()
@@ -361,6 +403,8 @@ BAD_FINETUNE = {
                            r"absent\.ckpt"),
     "corrupt checkpoint": (_corrupt_checkpoint, r"x\.ckpt"),
     "foreign train dir": (_foreign_train_dir, r"holds checkpoints but no run\.json"),
+    "restart a foreign train dir": (lambda tmp, target: _foreign_train_dir(tmp, target)
+                                    + ["--restart"], r"holds checkpoints but no run\.json"),
     "gpus abc": (["--gpus", "abc"], r"--gpus takes GPU numbers like 0,1, not 'abc'"),
     "device gpu on a cpu": (["--device", "gpu"], r"--device gpu, but TensorFlow sees no GPU"),
     "head 0,5": (["--head", "0,5"], r"--head takes layer sizes like 256,128, not '0,5'"),
@@ -523,3 +567,113 @@ def test_a_truncated_checkpoint_in_the_train_dir_is_one_error_line(
     code, out, err = ckptkit(*args)
     _one_error_line(code, out, err, r"best/model\.ckpt-\d+")
     assert out == "" and not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- without TensorFlow
+
+@pytest.fixture(scope="module")
+def no_tf(tmp_path_factory):
+    """run(*args) -> CompletedProcess of `ckptkit ARGS` in a process that cannot import
+    TensorFlow (a tensorflow.py raising ImportError first on its path)."""
+    folder = tmp_path_factory.mktemp("no_tf")
+    (folder / "tensorflow.py").write_text("raise ImportError('no TensorFlow in this test')\n")
+
+    def run(*args):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(folder), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        return subprocess.run([sys.executable, "-c", "from ckptkit.cli import main; main()",
+                               *map(str, args)], capture_output=True, text=True, env=env,
+                              timeout=60)
+    return run
+
+
+def _copy(source, tmp):
+    shutil.copytree(source, tmp / "run")
+    return tmp / "run"
+
+
+def _dropped(source, tmp):
+    from ckptkit.train.rundir import RunDir
+
+    run = _copy(source, tmp)
+    RunDir(run).drop_checkpoints("search trial 3 was pruned, and --keep-models 3 keeps ...")
+    return run
+
+
+TF_FREE = {   # id -> (arguments given (tmp, trained train dir, pretrained, target), error)
+    "unknown net": (lambda tmp, run, pre, tgt: _finetune_args(pre, tgt, tmp / "r") + [
+        "--net", "lenett"], r"unknown net 'lenett'.*; closest: lenet$"),
+    "one class": (lambda tmp, run, pre, tgt: _finetune_args(
+        pre, digits_folder(tmp / "data", [5], 4), tmp / "r"), r"at least 2 classes, found 1"),
+    "num-classes": (lambda tmp, run, pre, tgt: _finetune_args(pre, tgt, tmp / "r") + [
+        "--num-classes", "7"], r"--num-classes 7 but the data has 5 classes"),
+    "two-stage without train-from": (lambda tmp, run, pre, tgt: _finetune_args(
+        pre, tgt, tmp / "r") + ["--mode", "two-stage"], r"--mode two-stage needs --train-from"),
+    "gpus abc": (lambda tmp, run, pre, tgt: _finetune_args(pre, tgt, tmp / "r") + [
+        "--gpus", "abc"], r"--gpus takes GPU numbers like 0,1, not 'abc'$"),
+    "foreign train dir": (lambda tmp, run, pre, tgt: _foreign_train_dir(tmp, tgt) + [
+        *_finetune_args(pre, tgt, tmp / "run"), "--restart"], r"no run\.json"),
+    "changed settings": (lambda tmp, run, pre, tgt: _finetune_args(pre, tgt, _copy(run, tmp)) + [
+        "--lr", "0.01", "--seed", "3"],
+        r"holds a run with other settings \(--lr 0\.001 -> 0\.01, --seed 0 -> 3\); use a new "
+        r"--train-dir, or --restart to discard that run$"),
+    "another model": (lambda tmp, run, pre, tgt: _finetune_args(pre, tgt, _copy(run, tmp)) + [
+        "--head", "32"], r"holds a run of another model \(--head none -> 32\)"),
+    "fewer epochs": (lambda tmp, run, pre, tgt: _finetune_args(pre, tgt, _copy(run, tmp)) + [
+        "--epochs", "1"], r"has trained 2 epochs: --epochs 1 is fewer"),
+    "search one class": (lambda tmp, run, pre, tgt: [
+        "search", "--net", "lenet", "--data", digits_folder(tmp / "data", [5], 4),
+        "--study-dir", tmp / "s", "--param", "lr=loguniform:1e-3:1e-1"],
+        r"at least 2 classes, found 1"),
+    "search learning_rate": (lambda tmp, run, pre, tgt: [
+        "search", "--net", "lenet", "--data", tgt, "--study-dir", tmp / "s",
+        "--param", "learning_rate=loguniform:1e-3:1e-1"], r"closest: lr \(searchable"),
+    "search grid of a range": (lambda tmp, run, pre, tgt: [
+        "search", "--net", "lenet", "--data", tgt, "--study-dir", tmp / "s", "--sampler",
+        "grid", "--param", "lr=loguniform:1e-3:1e-1"], r"--sampler grid needs choice:"),
+    "eval not a train dir": (lambda tmp, run, pre, tgt: ["eval", "--train-dir", tmp],
+                             r"not a ckptkit train dir"),
+    "eval unknown classes": (lambda tmp, run, pre, tgt: [
+        "eval", "--train-dir", run, "--data", digits_folder(tmp / "data", [3], 2)],
+        r"classes 3 are not among the model's \(5, 6, 7, 8, 9\)"),
+    "eval dropped checkpoints": (lambda tmp, run, pre, tgt: ["eval", "--train-dir",
+                                                             _dropped(run, tmp)],
+                                 r"no checkpoint in this train dir \(search trial 3 was "
+                                 r"pruned, and --keep-models 3 keeps \.\.\.\)$"),
+    "predict missing files": (lambda tmp, run, pre, tgt: [
+        "predict", "--train-dir", run, tmp / "a.png", tmp / "b.png"],
+        r"a\.png, .*b\.png: no such files$"),
+    "predict not a train dir": (lambda tmp, run, pre, tgt: [
+        "predict", "--train-dir", tmp, tgt / "val" / "5"], r"not a ckptkit train dir"),
+    "export not empty": (lambda tmp, run, pre, tgt: [
+        "export", "--train-dir", run, "-o", tmp], r"exists and is not empty"),
+    "export dropped checkpoints": (lambda tmp, run, pre, tgt: [
+        "export", "--train-dir", _dropped(run, tmp), "-o", tmp / "out"],
+        r"search trial 3 was pruned"),
+}
+
+
+@pytest.mark.parametrize("case", TF_FREE)
+def test_checks_that_need_no_tensorflow_answer_without_it(no_tf, tmp_path, trained,
+                                                          pretrained, target, case):
+    """Each is the right one line and exit 2 where importing TensorFlow would fail."""
+    *_, run = trained
+    make, pattern = TF_FREE[case]
+    (tmp_path / "existing").write_text("x")     # export: a folder that is not empty
+    done = no_tf(*make(tmp_path, run, pretrained, target))
+    _one_error_line(done.returncode, done.stdout, done.stderr, pattern)
+    assert done.stdout == ""
+
+
+def test_a_finished_run_rerun_unchanged_is_complete_without_tensorflow(
+        no_tf, trained, pretrained, target):
+    *_, run = trained
+    before = _checkpoints(run)
+    done = no_tf(*_finetune_args(pretrained, target, run))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (f"{run}: complete, 2 of 2 epochs; more --epochs trains on, "
+                           "--restart starts over\n")
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:2] == ["run", "epochs"] and lines[1].split()[:2] == [
+        "pretrained", "2"]
+    assert _checkpoints(run) == before

@@ -254,6 +254,32 @@ def test_each_device_wrote_its_own_data_file(sharded_ckpt, tf, tmp_path):
     assert sum(together <= f for f in failed) == 1
 
 
+# the golden data file: a at 0..8, part's two pieces at 8..20 and 20..28, s at 28..35 (its
+# length varint, the lengths' masked crc32c, then b"\x00\xff")
+@pytest.mark.parametrize("offset, name", [(5, "a"), (9, "part"), (27, "part"), (34, "s")])
+def test_a_flipped_data_byte_fails_reading_where_tf_fails(tmp_path, tf, offset, name):
+    """Reading checks the stored crc32c as TF's reader does: the tensor over the flipped byte
+    is an error in both, naming the file, and the others read. (A fresh TF reader per tensor:
+    after a failed partitioned read, TF's next read on that reader aborts the process.)"""
+    prefix = write_golden(tmp_path, "V2")
+    data = prefix + ".data-00000-of-00001"
+    with open(data, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ 0xFF]))
+    with ckptkit.open_checkpoint(prefix) as reader:
+        for other in reader.variables:
+            if other == name:
+                with pytest.raises(ckptkit.Corrupt, match=re.escape(
+                        f"{name}: crc32c mismatch: its bytes in {data} are corrupt")):
+                    reader.read(name)
+                with pytest.raises(tf.errors.OpError, match="Checksum does not match"):
+                    load(tf, prefix).get_tensor(name)
+            else:
+                assert_same_value(reader.read(other), load(tf, prefix).get_tensor(other), other)
+
+
 @pytest.fixture(scope="module")
 def partial_ckpt(tmp_path_factory, tf):
     """Tensors saved as one slice of a larger whole, the rest of which was never saved."""

@@ -4,6 +4,7 @@ checkpoint never loads h5py; a plain listing never even loads numpy. Only
 ckptkit/tfcompat.py and ckptkit/train/ import TensorFlow."""
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -241,3 +242,19 @@ def test_the_graph_checks_see_real_imports(graph):
     assert ("ckptkit.fileio", ("write_atomic",)) in graph["ckptkit.train.rundir"]
     assert ("ckptkit.paths", ("open_checkpoint",)) in graph["ckptkit.plan"]
     assert any(t == "ckptkit.train.nets" for t, _ in graph["ckptkit.cli.plan"])
+
+
+def test_a_tensorflow_command_without_tensorflow_names_the_extra(tmp_path):
+    """An install without the [tf] extra: `plan --net` says what to install, in one line."""
+    blocker = tmp_path / "blocked"
+    blocker.mkdir()
+    (blocker / "tensorflow.py").write_text(
+        "raise ImportError('No module named tensorflow', name='tensorflow')\n")
+    prefix = write_bundle(tmp_path / "model.ckpt", TENSORS).prefix
+    done = subprocess.run(
+        [sys.executable, "-c", "from ckptkit.cli import main; main()", "plan", str(prefix),
+         "--net", "lenet"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(blocker)})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == ("ckptkit: error: this needs TensorFlow and tf_slim, and tensorflow "
+                           "is not installed: pip install 'ckptkit[tf]' (or 'ckptkit[gpu]')\n")

@@ -1,17 +1,20 @@
 """Path resolution: every way a user names a checkpoint, without TF.
 
 Bundles come from the pure writer in bundle_writer (TF reads them too: test_formats_tf_v2) and
-the V1 file is bytes TF 2.21 wrote (tf_factories.GOLDEN_V1).
+the V1 file is bytes TF 2.21 wrote (tf_factories.GOLDEN_V1); sharded V1 saves are V1 files
+from the pure writer named as TF's sharded Saver names them (TF writes them in
+test_formats_tf_v1).
 """
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import ckptkit
-from ckptkit.paths import resolve
-from helpers.bundle_writer import write_bundle
+from ckptkit.paths import Resolved, resolve
+from helpers.bundle_writer import write_bundle, write_v1
 from helpers.tf_factories import GOLDEN_VALUES, assert_same_value, write_golden
 
 
@@ -123,6 +126,20 @@ def test_saved_model_directory_reads_its_variables(tmp_path):
     assert opened(tmp_path) == (str(tmp_path / "variables" / "variables"), "", 1)
 
 
+@pytest.mark.parametrize("graph", ["saved_model.pb", "saved_model.pbtxt"])
+def test_saved_model_graph_file_reads_its_variables(tmp_path, graph):
+    (tmp_path / graph).write_bytes(b"\x08\x01")
+    bundle(tmp_path / "variables" / "variables", 1)
+    assert opened(tmp_path / graph) == (str(tmp_path / "variables" / "variables"), "", 1)
+
+
+def test_saved_model_without_variables_says_so(tmp_path):
+    (tmp_path / "saved_model.pb").write_bytes(b"\x08\x01")
+    with pytest.raises(ckptkit.NotFound, match=r"saved_model\.pb: its SavedModel holds no "
+                       r"variables \(no .*variables/variables\.index\)"):
+        resolve(tmp_path / "saved_model.pb")
+
+
 @pytest.fixture
 def v1_dir(tmp_path):
     return write_golden(tmp_path / "v1", version="V1")
@@ -169,3 +186,69 @@ def test_data_file_without_its_index_is_an_error_naming_it(tmp_path):
     os.remove(prefix + ".index")
     with pytest.raises(ckptkit.CkptError, match=r"m\.data-00000-of-00001"):
         ckptkit.open_checkpoint(prefix + ".data-00000-of-00001")
+
+
+# --- sharded V1 saves: NAME-00000-of-00002, NAME-00001-of-00002, named NAME-?????-of-00002
+
+def v1_sharded(prefix, *shards):
+    """The files of a sharded V1 save, one per dict of tensors; returns its pattern."""
+    for k, tensors in enumerate(shards):
+        write_v1(f"{prefix}-{k:05d}-of-{len(shards):05d}", tensors)
+    return f"{prefix}-?????-of-{len(shards):05d}"
+
+
+def save_v1_sharded(prefix, step):
+    """A two-file save: `step` in one file, `w` in the other."""
+    return v1_sharded(prefix, {"step": np.int64(step)}, {"w": np.arange(3, dtype="f4")})
+
+
+def test_sharded_v1_by_its_pattern_or_any_of_its_files(tmp_path):
+    pattern = save_v1_sharded(tmp_path / "model.ckpt-7", 7)
+    files = [str(tmp_path / f"model.ckpt-7-0000{k}-of-00002") for k in range(2)]
+    for path in (pattern, *files):
+        assert resolve(path) == Resolved("tf-v1", pattern), path
+        assert opened(path) == (pattern, "", 7)
+        with ckptkit.open_checkpoint(path) as reader:
+            assert reader.files == files
+            assert_same_value(reader.read("w"), np.arange(3, dtype="f4"))
+
+
+def test_the_file_of_a_one_shard_save_is_the_whole_checkpoint(tmp_path):
+    pattern = v1_sharded(tmp_path / "export", {"step": np.int64(4)})
+    file = str(tmp_path / "export-00000-of-00001")
+    assert resolve(pattern) == Resolved("tf-v1", pattern)
+    assert resolve(file) == resolve(tmp_path) == Resolved("tf-v1", file)
+    assert opened(pattern)[2] == opened(file)[2] == 4
+
+
+def test_directory_state_naming_a_sharded_v1_pattern(tmp_path):
+    bundle(tmp_path / "model.ckpt-9", 9)   # an older checkpoint of another format
+    pattern = save_v1_sharded(tmp_path / "model.ckpt-8", 8)
+    state(tmp_path, "model.ckpt-8-?????-of-00002", "model.ckpt-9")
+    assert opened(tmp_path) == (pattern, "", 8)
+    state(tmp_path, "/elsewhere/model.ckpt-8-?????-of-00002")
+    assert opened(tmp_path) == (pattern, "the checkpoint state names "
+                                "'/elsewhere/model.ckpt-8-?????-of-00002'; using "
+                                f"{pattern} in this directory", 8)
+
+
+def test_newest_sharded_v1_by_step_without_state(tmp_path):
+    newer = save_v1_sharded(tmp_path / "model.ckpt-10", 10)
+    save_v1_sharded(tmp_path / "model.ckpt-9", 9)
+    assert opened(tmp_path) == (newer, "", 10)
+
+
+def test_sharded_v1_with_a_missing_file_is_not_read(tmp_path):
+    pattern = v1_sharded(tmp_path / "m", {"a": np.int64(1)}, {"b": np.int64(2)},
+                         {"c": np.int64(3)})
+    os.remove(tmp_path / "m-00001-of-00003")
+    for path in (pattern, tmp_path / "m-00002-of-00003", tmp_path):
+        with pytest.raises(ckptkit.NotFound, match=re.escape(
+                f"{pattern}: missing 1 of its 3 shard files ({tmp_path}/m-00001-of-00003); "
+                "a tensor may be stored in any shard, so none is read")):
+            ckptkit.open_checkpoint(path)
+
+
+def test_sharded_v1_pattern_without_files_is_not_found(tmp_path):
+    with pytest.raises(ckptkit.NotFound, match=r"no checkpoint at .*m-\?{5}-of-00002"):
+        resolve(tmp_path / "m-?????-of-00002")

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from ckptkit.errors import CkptError, NotFound
-from ckptkit.train.data import Input, Split, drop_corrupt, load_dataset, without
+from ckptkit.train.data import (Input, Split, drop_corrupt, load_dataset, skip_warnings,
+                                undecodable, without)
 
 
 @pytest.fixture(scope="module")
@@ -349,12 +350,36 @@ def test_drop_corrupt_names_the_bad_files(encode, digits, tmp_path):
     assert _relative(clean.train, root) == ["a/ok0.png", "a/ok1.jpeg", "a/ok2.gif", "b/ok.bmp"]
     assert clean.train.labels.tolist() == [0, 0, 0, 1] and clean.train.count == 4
     assert clean.fingerprint == data.fingerprint
+    assert sorted(skip_warnings(bad)) == [
+        f"warning: skipping unreadable image {root / path} ({why})" for path, why in (
+            ("a/truncated.jpg", "truncated JPEG"), ("b/empty.png", "empty file"),
+            ("b/text.jpg", "not an image (text)"))]
     (root / "b" / "ok.bmp").unlink()
     with pytest.raises(CkptError, match=r"class folder '.*b' has no readable images"):
         drop_corrupt(load_dataset(tmp_path))
     np.savez(tmp_path / "d.npz", X=np.zeros((2, 4)), y=[0, 1])
     npz = load_dataset(tmp_path / "d.npz")
     assert drop_corrupt(npz) == (npz, [])
+
+
+PNG_END = b"\0\0\0\0IEND\xaeB`\x82"
+
+
+@pytest.mark.parametrize("contents, why", [
+    (b"", "empty file"),
+    (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "truncated PNG"),
+    (b"\x89PNG\r\n\x1a\n garbage" + PNG_END, "corrupt PNG (Invalid PNG data)"),
+    (b"\xff\xd8\xff\xe0\0\x10JFIF", "truncated JPEG"),
+    (b"GIF89a\x01\0", "truncated GIF"),
+    (b"RIFF\x10\0\0\0WEBPVP8 ", "corrupt WebP (Invalid PNG data)"),
+    (b"II*\0\x08\0\0\0", "a TIFF file; images are read as JPEG, PNG, GIF, BMP or WebP"),
+    (b"\0\0\0\x18ftypheic", "a HEIC file; images are read as JPEG, PNG, GIF, BMP or WebP"),
+    (b"hello,world\n1,2\n", "not an image (text)"),
+    (bytes(range(256)), "not an image (no JPEG, PNG, GIF, BMP or WebP signature)"),
+], ids=["empty", "png-cut", "png-bad", "jpeg-cut", "gif-cut", "webp", "tiff", "heic", "text",
+        "binary"])
+def test_undecodable_says_why_from_the_bytes(contents, why):
+    assert undecodable(contents, "Invalid PNG data") == why
 
 
 def test_without_removes_the_named_files_from_both_splits(tmp_path):

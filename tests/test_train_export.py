@@ -43,13 +43,18 @@ def test_layout_and_export_json(exported):
     assert {k: info[k] for k in written} == written
     assert sorted(info["files"]) == sorted(str(out / n) for n in os.listdir(out))
     assert written["net"] == "cifarnet" and written["image_size"] == 32
+    # the size the model takes, not run.json's 0 ("the net's own")
+    assert written["model"]["image_size"] == 32 and MODELS["cifarnet"].image_size == 0
     assert written["labels"] == LABELS and written["num_classes"] == 3
     assert written["frozen_graph"]["input"] == "input:0"
     assert written["frozen_graph"]["outputs"]["probabilities"] == "probabilities:0"
     signatures = written["saved_model"]["signatures"]
     assert sorted(signatures) == ["predict_arrays", "serving_default"]
     assert list(signatures["serving_default"]["inputs"]) == ["image_bytes"]
-    assert sorted(signatures["predict_arrays"]["outputs"]) == ["classes", "probabilities"]
+    assert sorted(signatures["predict_arrays"]["outputs"]) == ["classes", "labels",
+                                                               "probabilities"]
+    assert signatures["serving_default"]["outputs"]["labels"] == "labels:0"
+    assert written["frozen_graph"]["outputs"]["labels"] == "labels:0"
 
 
 def test_saved_model_signatures_match_the_classifier(tf, exported):
@@ -68,6 +73,10 @@ def test_saved_model_signatures_match_the_classifier(tf, exported):
     np.testing.assert_allclose(run["serving_default"]["probabilities"], expected, atol=1e-5)
     np.testing.assert_allclose(run["predict_arrays"]["probabilities"], expected[:5], atol=1e-5)
     np.testing.assert_array_equal(run["serving_default"]["classes"], expected.argmax(1))
+    for key in ("serving_default", "predict_arrays"):       # the class names, as strings
+        assert [b.decode() for b in run[key]["labels"]] == \
+            [LABELS[i] for i in run[key]["classes"]]
+    assert meta.signature_def["predict_arrays"].outputs["labels"].dtype == tf.string
 
 
 def test_frozen_graph_matches_the_classifier(tf, exported):
@@ -80,12 +89,13 @@ def test_frozen_graph_matches_the_classifier(tf, exported):
         tf.import_graph_def(graph_def, name="")
         assert not tf.global_variables()
         with tf.Session() as sess:
-            probs, classes = sess.run(
+            probs, classes, labels = sess.run(
                 [graph.get_tensor_by_name(names["outputs"][k]) for k in ("probabilities",
-                                                                         "classes")],
+                                                                         "classes", "labels")],
                 {graph.get_tensor_by_name(names["input"]): np.array(encoded, dtype=object)})
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     np.testing.assert_array_equal(classes, expected.argmax(1))
+    assert [b.decode() for b in labels] == [LABELS[i] for i in expected.argmax(1)]
 
 
 def test_refuses_a_non_empty_dir_and_leaves_nothing(tf, exported, tmp_path):

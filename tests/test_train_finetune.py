@@ -152,12 +152,25 @@ def test_features_mode_trains_the_head_as_head_mode_does_and_reuses_its_cache(
 
 def test_two_stage_unfreezes_from_the_scope_with_a_lower_rate(
         tf, finetune, tmp_path, target, pretrained):
+    from ckptkit.train.plots import curves
+
+    lines = []
     summary = finetune.finetune(_settings(
         tmp_path, target, pretrained, mode="two-stage", epochs=3,
-        restore=RestoreOptions(exclude=("Logits",), train_from="LeNet/fc3")))
+        restore=RestoreOptions(exclude=("Logits",), train_from="LeNet/fc3")), log=lines.append)
     rows = [json.loads(line) for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in rows] == [1, 2, 2]
     assert rows[1]["lr"] == pytest.approx(1e-4)
+    stage_lines = [line for line in lines if line.startswith("stage ")]
+    assert stage_lines == ["stage 1: training the head (Logits), epochs 1-1",
+                           "stage 2: unfreezing from LeNet/fc3 at lr x0.1, epochs 2-3"]
+    assert lines.index(stage_lines[1]) > lines.index(next(
+        line for line in lines if line.startswith("epoch 1/3")))
+    # curves.png is drawn from these rows: a line between epochs 1 and 2 marks stage 2
+    fig = curves(rows, tmp_path / "again.png")
+    marks = [line.get_xdata()[0] for line in fig.axes[0].get_lines()
+             if line.get_label() == "Start Fine Tuning"]
+    assert marks == [1.5] and (tmp_path / "run" / "curves.png").is_file()
     before = _values(tf, tf.train.latest_checkpoint(str(pretrained)))
     after = _values(tf, summary["checkpoint"])
     assert np.array_equal(after["LeNet/conv2/weights"], before["LeNet/conv2/weights"])
@@ -173,6 +186,12 @@ def test_compare_scratch_trains_the_same_model_from_random_weights(
     assert scratch["epochs"] == summary["epochs"] == 1
     plan = json.loads((tmp_path / "run/scratch/plan.json").read_text())
     assert plan["restore"] == []
+    # both runs on one figure, in the pretrained run's train dir
+    assert summary["compare_png"] == str(tmp_path / "run" / "compare.png")
+    assert (tmp_path / "run" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    from ckptkit import render
+
+    assert render.finetune_table(summary)[-1] == f"both drawn to {summary['compare_png']}"
 
 
 def test_eval_reproduces_the_best_val_accuracy(finetune, tmp_path, target, pretrained):
@@ -257,6 +276,80 @@ def test_a_train_dir_from_before_keep_head_resumes(finetune, tmp_path, target, p
                                 log=lines.append)
     assert any(line.startswith("resuming from") for line in lines)
     assert summary["epochs"] == 2
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file()}
+
+
+def test_a_rerun_with_other_settings_is_refused_naming_each_change(
+        finetune, tmp_path, target, pretrained):
+    from ckptkit.errors import CkptError
+
+    finetune.finetune(_settings(tmp_path, target, pretrained, epochs=1))
+    run = tmp_path / "run"
+    before = _files(run)
+    with pytest.raises(CkptError) as caught:
+        finetune.finetune(_settings(tmp_path, target, pretrained, epochs=2, lr=1e-2,
+                                    optimizer="momentum", label_smoothing=0.1))
+    assert str(caught.value) == (
+        f"{run} holds a run with other settings (--optimizer adam -> momentum, --lr 0.001 -> "
+        "0.01, --label-smoothing 0.0 -> 0.1); use a new --train-dir, or --restart to "
+        "discard that run")
+    assert _files(run) == before
+
+
+def test_a_resume_applies_the_settings_it_may_change_and_says_so(
+        finetune, tmp_path, target, pretrained):
+    from ckptkit.errors import CkptError
+
+    run = tmp_path / "run"
+    finetune.finetune(_settings(tmp_path, target, pretrained, epochs=1))
+    lines = []
+    summary = finetune.finetune(_settings(tmp_path, target, pretrained, epochs=2, keep=2,
+                                          patience=5), log=lines.append)
+    steps = -(-150 // 16)
+    assert lines[0] == (f"resuming from {run}/model.ckpt-{steps} with --epochs 1 -> 2, "
+                        "--keep 3 -> 2, --patience 0 -> 5")
+    assert summary["epochs"] == 2 and summary["step"] == 2 * steps
+    settings = json.loads((run / "run.json").read_text())["settings"]
+    assert (settings["epochs"], settings["keep"], settings["patience"]) == (2, 2, 5)
+    # the same again: complete, said in one line, nothing trained or written
+    before, lines = _files(run), []
+    again = finetune.finetune(_settings(tmp_path, target, pretrained, epochs=2, keep=2,
+                                        patience=5), log=lines.append)
+    assert lines == [f"{run}: complete, 2 of 2 epochs; more --epochs trains on, --restart "
+                     "starts over"]
+    assert again == {**summary, "restore_seconds": None} and _files(run) == before
+    with pytest.raises(CkptError, match=rf"^{run} has trained 2 epochs: --epochs 1 is fewer; "
+                                        r"give --epochs 2 or more, a new --train-dir, or "
+                                        r"--restart$"):
+        finetune.finetune(_settings(tmp_path, target, pretrained, epochs=1, keep=2,
+                                    patience=5))
+
+
+def test_restart_discards_the_old_run_and_nothing_else(finetune, tmp_path, target,
+                                                       pretrained):
+    run = tmp_path / "run"
+    finetune.finetune(_settings(tmp_path, target, pretrained, epochs=2))
+    (run / "notes.txt").write_text("mine\n")
+    (run / "best" / "keep.me").write_text("mine too\n")
+    lines = []
+    summary = finetune.finetune(_settings(tmp_path, target, pretrained, epochs=1, lr=1e-2),
+                                log=lines.append, restart=True)
+    assert f"--restart: discarded the run in {run}" in lines
+    assert not any(line.startswith("resuming") for line in lines)
+    steps = -(-150 // 16)
+    assert summary["epochs"] == 1 and summary["step"] == steps
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["lr"] == pytest.approx(1e-2)
+    assert json.loads((run / "run.json").read_text())["settings"]["lr"] == 1e-2
+    assert sorted(p.name for p in run.glob("model.ckpt-*.index")) == [
+        f"model.ckpt-{steps}.index"]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    assert (run / "notes.txt").read_text() == "mine\n"
+    assert (run / "best" / "keep.me").read_text() == "mine too\n"
 
 
 def test_bad_data_gets_a_clear_error(finetune, tmp_path, pretrained):

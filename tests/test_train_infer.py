@@ -145,18 +145,28 @@ def test_bad_files_give_error_entries(tf, train_dirs, image_files, tmp_path):
     text.write_text("not an image")
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    paths = [image_files[0], corrupt, tmp_path / "missing.png", text, empty, image_files[1]]
+    png = bytearray(image_files[0].read_bytes())
+    png[40:48] = b"\xff" * 8                      # inside the image data; IEND intact
+    damaged = tmp_path / "damaged.png"
+    damaged.write_bytes(bytes(png))
+    paths = [image_files[0], corrupt, tmp_path / "missing.png", text, empty, image_files[1],
+             damaged]
     with Classifier(train_dirs["lenet"]) as clf:
         good = clf.predict_files([image_files[0], image_files[1]], batch_size=1)
         results = clf.predict_files(paths)
         with pytest.raises(CkptError, match="top_k"):
             clf.predict_files(paths, top_k=0)
     assert [sorted(r) for r in results] == [["path", "top"]] + [["error", "path"]] * 4 + \
-        [["path", "top"]]
+        [["path", "top"]] + [["error", "path"]]
     assert results[0]["top"] == good[0]["top"] and results[5]["top"] == good[1]["top"]
     assert "cannot read" in results[2]["error"] and results[4]["error"] == "empty file"
-    for r in (results[1], results[3]):
+    for r in (results[1], results[3], results[6]):
         assert r["error"].startswith("cannot decode") and "\n" not in r["error"]
+    assert results[1]["error"] == "cannot decode: truncated PNG"
+    assert results[3]["error"] == "cannot decode: not an image (text)"
+    # TF's own words, without the graph context TF 2 puts first
+    assert results[6]["error"].startswith("cannot decode: corrupt PNG (")
+    assert "Graph execution error" not in results[6]["error"]
 
 
 def test_best_checkpoint_preferred(tf, tmp_path, image_files):
@@ -229,3 +239,8 @@ def test_image_files_expands_folders_and_keeps_files_as_given(tmp_path):
         infer.image_files([str(tmp_path / "empty")])
     with pytest.raises(CkptError, match=r"absent\.png: no such file$"):
         infer.image_files([str(tmp_path / "absent.png")])
+    # a missing file among others is classified as an error entry (predict_files), not fatal
+    assert infer.image_files([str(tmp_path / "gone.png"), str(tmp_path / "x.bin")]) == [
+        str(tmp_path / "gone.png"), str(tmp_path / "x.bin")]
+    with pytest.raises(CkptError, match=r"a\.png, .*b\.png: no such files$"):
+        infer.image_files([str(tmp_path / "a.png"), str(tmp_path / "b.png")])

@@ -83,3 +83,34 @@ def test_confusion_writes_a_png(tmp_path):
     with pytest.raises(CkptError, match="does not fit"):
         confusion(matrix, ["a", "b"], tmp_path / "bad.png")
     assert sorted(os.listdir(tmp_path)) == ["big.png", "cm.png", "float.png"]
+
+
+def test_curves_mark_where_stage_2_starts(tmp_path):
+    from ckptkit.train.plots import curves
+
+    fig = curves(_rows(6, stage2_from=4), tmp_path / "curves.png")
+    for ax in fig.axes:
+        marks = [line for line in ax.get_lines() if line.get_label() == "Start Fine Tuning"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [3.5, 3.5]
+    one = curves(_rows(3), tmp_path / "one.png")
+    assert not [line for ax in one.axes for line in ax.get_lines()
+                if line.get_label() == "Start Fine Tuning"]
+
+
+def test_compare_draws_the_runs_on_one_figure(tmp_path):
+    from ckptkit.train.plots import compare
+
+    fig = compare({"pretrained": _rows(4), "scratch": _rows(3, val=False)},
+                  tmp_path / "compare.png")
+    read_png(tmp_path / "compare.png")
+    accuracy, loss = fig.axes[:2]
+    assert [line.get_label() for line in accuracy.get_lines()] == [
+        "pretrained: validation accuracy", "scratch: validation accuracy"]
+    assert [line.get_label() for line in loss.get_lines()] == [
+        "pretrained: training loss", "pretrained: validation loss", "scratch: training loss",
+        "scratch: validation loss"]
+    assert list(accuracy.get_lines()[0].get_ydata()) == pytest.approx([0.3, 0.35, 0.4, 0.45])
+    assert accuracy.get_title() == "pretrained vs scratch: validation accuracy"
+    with pytest.raises(CkptError, match="no metrics"):
+        compare({"a": [], "b": []}, tmp_path / "none.png")
+    assert sorted(os.listdir(tmp_path)) == ["compare.png"]

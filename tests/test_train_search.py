@@ -1,6 +1,7 @@
 """`ckptkit search` on real images: a LeNet pretrained on digits 0-4 (as in
 test_train_finetune.py) searched over on digits 5-9, with `ckptkit eval` as the oracle of the
 best trial and the study's SQLite storage as the record of who ran what."""
+import dataclasses
 import json
 import os
 import re
@@ -95,7 +96,7 @@ def test_a_six_trial_search_finishes_and_eval_reproduces_the_best(six):
         assert _epochs(t.user_attrs["train_dir"]) == [1, 2, 3]
 
 
-def test_only_the_three_best_trials_keep_their_checkpoints(six):
+def test_only_the_three_best_trials_keep_their_checkpoints(six, ckptkit):
     tmp, _ = six
     ranked = sorted(_study(tmp / "study").get_trials(), key=lambda t: (-t.value, t.number))
     for i, t in enumerate(ranked):
@@ -104,6 +105,15 @@ def test_only_the_three_best_trials_keep_their_checkpoints(six):
         assert {"run.json", "metrics.jsonl", "plan.json", "labels.txt"} <= files
         assert ("checkpoint" in files and "best" in files) == (i < 3), (i, sorted(files))
         assert not any(f.startswith("model.ckpt") for f in files) or i < 3
+    # eval on a trial whose checkpoints went says why
+    dropped = ranked[3]
+    code, out, err = ckptkit("eval", "--train-dir", dropped.user_attrs["train_dir"])
+    assert code == 2 and out == ""
+    assert err == (f"ckptkit: error: {dropped.user_attrs['train_dir']}: no checkpoint in this "
+                   f"train dir (search trial {dropped.number} is not among the 3 best complete "
+                   "trials, and --keep-models 3 keeps the checkpoints of the 3 best complete "
+                   "trials only; use one of those (trials.csv), or search with --keep-models "
+                   "all)\n")
 
 
 def test_report_prints_the_table_without_running(six, ckptkit):
@@ -166,6 +176,16 @@ def test_pruning_stops_an_absurd_learning_rate_early(tf, tmp_path, target, pretr
         assert os.path.isfile(os.path.join(row["train_dir"], "checkpoint"))
         assert os.path.isdir(os.path.join(row["train_dir"], "best"))
     assert summary["best"]["params"]["lr"] == "0.1"
+    # the same study with --keep-models 1: no trial to run, the pruned lose their checkpoints
+    # and eval on one says why
+    from ckptkit.errors import CkptError
+    from ckptkit.train.evaluate import evaluate
+
+    search(dataclasses.replace(cfg, keep_models=1))
+    with pytest.raises(CkptError, match=rf"no checkpoint in this train dir \(search trial "
+                                        rf"{pruned[0]['number']} was pruned, and --keep-models 1 "
+                                        r"keeps the checkpoints of the 1 best complete"):
+        evaluate(pruned[0]["train_dir"])
 
 
 def test_sampled_restore_choices_go_into_the_trial_s_restore_options(tf, tmp_path, target,

@@ -1,5 +1,7 @@
 """A run's Settings (ckptkit/train/settings.py): the checks that need no TensorFlow, the model
 and the stages they make."""
+import dataclasses
+import json
 import subprocess
 import sys
 
@@ -7,7 +9,8 @@ import pytest
 
 from ckptkit.errors import CkptError
 from ckptkit.plan import RestoreOptions
-from ckptkit.train.settings import Settings, check, stages
+from ckptkit.train.settings import (RESUMABLE, Settings, changes, check, flag, from_json,
+                                    stages)
 
 
 def _settings(**kwargs):
@@ -62,3 +65,45 @@ def test_importing_and_checking_settings_loads_no_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_gpus_is_checked_without_tensorflow():
+    with pytest.raises(CkptError, match=r"^--gpus takes GPU numbers like 0,1, not 'abc'$"):
+        check(_settings(gpus="abc"))
+
+
+def test_changes_name_each_setting_as_its_flag_with_old_and_new_values():
+    old = _settings(lr=0.001, hidden=(), restore=RestoreOptions(exclude=("Logits",)))
+    new = _settings(lr=0.01, hidden=(256, 128), augment=False, keep_head=False,
+                    restore=RestoreOptions(exclude=("Logits", "Aux"), lr_mults=("Logits=10",)),
+                    epochs=20, patience=3)
+    assert [(flag(name), was, now) for name, was, now in changes(old, new)] == [
+        ("--head", "none", "256,128"),
+        ("--epochs", "10", "20"), ("--lr", "0.001", "0.01"), ("--no-augment", "off", "on"),
+        ("--patience", "0", "3"), ("--exclude", "Logits", "Logits,Aux"),
+        ("--lr-mult", "none", "Logits=10")]
+    assert {"epochs", "patience"} <= set(RESUMABLE) and "lr" not in RESUMABLE
+    assert changes(old, old) == []
+
+
+def test_changes_compare_paths_absolute_and_two_stage_by_its_head_stage(tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert changes(_settings(data="digits", train_dir="run"),
+                   _settings(data=str(tmp_path / "digits"), train_dir="./run")) == []
+    two = dict(mode="two-stage", restore=RestoreOptions(train_from="LeNet/fc3"))
+    # more epochs would move half-of-epochs' boundary: a change, unless --head-epochs keeps it
+    assert changes(_settings(epochs=4, **two), _settings(epochs=8, **two)) == [
+        ("epochs", "4", "8"), ("head_epochs", "2", "4")]
+    assert changes(_settings(epochs=4, **two),
+                   _settings(epochs=8, head_epochs=2, **two)) == [("epochs", "4", "8")]
+
+
+def test_run_json_settings_read_back_with_defaults_for_what_they_predate():
+    s = _settings(hidden=(8,), restore=RestoreOptions(exclude=("Logits",)))
+    saved = json.loads(json.dumps(dataclasses.asdict(s)))
+    del saved["keep_head"], saved["restore"]["strict"]
+    saved["from_the_future"] = 1
+    assert changes(from_json(saved), s) == []
+    with pytest.raises(CkptError, match=r"^run\.json: bad settings entry"):
+        from_json(None)

@@ -39,6 +39,8 @@ class Group(click.Group):
         try:
             rv = super().main(args, prog_name or "ckptkit", standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0
+        except click.exceptions.NoArgsIsHelpError as e:     # bare `ckptkit`: the help
+            click.echo(e.ctx.get_help())
         except click.UsageError as e:
             cmd = e.ctx.command_path if e.ctx else "ckptkit"
             code = fail(f"{e.format_message()} (see '{cmd} --help')", 2)
@@ -71,7 +73,8 @@ def fail(message, code):
     return code
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, no_args_is_help=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ckptkit")
 def cli():
     """Read, check, edit and fine-tune from TensorFlow checkpoints, without starting TF.
@@ -81,8 +84,10 @@ def cli():
     .safetensors, or pretrained:NAME.
 
     \b
-    Example:
-      ckptkit inspect pretrain/resnet_v1_50.ckpt
+    Examples:
+      ckptkit pretrained get resnet_v1_50
+      ckptkit inspect pretrained:resnet_v1_50
+      ckptkit plan pretrained:resnet_v1_50 --net resnet_v1_50 --num-classes 5
     """
 
 

@@ -28,8 +28,8 @@ def plan(checkpoint, net, num_classes, hidden, head_scope, keep_head, target, as
 
     \b
     Examples:
-      ckptkit plan resnet_v1_50.ckpt --net resnet_v1_50 --num-classes 5 --exclude Logits
-      ckptkit plan inception_v3.ckpt --net inception_v3 --num-classes 5 --train Logits
+      ckptkit plan pretrained:resnet_v1_50 --net resnet_v1_50 --num-classes 5
+      ckptkit plan pretrained:inception_v3 --net inception_v3 --num-classes 5 --train Logits
       ckptkit plan old.ckpt --target new.ckpt --map 'InceptionV3/=v3/'
     """
     options = restore_options_from(restore)

@@ -14,7 +14,8 @@ def pretrained():
     Examples:
       ckptkit pretrained list
       ckptkit pretrained get resnet_v1_50
-      ckptkit finetune --net resnet_v1_50 --checkpoint pretrained:resnet_v1_50 ...
+      ckptkit finetune --net resnet_v1_50 --checkpoint pretrained:resnet_v1_50 \\
+          --data photos/ --train-dir runs/a
     """
 
 

@@ -121,7 +121,7 @@ def verify(path, as_json):
 
     \b
     Example:
-      ckptkit verify pretrain/resnet_v1_50.ckpt
+      ckptkit verify pretrained:resnet_v1_50
     """
     total = checkpoint_bytes(path) if sys.stderr.isatty() else 0   # only a bar needs it
     with render.progress(total, "verify") as advance:
@@ -172,15 +172,19 @@ def diff(a, b, atol, rtol, strip_prefix_a, strip_prefix_b, no_optimizer, as_json
     return 0 if report.same else 1
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command(context_settings={"ignore_unknown_options": True,
+                                 "allow_interspersed_args": False})
 @click.argument("script", type=click.Path(exists=True, dir_okay=False))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def legacy(script, args):
     """Run an unchanged legacy checkpoint-reading script without TensorFlow.
 
-    The script's `import tensorflow` (and `from tensorflow.python import pywrap_tensorflow`)
-    gets a stand-in offering NewCheckpointReader, load_checkpoint and list_variables; any
-    other TensorFlow use stops with one clear line.
+    The script's `import tensorflow` gets a stand-in offering TensorFlow's checkpoint
+    reading: NewCheckpointReader (pywrap_tensorflow's too), tf.train's load_checkpoint,
+    list_variables, latest_checkpoint, get_checkpoint_state, checkpoint_exists,
+    inspect_checkpoint, tf.errors; it prints what it prints under TensorFlow. Any other
+    TensorFlow use stops with one clear line; an error of the script's shows its traceback
+    (exit 1). Arguments after SCRIPT go to the script.
 
     \b
     Example:

@@ -11,14 +11,20 @@ from .options import DEVICES, require, training_options, training_settings
 @click.option("--train-dir", required=True, metavar="DIR",
               help="Where checkpoints and metrics go; a run there is resumed.")
 @click.option("--compare-scratch", is_flag=True,
-              help="Also train the same model from random initialisation and compare.")
+              help="Also train the same model from random initialisation (TRAIN_DIR/scratch) "
+                   "and draw both on TRAIN_DIR/compare.png.")
+@click.option("--restart", is_flag=True,
+              help="Discard the run TRAIN_DIR holds (its checkpoints and records) and start "
+                   "afresh, instead of resuming it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def finetune(as_json, **options):
+def finetune(as_json, restart, **options):
     """Fine-tune a tf_slim net from a checkpoint: restore what `plan` shows, train, evaluate.
 
     The restore options mean what they mean in `plan`: the same options give the plan this
     run applies (written to TRAIN_DIR/plan.json). Rerunning the same command resumes an
-    interrupted run (Ctrl-C saves a checkpoint).
+    interrupted run (Ctrl-C saves a checkpoint), or says a finished one is complete; more
+    --epochs, --patience, --save-every, --keep, --device, --gpus or --cache-dir may change
+    on a resume, any other option needs a new --train-dir or --restart.
 
     \b
     Examples:
@@ -31,7 +37,7 @@ def finetune(as_json, **options):
 
     require(options, "net", "data")
     summary = run(training_settings(options), log=lambda line: click.echo(line, err=True),
-                  progress=render.training_progress)
+                  progress=render.training_progress, restart=restart)
     if as_json:
         render.emit_json(summary)
     else:
@@ -51,7 +57,8 @@ def finetune(as_json, **options):
 def evaluate(train_dir, data_path, last, batch_size, device, as_json):
     """Accuracy, top-5, per-class accuracy and confusion matrix of a trained model.
 
-    The confusion matrix is also drawn to TRAIN_DIR/confusion.png.
+    The confusion matrix is also drawn: to TRAIN_DIR/confusion.png for the run's own
+    validation split, to TRAIN_DIR/confusion-NAME.png for --data NAME.
 
     \b
     Examples:
@@ -61,7 +68,7 @@ def evaluate(train_dir, data_path, last, batch_size, device, as_json):
     from ..train.evaluate import evaluate as run
 
     result = run(train_dir, data_path=data_path, best=not last, batch_size=batch_size,
-                 device=device)
+                 device=device, log=lambda line: click.echo(line, err=True))
     if as_json:
         render.emit_json(result)
     else:
@@ -103,7 +110,8 @@ def export(train_dir, output, checkpoint):
     """Export a trained model as a SavedModel and a frozen GraphDef.
 
     The SavedModel's serving_default signature takes encoded image bytes; predict_arrays
-    takes uint8 images. export.json names the frozen graph's input and output tensors.
+    takes uint8 images; both give probabilities, classes (indices) and labels (class
+    names). export.json names the frozen graph's input and output tensors.
 
     \b
     Examples:

@@ -7,11 +7,16 @@
   (float_val, int_val, ...) or in tensor_content.
 Notes: large tensors may be split into several slices even when not partitioned; slices of
 one tensor share a key prefix, so reading one tensor seeks to it and reads no other.
+Sharded saves (Saver(sharded=True)) write one such file per device, `NAME-00000-of-00002`,
+`NAME-00001-of-00002`, and name them by the pattern `NAME-?????-of-00002`; each file lists only
+its own tensors and slices (a partitioned variable may have pieces in several), so the reader
+opens every shard or none.
 """
-
+import os
+import re
 from math import prod
 
-from ..errors import Corrupt, CkptError, FormatError, Unsupported
+from ..errors import Corrupt, CkptError, FormatError, NotFound, Unsupported
 from ..fileio import release_maps
 from ..variable import Variable, numpy_dtype
 from . import slices
@@ -28,45 +33,81 @@ _VALUE_FIELD = {
 }
 
 
+# ends one file of a sharded save (-SSSSS-of-NNNNN), or the pattern naming them (-?????-of-NNNNN)
+SHARD_SUFFIX = re.compile(r"-(\d{5}|\?{5})-of-(\d{5,})\Z")
+
+
+def shard_pattern(path):
+    """`NAME-?????-of-NNNNN` when `path` is that pattern or one file of a save in several;
+    else None (the one file of a one-shard save is the whole checkpoint)."""
+    m = SHARD_SUFFIX.search(path)
+    if m is None:
+        return None
+    shard, count = m.groups()
+    if shard != "?????" and (int(count) == 1 or int(shard) >= int(count)):
+        return None
+    return f"{path[:m.start()]}-?????-of-{count}"
+
+
+def shard_paths(path):
+    """The files of the V1 checkpoint `path`: the file itself, or each shard a pattern names."""
+    m = SHARD_SUFFIX.search(path)
+    if m is None or m.group(1) != "?????":
+        return [path]
+    return [f"{path[:m.start()]}-{i:05d}-of-{m.group(2)}" for i in range(int(m.group(2)))]
+
+
 class TFV1Reader(Reader):
     format = "tf-v1"
 
     def __init__(self, path):
         super().__init__(path)
-        self.files = [path]
-        self._table = Table(path)
-        first = next(self._table.items(), None)
-        if first is None or first[0] != b"":
-            raise FormatError(f"{path}: no tensor list (not a V1 checkpoint)")
-        meta = decode(first[1], SAVED_TENSOR_SLICES, f"{path}: tensor list").get("meta")
-        if meta is None:
-            raise FormatError(f"{path}: no tensor list (not a V1 checkpoint)")
-        for t in sorted(meta.get("tensor", []), key=lambda t: t.get("name", "")):
-            name = t.get("name", "")
-            try:
-                dtype, itemsize, shape, nelem = tensor_type(t.get("dtype", 0),
-                                                            t.get("shape", {}))
-            except FormatError as e:
-                raise FormatError(f"{path}: tensor {name!r} {e}") from None
-            parts = tuple(slices.explicit(raw_extents(s, len(shape)), shape)
-                          for s in t.get("slice", []))
-            partitioned = parts if len(parts) > 1 else ()
-            self.variables[name] = Variable(name, shape, dtype, nelem * itemsize, partitioned)
+        self.files = shard_paths(path)
+        missing = [f for f in self.files if not os.path.isfile(f)]
+        if missing:
+            raise NotFound(f"{path}: missing {len(missing)} of its {len(self.files)} shard "
+                           f"files ({', '.join(missing[:3])}{', ...' * (len(missing) > 3)}); "
+                           "a tensor may be stored in any shard, so none is read")
+        self._tables = [Table(f) for f in self.files]
+        found = {}   # name -> (dtype, shape, nbytes, slices, indexes of the tables holding it)
+        for i, table in enumerate(self._tables):
+            for t in _tensor_list(table):
+                name = t.get("name", "")
+                try:
+                    dtype, itemsize, shape, nelem = tensor_type(t.get("dtype", 0),
+                                                                t.get("shape", {}))
+                except FormatError as e:
+                    raise FormatError(f"{table.path}: tensor {name!r} {e}") from None
+                parts = [slices.explicit(raw_extents(s, len(shape)), shape)
+                         for s in t.get("slice", [])]
+                known = found.setdefault(name, (dtype, shape, nelem * itemsize, [], []))
+                if known[:2] != (dtype, shape):
+                    raise FormatError(f"{table.path}: tensor {name!r} is {dtype} "
+                                      f"{list(shape)} here but {known[0]} {list(known[1])} in "
+                                      "another shard")
+                known[3].extend(parts)
+                known[4].append(i)
+        for name in sorted(found):
+            dtype, shape, nbytes, parts, where = found[name]
+            partitioned = tuple(parts) if len(parts) > 1 else ()
+            self.variables[name] = Variable(name, shape, dtype, nbytes, partitioned,
+                                            tuple(where))
 
     def read(self, name):
         var = self.variable(name)
         prefix = slices.name_prefix(name)
         pieces = []
-        for key, value in self._table.items(start=prefix):
-            if not key.startswith(prefix):
-                break
-            data = decode(value, SAVED_TENSOR_SLICES, f"{self.path}: data of {name!r}").get(
-                "data", {})
-            extents = slices.explicit(raw_extents(data.get("slice", {}), len(var.shape)),
-                                      var.shape)
-            shape = tuple(n for _, n in extents)
-            pieces.append((extents, _tensor_values(name, var.dtype, shape,
-                                                   data.get("data", {}))))
+        for table in (self._tables[i] for i in var.where):
+            for key, value in table.items(start=prefix):
+                if not key.startswith(prefix):
+                    break
+                data = decode(value, SAVED_TENSOR_SLICES, f"{table.path}: data of {name!r}"
+                              ).get("data", {})
+                extents = slices.explicit(raw_extents(data.get("slice", {}), len(var.shape)),
+                                          var.shape)
+                shape = tuple(n for _, n in extents)
+                pieces.append((extents, _tensor_values(name, var.dtype, shape,
+                                                       data.get("data", {}))))
         if not pieces:
             raise FormatError(f"tensor {name!r} is listed but no data is stored for it")
         if len(pieces) == 1 and pieces[0][1].shape == var.shape:
@@ -74,20 +115,35 @@ class TFV1Reader(Reader):
         return slices.assemble(var.shape, numpy_dtype(var.dtype), pieces, name)
 
     def problems(self, progress=None):
-        """Every block's checksum, then every tensor's decoding."""
-        try:
-            for _ in self._table.items():
-                pass
-        except CkptError as e:
-            yield str(e)
-            return
-        yield from super().problems(progress)
+        """Every block's checksum in every shard, then every tensor's decoding."""
+        broken = False
+        for table in self._tables:
+            try:
+                for _ in table.items():
+                    pass
+            except CkptError as e:
+                broken = True
+                yield str(e)
+        if not broken:
+            yield from super().problems(progress)
 
     def release(self):
-        release_maps(self._table.buf)
+        release_maps(*(table.buf for table in self._tables))
 
     def close(self):
-        self._table.close()
+        for table in self._tables:
+            table.close()
+
+
+def _tensor_list(table):
+    """The tensors (name, dtype, shape, slices) a V1 file's first entry lists."""
+    first = next(table.items(), None)
+    meta = None
+    if first is not None and first[0] == b"":
+        meta = decode(first[1], SAVED_TENSOR_SLICES, f"{table.path}: tensor list").get("meta")
+    if meta is None:
+        raise FormatError(f"{table.path}: no tensor list (not a V1 checkpoint)")
+    return meta.get("tensor", [])
 
 
 def _tensor_values(name, dtype, shape, proto):

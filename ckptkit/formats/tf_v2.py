@@ -11,6 +11,8 @@ Notes: scalars have an empty shape; empty tensors have size 0. A partitioned var
 entry with its full shape and `slices` but no bytes; each slice's bytes sit under an
 OrderedCode key (slices.py), which sorts before all names and is not listed as a tensor.
 Index-only checkpoints (data shards absent) list fine; reading a value names the missing file.
+Reading a value checks its crc32c, as TF's BundleReader does, so a flipped byte is an error
+rather than a wrong number.
 """
 import gc
 import os
@@ -28,7 +30,6 @@ from .sstable import Table, unmask_crc
 
 
 GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-_CHUNK = 8 << 20   # bytes per step when checksumming
 
 
 def shard_name(prefix, shard, num_shards):
@@ -108,14 +109,19 @@ class TFV2Reader(Reader):
             buf = self._shards[shard] = map_file(path)
         return buf
 
-    def _bytes(self, name, entry):
-        """The stored bytes of one entry, bounds-checked against its shard file."""
+    def checked_bytes(self, name, dtype, shape, entry):
+        """The stored bytes of one entry as (buffer, offset, size), bounds-checked against its
+        shard file and crc32c-checked against the entry."""
         shard, offset, size = entry.get("shard_id", 0), entry.get("offset", 0), \
             entry.get("size", 0)
         buf = self._shard(shard)
         if offset + size > len(buf):
             raise Corrupt(f"tensor {name!r}: bytes {offset}..{offset + size} lie past the end "
                           f"of {self.data_paths[shard]} ({len(buf)} bytes)")
+        if _checksum(name, dtype, shape, buf, offset, size) != \
+                unmask_crc(entry.get("crc32c", 0)):
+            raise Corrupt(f"{name}: crc32c mismatch: its bytes in {self.data_paths[shard]} "
+                          "are corrupt")
         return buf, offset, size
 
     def read(self, name):
@@ -136,7 +142,7 @@ class TFV2Reader(Reader):
         if dtype in ("resource", "variant"):
             raise Unsupported(f"tensor {name!r} is a {dtype} tensor, which has no portable "
                               "value")
-        buf, offset, size = self._bytes(name, entry)
+        buf, offset, size = self.checked_bytes(name, dtype, shape, entry)
         if dtype == "string":
             return _strings(name, buf[offset:offset + size], shape)
         npd = numpy_dtype(dtype)
@@ -167,11 +173,7 @@ class TFV2Reader(Reader):
                 try:
                     if entry is None:
                         raise Corrupt("a listed slice is not stored")
-                    buf, offset, size = self._bytes(var.name, entry)
-                    crc = _checksum(var.name, var.dtype, shape, buf, offset, size)
-                    if crc != unmask_crc(entry.get("crc32c", 0)):
-                        raise Corrupt(f"crc32c mismatch: its bytes in "
-                                      f"{self.data_paths[entry.get('shard_id', 0)]} are corrupt")
+                    self.checked_bytes(var.name, var.dtype, shape, entry)
                 except NotFound:
                     pass   # reported once above, per missing file
                 except Corrupt as err:
@@ -222,14 +224,14 @@ def _strings(name, data, shape):
 
 
 def _checksum(name, dtype, shape, buf, offset, size):
-    """crc32c as TF computes it, read in chunks so memory stays flat: the raw bytes, except
-    that a string tensor's lengths count as uint32 little-endian, not as the varints stored."""
+    """crc32c as TF computes it: the raw bytes, except that a string tensor's lengths count as
+    uint32 little-endian, not as the varints stored. The bytes are a numpy view of the map,
+    never copied (~2 GB/s)."""
+    import numpy as np
+
     crc, end = 0, offset + size
     if dtype == "string":
-        data = buf[offset:end]
-        lengths, pos = _string_lengths(name, data, prod(shape))
+        lengths, pos = _string_lengths(name, buf[offset:end], prod(shape))
         packed = b"".join(min(n, 0xFFFFFFFF).to_bytes(4, "little") for n in lengths)
         crc, offset = google_crc32c.value(packed), offset + pos
-    for start in range(offset, end, _CHUNK):
-        crc = google_crc32c.extend(crc, buf[start:min(start + _CHUNK, end)])
-    return crc
+    return google_crc32c.extend(crc, np.frombuffer(buf, np.uint8, end - offset, offset))

@@ -419,6 +419,49 @@ def _labels_file(path):
     return tuple(names[i] for i in range(len(names)))
 
 
+# --- why an image does not decode ------------------------------------------------------
+
+# (format, signature, end marker): what TF's decode_image reads; then formats it does not
+_READABLE = (("PNG", b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"),
+             ("JPEG", b"\xff\xd8\xff", b"\xff\xd9"), ("GIF", b"GIF8", b";"), ("BMP", b"BM", None))
+_OTHER = (("TIFF", b"II*\0"), ("TIFF", b"MM\0*"), ("PDF", b"%PDF"))
+_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIC", b"avif": "AVIF"}   # ISO `ftyp`
+
+
+def undecodable(contents, detail=None):
+    """Why an image file's `contents` do not decode, in a few words: an empty file, not an
+    image, a format TensorFlow does not read, a truncated or a corrupt image (`detail`: the
+    decoder's own words). By the file's first and last bytes: no decoder needed."""
+    if not contents:
+        return "empty file"
+    kind, end = next(((k, e) for k, magic, e in _READABLE if contents.startswith(magic)),
+                     (None, None))
+    if contents[:4] == b"RIFF" and contents[8:12] == b"WEBP":
+        kind = "WebP"
+    if kind is None:
+        other = next((k for k, magic in _OTHER if contents.startswith(magic)), None) or \
+            (_BRANDS.get(contents[8:12]) if contents[4:8] == b"ftyp" else None)
+        if other:
+            return f"a {other} file; images are read as JPEG, PNG, GIF, BMP or WebP"
+        if all(32 <= b < 127 or b in b"\t\r\n" for b in contents[:512]):
+            return "not an image (text)"
+        return "not an image (no JPEG, PNG, GIF, BMP or WebP signature)"
+    if end and not contents.rstrip(b"\0\r\n ").endswith(end):
+        return f"truncated {kind}"
+    return f"corrupt {kind}" + (f" ({detail})" if detail else "")
+
+
+def skip_warnings(paths):
+    """The warning line of each image file drop_corrupt left out, saying why."""
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                why = undecodable(f.read())
+        except OSError as e:
+            why = f"cannot read: {e.strerror or e}"
+        yield f"warning: skipping unreadable image {path} ({why})"
+
+
 # --- TensorFlow -------------------------------------------------------------------------
 
 def load_run_data(data, *, val_data=None, val_split=None, seed=0, num_classes=None):
@@ -437,21 +480,22 @@ def drop_corrupt(dataset):
     records pass through. Decodes every image once, in parallel, in a graph of its own: a
     truncated JPEG or a text file named .png would otherwise stop training at the step that
     meets it."""
+    (train, bad), (val, bad_val) = readable(dataset.train), readable(dataset.val)
+    return replace(dataset, train=train, val=val), bad + bad_val
+
+
+def readable(split):
+    """(`split` without the image files TF cannot decode, their paths), as drop_corrupt."""
+    if split is None or split.kind != "files":
+        return split, []
     from ..tfcompat import tf
 
-    splits, bad = [], []
-    for split in (dataset.train, dataset.val):
-        if split is None or split.kind != "files":
-            splits.append(split)
-            continue
-        good = _decodable(tf, split.items)
-        bad += [str(path) for path in split.items[~good]]
-        for label in np.unique(split.labels[~good]):
-            if not good[split.labels == label].any():
-                folder = os.path.dirname(split.items[split.labels == label][0])
-                raise CkptError(f"class folder {folder!r} has no readable images")
-        splits.append(_subset(split, good))
-    return replace(dataset, train=splits[0], val=splits[1]), bad
+    good = _decodable(tf, split.items)
+    for label in np.unique(split.labels[~good]):
+        if not good[split.labels == label].any():
+            folder = os.path.dirname(split.items[split.labels == label][0])
+            raise CkptError(f"class folder {folder!r} has no readable images")
+    return _subset(split, good), [str(path) for path in split.items[~good]]
 
 
 def without(dataset, paths):

@@ -16,11 +16,7 @@ def session_config(device="auto", gpus=None):
     """A tf.ConfigProto for `device` ("auto": a GPU when there is one) and `gpus`."""
     from ..tfcompat import tf
 
-    if device not in DEVICES:
-        raise CkptError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
-    wanted = [g.strip() for g in str(gpus).split(",")] if gpus is not None else []
-    if gpus is not None and (not wanted or not all(g.isdigit() for g in wanted)):
-        raise CkptError(f"--gpus takes GPU numbers like 0,1, not {gpus!r}")
+    wanted = check_devices(device, gpus)
     config = tf.ConfigProto(allow_soft_placement=True)
     config.gpu_options.allow_growth = True
     if device == "cpu":
@@ -34,6 +30,17 @@ def session_config(device="auto", gpus=None):
         raise CkptError("--device gpu, but TensorFlow sees no GPU (is tensorflow[and-cuda] "
                         "installed, CUDA_VISIBLE_DEVICES set?); use --device cpu")
     return config
+
+
+def check_devices(device="auto", gpus=None):
+    """The GPU numbers of `gpus` (a list of str); a one-line error for a bad --device or
+    --gpus value. Needs no TensorFlow: settings.check runs it before TF loads."""
+    if device not in DEVICES:
+        raise CkptError(f"unknown device {device!r}; use one of {', '.join(DEVICES)}")
+    wanted = [g.strip() for g in str(gpus).split(",")] if gpus is not None else []
+    if gpus is not None and (not wanted or not all(g.isdigit() for g in wanted)):
+        raise CkptError(f"--gpus takes GPU numbers like 0,1, not {gpus!r}")
+    return wanted
 
 
 def gpu_count():

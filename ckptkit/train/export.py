@@ -2,16 +2,21 @@
 
     out_dir/saved_model/     SavedModel, tag "serve":
                              "serving_default": image_bytes (string [None], encoded
-                               JPEG/PNG/BMP/GIF) -> probabilities, classes
+                               JPEG/PNG/BMP/GIF) -> probabilities, classes (indices),
+                               labels (their class names, strings)
                              "predict_arrays": images (uint8 [None, h, w, C]) -> same
                              assets/labels.txt
     out_dir/frozen_graph.pb  GraphDef, variables folded into constants; feed "input:0" with
-                             encoded images, fetch "probabilities:0", "classes:0", "logits:0"
+                             encoded images, fetch "probabilities:0", "classes:0", "logits:0",
+                             "labels:0"
     out_dir/labels.txt       class names, `index:name` lines
-    out_dir/export.json      tensor names, net, image size, preprocessing, labels
+    out_dir/export.json      tensor names, net, image size, preprocessing, labels; its
+                             "model" entry gives the size the model takes (run.json's 0
+                             means the net's own)
 
 Everything is written into a temporary dir beside out_dir, renamed into place at the end: a
-failure leaves nothing behind. Importing this module does not load TensorFlow.
+failure leaves nothing behind. Importing this module does not load TensorFlow, and neither
+do the checks of the train dir and of out_dir, which run first.
 """
 import json
 import os
@@ -25,7 +30,7 @@ from .rundir import LABELS, RunDir
 
 SAVED_MODEL, FROZEN, EXPORT_JSON = "saved_model", "frozen_graph.pb", "export.json"
 TAG = "serve"
-OUTPUTS = ("probabilities", "classes")
+OUTPUTS = ("probabilities", "classes", "labels")
 
 
 def export(train_dir, out_dir, *, checkpoint=None):
@@ -33,7 +38,6 @@ def export(train_dir, out_dir, *, checkpoint=None):
     `checkpoint`) into `out_dir`, which must not exist or be empty. Returns the contents of
     export.json plus "out_dir" and "files" (the paths written)."""
     from .. import __version__
-    from ..tfcompat import tf
 
     run = RunDir(train_dir)
     model = run.model()
@@ -44,17 +48,20 @@ def export(train_dir, out_dir, *, checkpoint=None):
     prefix = checkpoint_of(run, checkpoint)
     out_dir = os.path.abspath(os.fspath(out_dir))
     _check_empty(out_dir)
+    from ..tfcompat import tf
+
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
     try:
         shutil.copyfile(run.file(LABELS), os.path.join(tmp, LABELS))
-        signatures = _saved_model(tf, model, prefix, os.path.join(tmp, LABELS),
+        signatures = _saved_model(tf, model, labels, prefix, os.path.join(tmp, LABELS),
                                   os.path.join(tmp, SAVED_MODEL))
-        frozen = _frozen_graph(tf, model, prefix, os.path.join(tmp, FROZEN))
+        frozen = _frozen_graph(tf, model, labels, prefix, os.path.join(tmp, FROZEN))
         record = model.record
         info = {
-            "net": model.net, "model": model.to_json(), "image_size": record.image_size,
+            "net": model.net, "model": {**model.to_json(), "image_size": record.image_size},
+            "image_size": record.image_size,
             "channels": record.channels, "preprocessing": record.preprocessing,
             "num_classes": model.num_classes, "labels": labels,
             "checkpoint": os.path.abspath(prefix),
@@ -88,14 +95,14 @@ def _names(tensors, keys):
     return {key: tensors[key].name for key in keys}
 
 
-def _saved_model(tf, model, prefix, labels_path, path):
+def _saved_model(tf, model, labels, prefix, labels_path, path):
     """Write the SavedModel; returns its signatures as {name: {inputs, outputs}} of tensor
     names."""
     predict_signature = tf.saved_model.signature_def_utils.predict_signature_def
     graph = tf.Graph()
     with graph.as_default():
-        by_bytes = inference_graph(model, inputs="bytes")
-        by_arrays = inference_graph(model, inputs="arrays", scope="arrays")
+        by_bytes = inference_graph(model, inputs="bytes", labels=labels)
+        by_arrays = inference_graph(model, inputs="arrays", scope="arrays", labels=labels)
         asset = tf.constant(labels_path, name="labels_path")
         tf.add_to_collection(tf.GraphKeys.ASSET_FILEPATHS, asset)
         signatures = {
@@ -118,12 +125,12 @@ def _saved_model(tf, model, prefix, labels_path, path):
             for name, (inputs, outputs) in signatures.items()}
 
 
-def _frozen_graph(tf, model, prefix, path):
+def _frozen_graph(tf, model, labels, prefix, path):
     """Write the frozen GraphDef (bytes input); returns its tensor names."""
     graph = tf.Graph()
     with graph.as_default():
-        tensors = inference_graph(model, inputs="bytes")
-        outputs = ("probabilities", "classes", "logits")
+        tensors = inference_graph(model, inputs="bytes", labels=labels)
+        outputs = ("probabilities", "classes", "logits", "labels")
         with tf.Session(graph=graph, config=session_config()) as sess:
             restore(sess, prefix)
             graph_def = tf.graph_util.convert_variables_to_constants(

@@ -1,7 +1,8 @@
 """The fine-tuning session of `ckptkit finetune`: a TF1 graph and Session per stage that
 restores what the restore plan says, trains what it says, and leaves a train dir (rundir.py)
-that resumes. This module orchestrates; settings.py checks and stages a run, trainers.py
-builds the training graphs, loop.py runs the epochs and saves the checkpoints.
+that resumes. This module orchestrates, and loads TensorFlow only to train; settings.py
+checks and stages a run, trainers.py builds the training graphs, loop.py runs a stage: its
+graph and session, its epochs and checkpoints.
 
 How a run goes
 - The settings are checked, the data is loaded and checked (corrupt images dropped with a
@@ -9,13 +10,22 @@ How a run goes
   makes it; batch-norm layers outside the trained scopes run in inference mode (frozen like
   Keras' trainable=False: their moving statistics are used, never updated).
 - Stages: head/features/finetune train once; two-stage trains the head first, then unfreezes
-  from --train-from at a lower learning rate in a new graph (the Keras 4-step recipe). A
-  head-only stage trains the model's head scopes: the new head, or with --keep-head the
-  net's own classifier.
-- Resume: when the train dir has a checkpoint, every graph variable it holds is restored
-  from it (global_step and optimizer slots included) and the rest initialised; the epoch and
-  the batches already done in it follow from global_step, and the data order of an epoch
-  depends only on (seed, epoch), so a resumed run sees what an uninterrupted one would.
+  from --train-from at a lower learning rate in a new graph (the Keras 4-step recipe),
+  logging where each stage starts; curves.png marks the boundary. A head-only stage trains
+  the model's head scopes: the new head, or with --keep-head the net's own classifier.
+- --compare-scratch trains the same model from random initialisation in TRAIN_DIR/scratch
+  and draws both runs' validation accuracy and loss on one figure, TRAIN_DIR/compare.png.
+- TensorFlow loads only once everything that needs none is checked: the settings, the data
+  and its class count, the train dir and the resume below.
+- Resume: when the train dir has a checkpoint, the settings in its run.json are compared
+  with the new ones (settings.changes): those settings.RESUMABLE lists are applied and said,
+  any other change is an error naming each (a new --train-dir, or restart=True: --restart,
+  which discards the old run, RunDir.discard). A run with nothing left to train is reported
+  complete from run.json, the metrics and the latest checkpoint's step, without TensorFlow.
+  Otherwise every graph variable the checkpoint holds is restored (global_step and optimizer
+  slots included) and the rest initialised; the epoch and the batches already done in it
+  follow from global_step, and the data order of an epoch depends only on (seed, epoch), so
+  a resumed run sees what an uninterrupted one would.
 - Ctrl-C / SIGTERM: the current step finishes, a checkpoint is saved, the run returns with
   stopped=True; the same command resumes it.
 - features mode: the backbone runs once over the data (feature cache, features.py) and the
@@ -24,7 +34,6 @@ How a run goes
   predict and export; they are written at the end, not after every epoch (loop.Checkpoints).
 """
 import dataclasses
-import math
 import os
 import platform
 import time
@@ -32,38 +41,115 @@ import time
 import numpy as np
 
 from ..errors import CkptError
-from ..paths import open_checkpoint
 from ..plan import RestoreOptions, RestorePlan
 from ..scopes import role
-from ..tfcompat import tf
 from . import data, features
-from .devices import session_config, strategy
-from .loop import Checkpoints, Loop
+from .devices import session_config
 from .nets import Model
-from .restore import apply_plan, plan_model
-from .rundir import CURVES, PLAN, RUN, RunDir
-from .settings import check, stages
-from .trainers import FeatureTrainer, ImageTrainer
+from .rundir import COMPARE, CURVES, RUN, SCRATCH, RunDir, epochs_since_best
+from .settings import RESUMABLE, changes, check, flag, from_json, stages
 
 
-def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None, curves=True):
+def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None, curves=True,
+             restart=False):
     """Run (or resume) `settings` (settings.Settings); returns a summary dict (see _summary).
     curves=False leaves curves.png out (a search draws it for its best trial only:
-    plot_curves).
+    plot_curves). restart=True discards the run the train dir holds instead of resuming it.
 
     on_epoch(row), when given, is called with each epoch's metrics row once its checkpoints
     are saved; an exception it raises (e.g. optuna.TrialPruned) ends the run there and
     propagates, the train dir left complete up to that epoch."""
     s = settings
     check(s)
-    session_config(s.device, s.gpus)        # the check that needs TF (--gpus)
     run = RunDir(s.train_dir)
     dataset, note = data.load_run_data(s.data, val_data=s.val_data, val_split=s.val_split,
                                        seed=s.seed, num_classes=s.num_classes)
     model = s.model(len(dataset.classes))
-    resuming = run.latest_checkpoint() is not None
-    if resuming:
-        _check_resumable(run, model, dataset, log)
+    resuming = _resume(run, s, model, dataset, restart, log)
+    if resuming == "complete":
+        summary = _summary(run, False, None)
+    else:
+        summary = _train(s, run, model, dataset, note, resuming, restart, log, progress,
+                         on_epoch)
+        if curves:
+            plot_curves(run.path)
+    if s.compare_scratch and not summary["stopped"]:
+        scratch = dataclasses.replace(
+            s, checkpoint=None, mode="finetune", restore=RestoreOptions(), head_epochs=0,
+            compare_scratch=False, train_dir=run.file(SCRATCH))
+        log("training the same model from random initialisation (--compare-scratch) ...")
+        summary["scratch"] = finetune(scratch, log=log, progress=progress, curves=curves)
+        if curves:
+            summary["compare_png"] = plot_compare(run.path)
+    return summary
+
+
+def _resume(run, s, model, dataset, restart, log):
+    """What the train dir holds for `s`: False (no run to resume, or restart), True (a run
+    to resume, the settings a resume may change applied to its run.json) or "complete"
+    (nothing left to train). A one-line error for a train dir of someone else's, or a run
+    of other settings."""
+    latest = run.latest_checkpoint()
+    if latest is None:
+        return False
+    if not os.path.isfile(run.file(RUN)):
+        raise CkptError(f"{run.path} holds checkpoints but no {RUN}: not a ckptkit train dir; "
+                        "give a new --train-dir (a pretrained checkpoint goes in --checkpoint)")
+    if restart:
+        return False
+    saved = run.read_run()
+    changed = changes(from_json(saved.get("settings")), s)
+    refused = ", ".join(f"{flag(name)} {old} -> {new}" for name, old, new in changed
+                        if name not in RESUMABLE)
+    # compared as Models: a run saved before a Model field existed has its default
+    other_model = not isinstance(saved.get("model"), dict) or \
+        Model.from_json(saved["model"]) != model
+    if other_model or refused:
+        what = "of another model" if other_model else "with other settings"
+        detail = refused or f"{saved.get('model')}"
+        raise CkptError(f"{run.path} holds a run {what} ({detail}); use a new --train-dir, "
+                        "or --restart to discard that run")
+    step, rows = run.latest_step(), run.metrics()
+    trained = max((r.get("epoch", 0) for r in rows if r.get("step", 0) <= step), default=0)
+    if s.epochs < trained:
+        raise CkptError(f"{run.path} has trained {trained} epochs: --epochs {s.epochs} is "
+                        f"fewer; give --epochs {trained} or more, a new --train-dir, or "
+                        "--restart")
+    if saved.get("data", {}).get("fingerprint") != dataset.fingerprint:
+        log(f"warning: the data changed since {run.path} was started; resuming anyway")
+    applied = ", ".join(f"{flag(name)} {old} -> {new}" for name, old, new in changed)
+    if applied:
+        run.write_json(RUN, {**saved, "settings": dataclasses.asdict(s)})
+    with_changes = f" with {applied}" if applied else ""
+    done = _done(rows, step, s)
+    if done:
+        log(f"{run.path}: complete, {done}{with_changes}; more --epochs trains on, "
+            "--restart starts over")
+        return "complete"
+    log(f"resuming from {latest}{with_changes}")
+    return True
+
+
+def _done(rows, step, s):
+    """How the run of metrics `rows` ended, when its latest checkpoint (at `step`) is the end
+    of its last epoch and that is the last epoch of `s`, or --patience epochs past the best
+    one; else None."""
+    if not rows or rows[-1].get("step") != step:
+        return None
+    epochs = rows[-1].get("epoch", 0)
+    if epochs >= s.epochs:
+        return f"{epochs} of {s.epochs} epochs"
+    stale = epochs_since_best(rows)
+    if s.patience and stale >= s.patience:
+        return f"stopped early after {epochs} epochs (no better val_accuracy for {stale})"
+    return None
+
+
+def _train(s, run, model, dataset, note, resuming, restart, log, progress, on_epoch):
+    """Load TensorFlow, check what needs it, train every stage; the summary."""
+    from .loop import train_stage
+
+    session_config(s.device, s.gpus)        # the check that needs TF (--gpus)
     run_stages = stages(s, model)
     plans = [_plan(s, stage, model) for stage in run_stages]    # errors first
     if note:
@@ -76,34 +162,29 @@ def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None, c
             config=session_config(s.device, s.gpus), progress=progress, log=log)
     else:
         dataset, bad = data.drop_corrupt(dataset)
-    for path in bad:
-        log(f"warning: skipping unreadable image {path}")
-    os.makedirs(run.path, exist_ok=True)
-    run.keep_metrics_until(run.latest_step())
+    for line in data.skip_warnings(bad):
+        log(line)
     if not resuming:
+        if run.discard() and restart:
+            log(f"--restart: discarded the run in {run.path}")
+        os.makedirs(run.path, exist_ok=True)
         run.write_labels(dataset.classes)
         run.write_json(RUN, _run_json(s, model, dataset))
+    run.keep_metrics_until(run.latest_step())
     stopped, restore_seconds = False, None
     for stage, plan in zip(run_stages, plans):
-        stopped, seconds = _train_stage(s, stage, plan, run, model, dataset, log, progress,
-                                        on_epoch, arrays)
+        stopped, seconds = train_stage(s, stage, plan, run, model, dataset, log, progress,
+                                       on_epoch, arrays)
         restore_seconds = seconds if restore_seconds is None else restore_seconds
         if stopped:
             break
-    if curves:
-        plot_curves(run.path)
-    summary = _summary(run, stopped, restore_seconds)
-    if s.compare_scratch and not stopped:
-        scratch = dataclasses.replace(
-            s, checkpoint=None, mode="finetune", restore=RestoreOptions(), head_epochs=0,
-            compare_scratch=False, train_dir=os.path.join(s.train_dir, "scratch"))
-        log("training the same model from random initialisation (--compare-scratch) ...")
-        summary["scratch"] = finetune(scratch, log=log, progress=progress)
-    return summary
+    return _summary(run, stopped, restore_seconds)
 
 
 def _plan(s, stage, model):
     """The restore plan of a stage (stages differ in what they train)."""
+    from .restore import plan_model
+
     if not s.checkpoint:
         model_vars = model.variables()
         return RestorePlan(trainable=[m.name for m in model_vars
@@ -117,6 +198,7 @@ def _run_json(s, model, dataset):
     import tf_slim
 
     from .. import __version__
+    from ..tfcompat import tf
 
     return {
         "model": model.to_json(),
@@ -132,66 +214,6 @@ def _run_json(s, model, dataset):
     }
 
 
-def _check_resumable(run, model, dataset, log):
-    if not os.path.isfile(run.file(RUN)):
-        raise CkptError(f"{run.path} holds checkpoints but no {RUN}: not a ckptkit train dir; "
-                        "give a new --train-dir (a pretrained checkpoint goes in --checkpoint)")
-    saved = run.read_run()
-    # compared as Models: a run saved before a Model field existed has its default
-    if not isinstance(saved.get("model"), dict) or Model.from_json(saved["model"]) != model:
-        raise CkptError(f"{run.path} holds a run of another model ({saved.get('model')}); "
-                        "use a new --train-dir, or the same settings to resume")
-    if saved.get("data", {}).get("fingerprint") != dataset.fingerprint:
-        log(f"warning: the data changed since {run.path} was started; resuming anyway")
-    log(f"resuming from {run.latest_checkpoint()}")
-
-
-def _train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch, arrays):
-    """Train one stage to its end epoch; returns (stopped, restore seconds or None).
-    arrays: the cached features of features mode."""
-    steps_per_epoch = max(1, math.ceil(dataset.train.count / s.batch_size))
-    latest = run.latest_checkpoint()
-    done = run.latest_step()
-    if done >= stage.end_epoch * steps_per_epoch:
-        return False, None
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.set_random_seed(s.seed)
-        if stage.mode == "features":
-            trainer = FeatureTrainer(s, stage, model, plan, steps_per_epoch, arrays,
-                                     model.variables())
-        else:
-            trainer = ImageTrainer(s, stage, model, dataset, plan, steps_per_epoch,
-                                   strategy(s.device, s.gpus, s.devices))
-        checkpoints = Checkpoints(s, stage, run, trainer.fixed)
-        init = tf.group(tf.global_variables_initializer(), tf.local_variables_initializer())
-    with tf.Session(graph=graph, config=session_config(s.device, s.gpus)) as sess:
-        sess.run(init)
-        started = time.perf_counter()
-        if latest:
-            _restore_present(sess, latest)
-            seconds = None
-        else:
-            if s.checkpoint:
-                count = apply_plan(sess, plan, s.checkpoint)
-                log(f"restored {count} variables from {s.checkpoint}")
-            run.write_json(PLAN, plan.to_json())
-            seconds = time.perf_counter() - started
-        checkpoints.sess = sess
-        loop = Loop(s, stage, run, sess, trainer, checkpoints, log, progress,
-                    steps_per_epoch, on_epoch)
-        return loop.run(), seconds
-
-
-def _restore_present(sess, prefix):
-    """Restore every graph variable the checkpoint holds; the others keep their init."""
-    with open_checkpoint(prefix) as reader:
-        held = {v.name for v in reader}
-    present = {v.op.name: v for v in sess.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)
-               if v.op.name in held}
-    tf.train.Saver(present).restore(sess, prefix)
-
-
 def plot_curves(train_dir):
     """curves.png of a train dir from its metrics (none before the first epoch)."""
     run = RunDir(train_dir)
@@ -202,6 +224,18 @@ def plot_curves(train_dir):
         curves(rows, run.file(CURVES))
 
 
+def plot_compare(train_dir):
+    """compare.png of a --compare-scratch run: it and its scratch twin on one figure; its
+    path."""
+    from .plots import compare
+
+    run = RunDir(train_dir)
+    path = run.file(COMPARE)
+    compare({"pretrained": run.metrics(), "scratch": RunDir(run.file(SCRATCH)).metrics()},
+            path)
+    return path
+
+
 def _summary(run, stopped, restore_seconds):
     rows = run.metrics()
     best = max((r for r in rows if r.get("val_accuracy") is not None),
@@ -210,4 +244,3 @@ def _summary(run, stopped, restore_seconds):
             "step": rows[-1]["step"] if rows else 0,
             "final": rows[-1] if rows else None, "best": best,
             "checkpoint": run.latest_checkpoint(), "restore_seconds": restore_seconds}
-

@@ -7,7 +7,8 @@ frozen graph can be fed by name. Building it twice in one graph shares the varia
 
 Classifier restores a train dir's best checkpoint (else its latest) into its own graph and
 session; image_files turns `predict`'s arguments into the image files to classify. Importing
-this module does not load TensorFlow.
+this module does not load TensorFlow, and neither do the checks of a train dir and of the
+images, which run first.
 """
 import contextlib
 import os
@@ -15,7 +16,7 @@ import os
 import numpy as np
 
 from ..errors import CkptError
-from .data import IMAGE_EXTENSIONS
+from .data import IMAGE_EXTENSIONS, undecodable
 from .devices import session_config
 from .rundir import RunDir
 
@@ -23,9 +24,10 @@ INPUTS = ("bytes", "arrays")
 BATCH = 64
 
 
-def inference_graph(model, *, inputs="bytes", scope=""):
+def inference_graph(model, *, inputs="bytes", scope="", labels=None):
     """Build `model` for inference in the default graph; returns {"input", "logits",
-    "probabilities", "classes"} tensors.
+    "probabilities", "classes"} tensors, and "labels" (the class names of "classes", strings)
+    when `labels` names the classes.
 
     inputs="bytes": "input" is tf.string [None], encoded JPEG/PNG/BMP/GIF file contents (the
       first frame of a GIF); inputs="arrays": uint8 [None, height, width, channels] images,
@@ -67,9 +69,13 @@ def inference_graph(model, *, inputs="bytes", scope=""):
                                auxiliary_name_scope=False), tf.name_scope("model"):
             logits, _ = model.build(images, is_training=False)
         logits = tf.identity(logits, name="logits")
-        return {"input": placeholder, "logits": logits,
-                "probabilities": tf.nn.softmax(logits, name="probabilities"),
-                "classes": tf.argmax(logits, axis=1, output_type=tf.int32, name="classes")}
+        tensors = {"input": placeholder, "logits": logits,
+                   "probabilities": tf.nn.softmax(logits, name="probabilities"),
+                   "classes": tf.argmax(logits, axis=1, output_type=tf.int32, name="classes")}
+        if labels is not None:
+            tensors["labels"] = tf.gather(tf.constant(list(labels), tf.string),
+                                          tensors["classes"], name="labels")
+        return tensors
 
 
 def checkpoint_of(run, checkpoint=None, best=True):
@@ -85,8 +91,8 @@ def checkpoint_of(run, checkpoint=None, best=True):
         return resolved.path
     prefix = (best and run.latest_checkpoint(best=True)) or run.latest_checkpoint()
     if prefix is None:
-        raise CkptError(f"{run.path}: no checkpoint in this train dir (has `ckptkit finetune` "
-                        "saved one yet?)")
+        why = run.dropped() or "has `ckptkit finetune` saved one yet?"
+        raise CkptError(f"{run.path}: no checkpoint in this train dir ({why})")
     return prefix
 
 
@@ -106,9 +112,14 @@ def restore(session, prefix):
 
 
 def first_line(error):
-    """The first line of a TF error's message (the rest is graph context)."""
+    """The gist of a TF error's message in one line: what follows the graph context TF 2
+    puts first ("Graph execution error:", where the failing node was defined)."""
     text = getattr(error, "message", None) or str(error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    node = [i for i, line in enumerate(lines) if line.startswith("Node: ")]
+    lines = [line for line in lines[node[-1] + 1 if node else 0:]
+             if not line.startswith(("Graph execution error", "[["))]
+    return lines[0] if lines else type(error).__name__
 
 
 class Classifier:
@@ -120,15 +131,14 @@ class Classifier:
     """
 
     def __init__(self, train_dir, *, checkpoint=None, best=True):
-        from ..tfcompat import tf
-
         run = RunDir(train_dir)
-        self.model = run.model()
-        self.labels = run.labels()
+        self.model, self.labels = run.model(), run.labels()
         if len(self.labels) != self.model.num_classes:
             raise CkptError(f"{run.file('labels.txt')}: {len(self.labels)} labels, but the "
                             f"model has {self.model.num_classes} classes")
         self.checkpoint = checkpoint_of(run, checkpoint, best)
+        from ..tfcompat import tf
+
         self.graph = tf.Graph()
         with self.graph.as_default():
             self._bytes = inference_graph(self.model, inputs="bytes")
@@ -213,7 +223,8 @@ class Classifier:
     def predict_files(self, paths, top_k=5, batch_size=BATCH):
         """One entry per path, in order: {"path", "top": [{"label", "index", "probability"}]}
         with the top_k classes (clipped to num_classes), most probable first; a file that
-        cannot be read or decoded gives {"path", "error"} instead."""
+        cannot be read or decoded gives {"path", "error"} instead, the error saying why
+        (cannot read, empty file, not an image, truncated PNG, ...)."""
         from ..tfcompat import tf
 
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -243,7 +254,7 @@ class Classifier:
                     try:
                         probs.append(self.probabilities_of_bytes([contents])[0])
                     except tf.errors.OpError as e:
-                        probs.append(f"cannot decode: {first_line(e)}")
+                        probs.append(f"cannot decode: {undecodable(contents, first_line(e))}")
             for (i, _), p in zip(chunk, probs):
                 if isinstance(p, str):
                     results[i] = {"path": paths[i], "error": p}
@@ -267,8 +278,12 @@ def _image(array):
 
 
 def image_files(args):
-    """Files as given; folders expanded to their images (recursively, sorted; hidden files
-    and folders such as .ipynb_checkpoints/ left out)."""
+    """Files as given, missing ones too (each gets its own error line from predict_files);
+    folders expanded to their images (recursively, sorted; hidden files and folders such as
+    .ipynb_checkpoints/ left out). An error when no argument exists: nothing to classify."""
+    if not any(os.path.exists(arg) for arg in args):
+        plural = "s" if len(args) > 1 else ""
+        raise CkptError(f"{', '.join(map(os.fspath, args))}: no such file{plural}")
     paths = []
     for arg in args:
         if os.path.isdir(arg):
@@ -281,8 +296,6 @@ def image_files(args):
             if not found:
                 raise CkptError(f"{arg}: no images ({' '.join(IMAGE_EXTENSIONS)})")
             paths += found
-        elif os.path.exists(arg):
-            paths.append(arg)
         else:
-            raise CkptError(f"{arg}: no such file")
+            paths.append(arg)
     return paths

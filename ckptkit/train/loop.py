@@ -1,16 +1,70 @@
-"""The epoch loop of one finetune stage (Loop) and its checkpoints (Checkpoints): metrics and
-summaries per epoch, the rolling checkpoints a resume starts from, best/, early stopping,
-and Ctrl-C / SIGTERM, which let the step in flight finish, save a checkpoint and return
-stopped (the same command resumes).
+"""One finetune stage (train_stage): its graph and session, the epoch loop (Loop) and its
+checkpoints (Checkpoints): metrics and summaries per epoch, the rolling checkpoints a resume
+starts from, best/, early stopping, and Ctrl-C / SIGTERM, which let the step in flight
+finish, save a checkpoint and return stopped (the same command resumes).
 """
 import contextlib
+import math
 import signal
 import time
 
+from ..paths import open_checkpoint
 from ..tfcompat import tf
-from .rundir import BEST
+from .devices import session_config, strategy
+from .restore import apply_plan
+from .rundir import BEST, PLAN, epochs_since_best
+from .trainers import FeatureTrainer, ImageTrainer
 
 _SUMMARY_EVERY = 20     # steps between TensorBoard points of the training loss
+
+
+def train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch, arrays):
+    """Train one stage to its end epoch; returns (stopped, restore seconds or None).
+    arrays: the cached features of features mode."""
+    steps_per_epoch = max(1, math.ceil(dataset.train.count / s.batch_size))
+    latest = run.latest_checkpoint()
+    if run.latest_step() >= stage.end_epoch * steps_per_epoch:
+        return False, None
+    if s.mode == "two-stage":
+        what = (f"unfreezing from {stage.train_from} at lr x{stage.lr_factor:g}"
+                if stage.number == 2 else f"training the head ({', '.join(stage.train)})")
+        log(f"stage {stage.number}: {what}, epochs {stage.start_epoch + 1}-{stage.end_epoch}")
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.set_random_seed(s.seed)
+        if stage.mode == "features":
+            trainer = FeatureTrainer(s, stage, model, plan, steps_per_epoch, arrays,
+                                     model.variables())
+        else:
+            trainer = ImageTrainer(s, stage, model, dataset, plan, steps_per_epoch,
+                                   strategy(s.device, s.gpus, s.devices))
+        checkpoints = Checkpoints(s, stage, run, trainer.fixed)
+        init = tf.group(tf.global_variables_initializer(), tf.local_variables_initializer())
+    with tf.Session(graph=graph, config=session_config(s.device, s.gpus)) as sess:
+        sess.run(init)
+        started = time.perf_counter()
+        if latest:
+            _restore_present(sess, latest)
+            seconds = None
+        else:
+            if s.checkpoint:
+                count = apply_plan(sess, plan, s.checkpoint)
+                log(f"restored {count} variables from {s.checkpoint}")
+            run.write_json(PLAN, plan.to_json())
+            seconds = time.perf_counter() - started
+        checkpoints.sess = sess
+        loop = Loop(s, stage, run, sess, trainer, checkpoints, log, progress,
+                    steps_per_epoch, on_epoch)
+        return loop.run(), seconds
+
+
+def _restore_present(sess, prefix):
+    """Restore every graph variable the checkpoint holds; the others keep their init."""
+    with open_checkpoint(prefix) as reader:
+        held = {v.name for v in reader}
+    present = {v.op.name: v for v in sess.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)
+               if v.op.name in held}
+    tf.train.Saver(present).restore(sess, prefix)
 
 
 class Checkpoints:
@@ -97,7 +151,7 @@ class Loop:
         rows = self.run_dir.metrics()
         best = max((r["val_accuracy"] for r in rows if r.get("val_accuracy") is not None),
                    default=None)
-        stale = _epochs_since_best(rows)
+        stale = epochs_since_best(rows)
         try:
             with _stop_signals() as stop:
                 while epoch < stage.end_epoch:
@@ -175,17 +229,6 @@ class Loop:
                             "val_loss": row["val_loss"], "val_accuracy": row["val_accuracy"],
                             "lr": row["lr"], "images_per_sec": row["images_per_sec"]})
         self.writer.flush()
-
-
-def _epochs_since_best(rows):
-    best, stale = None, 0
-    for row in rows:
-        acc = row.get("val_accuracy")
-        if acc is not None and (best is None or acc > best):
-            best, stale = acc, 0
-        else:
-            stale += 1
-    return stale
 
 
 def _epoch_line(row, epochs):

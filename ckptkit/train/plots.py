@@ -1,6 +1,7 @@
-"""Training curves and confusion matrices as PNG files (matplotlib, Agg backend, no GUI).
+"""Training curves, the comparison of runs and confusion matrices as PNG files (matplotlib, Agg
+backend, no GUI); each returns its Figure, for a caller (or test) to look at what it drew.
 
-Both write through a temp file and a rename (save), so a reader never sees half a picture;
+All write through a temp file and a rename (save), so a reader never sees half a picture;
 figure and save serve other plots too (a search's history and importances). Importing this
 module does not load matplotlib.
 """
@@ -42,6 +43,19 @@ def _number(value):
     return value
 
 
+def _series(rows, key):
+    return [_number(r.get(key)) for r in rows]
+
+
+def _epochs(rows):
+    """The x values of metrics rows: their epochs, or the row order where the numbering
+    restarts or is missing."""
+    epochs = [_number(r.get("epoch")) for r in rows]
+    if any(math.isnan(e) for e in epochs) or any(b <= a for a, b in zip(epochs, epochs[1:])):
+        return list(range(1, len(rows) + 1))
+    return epochs
+
+
 def curves(rows, path):
     """Accuracy and loss per epoch, training and validation, as the Keras transfer-learning
     tutorials plot them: two panels, accuracy above loss. `rows` are metrics.jsonl dicts
@@ -50,9 +64,7 @@ def curves(rows, path):
     rows = [r for r in rows if isinstance(r, dict)]
     if not rows:
         raise CkptError("no metrics to plot")
-    epochs = [_number(r.get("epoch")) for r in rows]
-    if any(math.isnan(e) for e in epochs) or any(b <= a for a, b in zip(epochs, epochs[1:])):
-        epochs = list(range(1, len(rows) + 1))    # numbering restarted or missing: row order
+    epochs = _epochs(rows)
     fig = figure(8, 8)
     axes = fig.subplots(2, 1, sharex=True)
     panels = [("accuracy", "Accuracy", "Training and Validation Accuracy", "lower right"),
@@ -61,7 +73,7 @@ def curves(rows, path):
     for ax, (key, ylabel, title, where) in zip(axes, panels):
         drawn = []
         for name, label in ((key, f"Training {ylabel}"), (f"val_{key}", f"Validation {ylabel}")):
-            values = [_number(r.get(name)) for r in rows]
+            values = _series(rows, name)
             finite = [v for v in values if math.isfinite(v)]
             if not finite:
                 continue
@@ -84,6 +96,36 @@ def curves(rows, path):
     axes[1].set_xlabel("epoch")
     fig.tight_layout()
     save(fig, path)
+    return fig
+
+
+def compare(runs, path):
+    """Runs on one figure: validation accuracy above, loss below (training solid, validation
+    dashed), one colour per run; `runs` is {name: metrics rows}, e.g. --compare-scratch's
+    pretrained run and its twin trained from random initialisation."""
+    runs = {name: [r for r in rows if isinstance(r, dict)] for name, rows in runs.items()}
+    if not any(runs.values()):
+        raise CkptError("no metrics to plot")
+    fig = figure(8, 8)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for i, (name, rows) in enumerate(runs.items()):
+        epochs, color = _epochs(rows), f"C{i}"
+        top.plot(epochs, _series(rows, "val_accuracy"), color=color, markersize=3,
+                 marker="o" if len(rows) < 30 else None, label=f"{name}: validation accuracy")
+        bottom.plot(epochs, _series(rows, "loss"), color=color, label=f"{name}: training loss")
+        bottom.plot(epochs, _series(rows, "val_loss"), color=color, linestyle="--",
+                    label=f"{name}: validation loss")
+    top.set_title(" vs ".join(runs) + ": validation accuracy")
+    top.set_ylabel("Accuracy")
+    bottom.set_title("Loss")
+    bottom.set_ylabel("Cross Entropy")
+    bottom.set_xlabel("epoch")
+    for ax in (top, bottom):
+        ax.legend()
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    save(fig, path)
+    return fig
 
 
 def confusion(matrix, labels, path):
@@ -129,3 +171,4 @@ def confusion(matrix, labels, path):
                         color="white" if value > threshold else "black")
     fig.tight_layout()
     save(fig, path, bbox_inches="tight")
+    return fig

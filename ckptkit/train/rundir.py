@@ -5,8 +5,13 @@
     plan.json       the restore plan applied at the start
     metrics.jsonl   one JSON object per epoch
     model.ckpt-N    TF V2 checkpoints with a `checkpoint` state file; best/ holds the best one
-    curves.png      accuracy and loss curves
-    confusion.png   the confusion matrix of the latest `ckptkit eval`
+    curves.png      accuracy and loss curves (a line where two-stage's stage 2 starts)
+    confusion.png   the confusion matrix of the latest `ckptkit eval` on the run's own
+                    validation split; confusion-NAME.png: on other data (eval --data NAME)
+    events.out.tfevents.*   TensorBoard summaries
+    scratch/        --compare-scratch: the same model trained from random initialisation,
+                    a train dir of its own; compare.png draws both runs on one figure
+    dropped.txt     why the checkpoints are gone (a search keeps its best trials' only)
 
 No TensorFlow here: Model.build (nets.py) loads it only when a graph is built.
 """
@@ -15,12 +20,15 @@ import json
 import os
 
 from ..errors import CkptError, NotFound
-from ..fileio import write_atomic
+from ..fileio import TEMP_MARK, write_atomic
 from .nets import Model
 
-RUN, LABELS, PLAN, METRICS, CURVES, CONFUSION, BEST = (
+RUN, LABELS, PLAN, METRICS, CURVES, CONFUSION, BEST, SCRATCH, COMPARE, DROPPED = (
     "run.json", "labels.txt", "plan.json", "metrics.jsonl", "curves.png", "confusion.png",
-    "best")
+    "best", "scratch", "compare.png", "dropped.txt")
+# what finetune and eval write into a train dir, by name and by prefix: all --restart removes
+_OURS = {RUN, LABELS, PLAN, METRICS, CURVES, CONFUSION, COMPARE, DROPPED, "checkpoint"}
+_OURS_PREFIXES = ("model.ckpt", "events.out.tfevents.", "confusion-")
 
 
 class RunDir:
@@ -59,18 +67,48 @@ class RunDir:
         with open_checkpoint(latest) as reader:
             return int(reader.read("global_step")) if "global_step" in reader else 0
 
-    def drop_checkpoints(self):
+    def drop_checkpoints(self, reason):
         """Delete the checkpoints (rolling and best/), keeping the record of the run: run.json,
-        metrics, plan, labels, curves. The state file goes first, so no reader is pointed
-        at a deleted checkpoint."""
+        metrics, plan, labels, curves, and `reason` in dropped.txt, which `eval`, `predict`
+        and `export` give for the missing checkpoint. The state file goes first, so no
+        reader is pointed at a deleted checkpoint."""
+        write_atomic(self.file(DROPPED), reason + "\n")
+        self._remove(lambda name: name == "checkpoint" or name.startswith("model.ckpt"))
+
+    def dropped(self):
+        """Why the checkpoints were dropped (drop_checkpoints), or None."""
+        try:
+            with open(self.file(DROPPED), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def discard(self):
+        """Remove the run (finetune --restart): every file ckptkit wrote here, the scratch
+        twin's included; files of others stay, and so do the folders holding them. A folder
+        without run.json is no train dir of ckptkit's: nothing is removed. Whether there
+        was a run to remove."""
+        if not os.path.isfile(self.file(RUN)):
+            return False
+        if os.path.isfile(os.path.join(self.file(SCRATCH), RUN)):
+            RunDir(self.file(SCRATCH)).discard()
+        self._remove(lambda name: name in _OURS or name.startswith(_OURS_PREFIXES) or
+                     TEMP_MARK in name)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.file(SCRATCH))
+        return True
+
+    def _remove(self, ours):
+        """Delete the files `ours(name)` picks here and in best/ (the state file first), and
+        best/ when that leaves it empty."""
         for folder in (self.path, self.file(BEST)):
             if not os.path.isdir(folder):
                 continue
-            names = sorted(os.listdir(folder), key=lambda n: n != "checkpoint")
-            for name in names:
-                if name == "checkpoint" or name.startswith("model.ckpt"):
+            for name in sorted(os.listdir(folder), key=lambda n: n != "checkpoint"):
+                path = os.path.join(folder, name)
+                if ours(name) and not os.path.isdir(path):
                     with contextlib.suppress(FileNotFoundError):
-                        os.remove(os.path.join(folder, name))
+                        os.remove(path)
         with contextlib.suppress(OSError):
             os.rmdir(self.file(BEST))
 
@@ -145,3 +183,15 @@ class RunDir:
     def append_metrics(self, row):
         with open(self.file(METRICS), "a", encoding="utf-8") as f:
             f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def epochs_since_best(rows):
+    """Epochs of metrics `rows` since the best val_accuracy: what --patience counts."""
+    best, stale = None, 0
+    for row in rows:
+        acc = row.get("val_accuracy")
+        if acc is not None and (best is None or acc > best):
+            best, stale = acc, 0
+        else:
+            stale += 1
+    return stale

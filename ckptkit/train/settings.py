@@ -2,20 +2,38 @@
 stages they make.
 
 No TensorFlow, directly or through imports: `check` runs every check that needs none, so a
-bad option fails in a second, before TF loads. The checks that need TF (devices.session_config
-for --gpus) run in finetune and search, also before any work.
+bad option fails in a second, before TF loads. The checks that need TF (devices.session_config:
+does this machine have the GPUs asked for) run in finetune and search, also before any work.
+
+Resuming: a train dir's run.json keeps the Settings it was started with, and a rerun compares
+them with its own (`changes`). The settings in RESUMABLE may differ: they say how long a run
+trains, when it stops early, how it saves and where it computes, never what an epoch computes:
+    --epochs           more extends the run (a step or cosine schedule stretches to the new
+                       end); fewer than the run has trained is refused
+    --patience, --save-every, --keep, --device, --gpus (and `devices`), --cache-dir
+    --num-classes      only checks the data's class count
+    --compare-scratch  trains the twin in TRAIN_DIR/scratch, a train dir of its own
+Any other difference refuses the resume (finetune names each changed setting).
 """
+import dataclasses
+import json
 import os
 from dataclasses import dataclass, field
 
 from ..errors import CkptError
 from ..plan import RestoreOptions
 from ..zoo.nets import get_net
+from .devices import check_devices
 from .nets import Model
 
 MODES = ("head", "features", "finetune", "two-stage")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
+RESUMABLE = ("epochs", "patience", "save_every", "keep", "device", "gpus", "devices",
+             "cache_dir", "num_classes", "compare_scratch")
+_PATHS = ("data", "val_data", "checkpoint", "cache_dir")
+_FLAGS = {"hidden": "--head", "lr_mults": "--lr-mult", "maps": "--map",
+          "augment": "--no-augment"}
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,7 @@ def check(s):
         raise CkptError(f"--head-epochs {s.head_epochs} leaves no epoch of --epochs "
                         f"{s.epochs} for the second stage")
     get_net(s.net)
+    check_devices(s.device, s.gpus)
     for option, path in (("--train-dir", s.train_dir), ("--cache-dir", s.cache_dir)):
         if path and os.path.exists(path) and not os.path.isdir(path):
             raise CkptError(f"{option} {path}: a file, not a folder")
@@ -124,6 +143,11 @@ def check(s):
         raise CkptError(f"unknown schedule {s.schedule!r}; use one of {', '.join(SCHEDULES)}")
 
 
+def head_stage_epochs(s):
+    """Epochs of two-stage's head stage: --head-epochs, else half of --epochs."""
+    return min(s.head_epochs or max(1, s.epochs // 2), s.epochs - 1)
+
+
 def stages(s, model):
     """The Stages of a run of `s` training `model`: head/features/finetune train once;
     two-stage trains the head first, then unfreezes from --train-from at a lower rate."""
@@ -132,6 +156,64 @@ def stages(s, model):
         return [Stage(1, s.mode, heads, None, s.epochs)]
     if s.mode == "finetune":
         return [Stage(1, "finetune", s.restore.train, s.restore.train_from, s.epochs)]
-    first = min(s.head_epochs or max(1, s.epochs // 2), s.epochs - 1)
+    first = head_stage_epochs(s)
     return [Stage(1, "head", heads, None, first),
             Stage(2, "finetune", (), s.restore.train_from, s.epochs, s.stage2_lr, first)]
+
+
+def flat(s):
+    """{setting: value} of Settings `s` as JSON has them (lists, not tuples), the restore
+    choices among them: the names a search space and the command line use."""
+    values = dataclasses.asdict(s)
+    values.update(values.pop("restore"))
+    return json.loads(json.dumps(values))
+
+
+def from_json(saved):
+    """The Settings a run.json entry holds; a setting it predates takes its default, one it
+    does not know (from a newer ckptkit) is left out."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("restore", {}), dict):
+        raise CkptError(f"run.json: bad settings entry {saved!r}")
+    known = {f.name for f in dataclasses.fields(Settings)} - {"restore"}
+    options = {f.name for f in dataclasses.fields(RestoreOptions)}
+    try:
+        return Settings(**{k: v for k, v in saved.items() if k in known},
+                        restore=RestoreOptions(**{k: v for k, v in saved.get("restore", {})
+                                                  .items() if k in options}))
+    except TypeError as e:
+        raise CkptError(f"run.json: bad settings entry ({e})") from None
+
+
+def changes(old, new):
+    """[(setting, old value, new value)] where Settings `new` differs from `old`, values as
+    a command line spells them; paths compare as absolute paths, two-stage's --head-epochs by
+    the epochs its head stage trains. train_dir is where both live: never a change."""
+    shown = [_effective(s) for s in (old, new)]
+    compared = [{**values, **{name: os.path.abspath(values[name]) for name in _PATHS
+                              if values[name] is not None}} for values in shown]
+    return [(name, _text(name, shown[0][name]), _text(name, shown[1][name]))
+            for name in compared[0]
+            if name != "train_dir" and compared[0][name] != compared[1][name]]
+
+
+def _effective(s):
+    """flat(s), with the length of two-stage's head stage: what --head-epochs 0 means."""
+    values = flat(s)
+    if s.mode == "two-stage" and s.epochs >= 2:
+        values["head_epochs"] = head_stage_epochs(s)
+    return values
+
+
+def flag(name):
+    """The option of a setting: "lr" -> "--lr", "hidden" -> "--head"."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _text(name, value):
+    if name == "augment":                   # the flag is --no-augment
+        value = not value
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        value = ",".join(map(str, value))
+    return "none" if value in (None, "") else str(value)

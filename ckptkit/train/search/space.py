@@ -57,6 +57,18 @@ SEARCHABLE = {
     "lr_mults": (_SCOPES, None, None),
 }
 ALIASES = {"head": "hidden", "lr_mult": "lr_mults", "no_augment": None}
+# what other tools call a searchable setting (tf-slim's train_image_classifier flags, Keras):
+# the first suggestion for such a name, never accepted in its place
+SYNONYMS = {
+    "learning_rate": "lr", "base_lr": "lr", "init_lr": "lr",
+    "learning_rate_decay_factor": "decay_rate", "num_epochs_per_decay": "decay_epochs",
+    "learning_rate_decay_type": "schedule", "scheduler": "schedule",
+    "trainable_scopes": "train", "num_epochs": "epochs", "max_epochs": "epochs",
+    "batch": "batch_size", "bs": "batch_size", "wd": "weight_decay", "l2": "weight_decay",
+    "dropout_rate": "dropout", "drop_rate": "dropout", "opt": "optimizer",
+    "smoothing": "label_smoothing", "warmup": "warmup_epochs", "clip": "clip_norm",
+    "hidden_units": "head",
+}
 FIXED = ("net", "checkpoint", "data", "val_data", "val_split", "num_classes", "exclude",
          "include", "maps", "match", "use_moving_averages", "strict", "allow_mismatch",
          "head_scope", "keep_head", "keep", "save_every", "device", "gpus", "devices",
@@ -175,11 +187,20 @@ def _name(text, where):
     setting = ALIASES.get(key, key)
     if setting not in SEARCHABLE:
         known = sorted(set(SEARCHABLE) - {"hidden", "lr_mults"} | {"head", "lr_mult"})
-        close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+        close = _closest(key, known)
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise CkptError(f"{where}unknown parameter {text.strip()!r}{hint} (searchable: "
                         f"{', '.join(known)})")
     return key
+
+
+def _closest(key, known):
+    """The name a synonym stands for (learning_rate -> lr), else up to 3 searchable names
+    spelt like `key` or like a synonym of theirs."""
+    if key in SYNONYMS:
+        return [SYNONYMS[key]]
+    matches = difflib.get_close_matches(key, known + sorted(SYNONYMS), n=6, cutoff=0.5)
+    return list(dict.fromkeys(SYNONYMS.get(m, m) for m in matches))[:3]
 
 
 def _param(key, spec, where):

@@ -5,7 +5,9 @@ The study dir:
     study.db        Optuna's SQLite storage (unless --storage names a database server)
     study.json      what the study searches: the fixed settings and the space
     trials/NNNN/    one finetune train dir per trial: metrics, plan and settings; checkpoints
-                    for the --keep-models best complete trials only; curves.png for the best
+                    for the --keep-models best complete trials only (the others say why in
+                    dropped.txt, which eval, predict and export repeat); curves.png for the
+                    best
     trials.csv      every trial: number, state, val_accuracy, seconds, params, train dir
     history.png     optimisation history; importances.png: parameter importances
 
@@ -48,7 +50,7 @@ from ...plan import RestoreOptions
 from .. import data
 from ..devices import session_config
 from ..rundir import RunDir
-from ..settings import Settings, check
+from ..settings import Settings, check, flat
 from . import report
 from .space import Space
 from .storage import (STUDY_JSON, STUDY_NAME, TRIALS, finished, import_optuna, open_storage,
@@ -82,6 +84,7 @@ def search(cfg, *, log=lambda line: None, on_trial=None):
     _check(cfg)
     os.makedirs(cfg.study_dir, exist_ok=True)
     _check_study_json(cfg)
+    session_config(cfg.base.device, cfg.base.gpus)     # the check that needs TF: last
     optuna = import_optuna()
     study = _study(cfg, optuna)
     _recover(study, log)
@@ -96,6 +99,7 @@ def search(cfg, *, log=lambda line: None, on_trial=None):
 # --- checks -----------------------------------------------------------------------------------
 
 def _check(cfg):
+    """Every check that needs no TensorFlow: a bad search fails before TF loads."""
     if not cfg.space:
         raise CkptError("empty search space: give --space FILE or --param NAME=DIST")
     if cfg.trials < 1:
@@ -113,20 +117,19 @@ def _check(cfg):
     for values in (cfg.space.first(), {}):     # a trial's settings pass finetune's checks
         check(_trial_settings(cfg, values, os.path.join(cfg.study_dir, TRIALS, "check"))[0])
     b = cfg.base
-    session_config(b.device, b.gpus)
     data.load_run_data(b.data, val_data=b.val_data, val_split=b.val_split, seed=b.seed,
                        num_classes=b.num_classes)
 
 
 def _fixed(cfg):
     """What must not change between runs of one study (settings by their flat names)."""
-    settings = _flat(cfg.base)
+    settings = flat(cfg.base)
     for name in ["train_dir"] + [p.setting for p in cfg.space.params]:   # trials set these
         settings.pop(name, None)
     for key in ("net", "checkpoint", "data", "val_data", "cache_dir"):
         if settings.get(key):
             settings[key] = os.path.abspath(settings[key])
-    return {"settings": json.loads(json.dumps(settings)), "space": cfg.space.to_json(),
+    return {"settings": settings, "space": cfg.space.to_json(),
             "sampler": cfg.sampler}
 
 
@@ -163,14 +166,6 @@ def _check_study_json(cfg):
 
 def _space_text(space):
     return " ".join(f"{k}={v}" for k, v in (space or {}).items())
-
-
-def _flat(settings):
-    """{setting: value} of Settings, the restore choices among them: the names a search
-    space and the command line use."""
-    flat = dataclasses.asdict(settings)
-    flat.update(flat.pop("restore"))
-    return flat
 
 
 # --- Optuna -----------------------------------------------------------------------------------
@@ -383,10 +378,18 @@ def _tidy(cfg, study):
     complete = sorted((t for t in done if t.state == TrialState.COMPLETE),
                       key=lambda t: (-t.value, t.number))
     kept = {t.number for t in complete[:cfg.keep_models]}
+    n = cfg.keep_models
     for t in done:
         train_dir = t.user_attrs.get("train_dir")
-        if t.number not in kept and train_dir and os.path.isdir(train_dir):
-            RunDir(train_dir).drop_checkpoints()
+        if t.number in kept or not train_dir or not os.path.isdir(train_dir) or \
+                RunDir(train_dir).dropped():
+            continue
+        why = "was pruned" if t.state == TrialState.PRUNED else \
+            f"is not among the {n} best complete trials"
+        RunDir(train_dir).drop_checkpoints(
+            f"search trial {t.number} {why}, and --keep-models {n} keeps the checkpoints of "
+            f"the {n} best complete trials only; use one of those (trials.csv), or search "
+            "with --keep-models all")
 
 
 def _grid_done(cfg, study):
