@@ -15,6 +15,7 @@ import pytest
 from ckptkit import __version__
 from ckptkit.cli import COMMANDS
 from helpers.bundle_writer import string_tensor_bytes, write_bundle, write_v1
+from helpers.commands import parse_command
 from helpers.hostile import flip
 
 MODEL = {
@@ -113,8 +114,6 @@ def test_help_examples_parse_and_name_real_paths(ckptkit, command, tmp_path, mon
     """Every example a --help shows is a command click accepts, and the main help's
     checkpoint is one a command makes (`pretrained get` puts it where pretrained:NAME finds
     it)."""
-    from test_cli_hints import parse_command
-
     examples = _examples(ckptkit(*(command or "").split(), "--help")[1])
     assert examples
     monkeypatch.chdir(tmp_path)

@@ -12,20 +12,10 @@ import pytest
 
 from ckptkit.cli import cli
 from helpers.bundle_writer import write_bundle
+from helpers.commands import parse_command
 
 QUOTED = re.compile(r"[`'](ckptkit [^`']+)[`']|run: (ckptkit .+?)(?:$|;|\))")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
-
-
-def parse_command(args):
-    """Parse `args` (after `ckptkit`) down to the command they name, as the CLI would, without
-    running it; click raises for an unknown option, a bad value or a missing one."""
-    command, ctx = cli, cli.make_context("ckptkit", list(args))
-    while isinstance(command, click.Group):
-        rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
-        name, command, rest = command.resolve_command(ctx, rest)
-        ctx = command.make_context(name, rest, parent=ctx)
-    return command
 
 
 def _command(args):

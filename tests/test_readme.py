@@ -31,6 +31,7 @@ import click
 import pytest
 
 from conftest import CORPUS, CORPUS_MISSING, ROOT
+from helpers.commands import parse_command
 from helpers.doc_runner import (Command, File, blocks, environment, line_pattern, matches,
                                 output_lines, run_steps, steps)
 
@@ -184,25 +185,12 @@ def _illustrations(markdown):
             if part.strip().startswith("ckptkit ")]
 
 
-def _parse(args):
-    """Parse `args` (after `ckptkit`) down to the command they name, as the CLI would, without
-    running it; click raises for an unknown option, a bad value or a missing one."""
-    from ckptkit.cli import cli
-
-    command, ctx = cli, cli.make_context("ckptkit", list(args))
-    while isinstance(command, click.Group):
-        rest = [*getattr(ctx, "_protected_args", []), *ctx.args]
-        name, command, rest = command.resolve_command(ctx, rest)
-        ctx = command.make_context(name, rest, parent=ctx)
-    return command
-
-
 def test_illustrated_commands_parse():
     commands = _illustrations(README.read_text(encoding="utf-8"))
     assert len(commands) >= 8, commands
     for text in commands:
         try:
-            _parse(shlex.split(text)[1:])
+            parse_command(shlex.split(text)[1:])
         except click.ClickException as e:
             pytest.fail(f"README: {text}\n{e.format_message()}", pytrace=False)
 

@@ -73,7 +73,7 @@ def test_a_cache_hit_decodes_no_image_builds_no_backbone_and_saves_whole_models(
     first, lines = run("first")
     assert any(line.startswith("cached the backbone's features") for line in lines)
     warned = [line for line in lines if line.startswith("warning: skipping")]
-    assert len(warned) == 1 and warned[0].endswith("broken.png")
+    assert len(warned) == 1 and warned[0].endswith("broken.png (truncated PNG)")
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a cache hit must not decode images or run the backbone")

@@ -5,9 +5,11 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -299,7 +301,10 @@ def test_two_machines_share_one_postgresql_study(tmp_path, target, pretrained):
     pytest.importorskip("psycopg", reason="psycopg (dev extra) not installed")
     import optuna
 
-    server = pgserver.get_server(str(tmp_path / "pg"), cleanup_mode="stop")
+    # pgserver runs postgres as another user, who must reach the data folder: not under
+    # pytest's per-user temp root, whose 0700 a concurrent pytest run may restore
+    pg = tempfile.mkdtemp(prefix="ckptkit-pg-")
+    server = pgserver.get_server(pg, cleanup_mode="stop")
     try:
         url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
 
@@ -332,3 +337,4 @@ def test_two_machines_share_one_postgresql_study(tmp_path, target, pretrained):
             assert _epochs(d) == [1, 2]
     finally:
         server.cleanup()
+        shutil.rmtree(pg, ignore_errors=True)

@@ -121,8 +121,9 @@ class RunDir:
                 raise ValueError("not a JSON object")
             return run
         except FileNotFoundError:
-            raise NotFound(f"{self.path}: not a ckptkit train dir (no {RUN}; run "
-                           "`ckptkit finetune --train-dir` first)") from None
+            raise NotFound(f"{self.path}: not a ckptkit train dir (no {RUN}; make one with "
+                           f"`ckptkit finetune --net NET --data DATA --train-dir {self.path}`)"
+                           ) from None
         except ValueError as e:
             raise CkptError(f"{self.file(RUN)}: not valid JSON ({e})") from None
 
