@@ -86,10 +86,10 @@ def tensor_stats(array):
     """min/max/mean/std over finite values and NaN/Inf counts, streamed in chunks so a large
     tensor never needs a float64 copy of itself. None for non-numeric tensors.
 
-    Two passes: the first counts and finds the range, the second sums values scaled by the
-    largest magnitude and deviations from the mean, so values near float64's maximum give
-    their true mean and std instead of overflowing; numpy's warnings (signalling NaNs,
-    overflow) stay inside."""
+    Two passes: the first counts and finds the range, the second sums the values and their
+    squares scaled by the largest magnitude, so values near float64's maximum give their true
+    mean and std instead of overflowing; numpy's warnings (signalling NaNs, overflow) stay
+    inside."""
     import numpy as np
 
     if array.dtype.kind not in "biufc" and array.dtype.name not in ML_DTYPES:
@@ -113,10 +113,14 @@ def tensor_stats(array):
         if not count:
             return Stats(float("nan"), float("nan"), float("nan"), float("nan"), nan, inf)
         scale = max(abs(lo), abs(hi)) or 1.0
-        mean = sum(float((good / scale).sum()) for good, _, _ in chunks()) / count * scale
-        mean = min(max(mean, lo), hi)         # rounding may not leave the range
-        spread = sum(float(np.square(good / scale - mean / scale).sum())
-                     for good, _, _ in chunks()) / count
+        total = squares = 0.0
+        for good, _, _ in chunks():
+            scaled = good / scale
+            total += float(scaled.sum())
+            squares += float(np.square(scaled).sum())
+        mean = total / count
+        spread = max(squares / count - mean * mean, 0.0)
+        mean = min(max(mean * scale, lo), hi)        # rounding may not leave the range
         return Stats(lo, hi, mean, spread ** 0.5 * scale, nan, inf)
 
 
