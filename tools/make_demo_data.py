@@ -63,7 +63,7 @@ def make_images(out, per_class, target_train):
 def pretrain(images, labels, prefix, epochs, seed=0):
     """Train research/slim's LeNet on the source digits; save its model variables."""
     from ckptkit.tfcompat import slim, tf
-    from ckptkit.train.small_nets import lenet, lenet_arg_scope
+    from ckptkit.train.architectures.small_nets import lenet, lenet_arg_scope
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))

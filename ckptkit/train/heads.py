@@ -121,7 +121,8 @@ def _net(record, images, num_classes, is_training, bn):
     if num_classes is None and module in ("vgg", "alexnet"):
         features = _vgg_features if module == "vgg" else _alexnet_features
         return features(record, images, is_training)
-    kwargs = {} if module in ("resnet_v1", "small_nets") else {"spatial_squeeze": False}
+    ours = record.builder.startswith("ckptkit.")     # architectures/: the user-net contract
+    kwargs = {} if ours or module == "resnet_v1" else {"spatial_squeeze": False}
     if module == "resnet_v1":
         kwargs["global_pool"] = True
     return resolve(record.builder)(images, num_classes=num_classes, is_training=is_training,

@@ -48,7 +48,7 @@ def _net(name, scope, size, preprocessing, classifier, classes, builder, arg_sco
 
 _SLIM = "tf_slim.nets."
 _RESNET_ARGS = _SLIM + "resnet_utils:resnet_arg_scope"
-_SMALL = "ckptkit.train.small_nets:"
+_SMALL = "ckptkit.train.architectures.small_nets:"
 
 NETS = {net.name: net for net in [
     _net("alexnet_v2", "alexnet_v2", 224, "vgg", ["alexnet_v2/fc8"], 1000,

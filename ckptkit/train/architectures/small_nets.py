@@ -5,7 +5,7 @@ trained with research/slim restore into them.
 Both take `num_classes=None` (or 0) for a headless net: they then return the features the
 classifier would have seen (LeNet: fc3 before its dropout; CifarNet: fc4).
 """
-from ..tfcompat import slim, tf
+from ...tfcompat import slim, tf
 
 
 def lenet(images, num_classes=10, is_training=False, dropout_keep_prob=0.5, scope="LeNet"):
