@@ -1,12 +1,13 @@
 """checks: tensor statistics, verify reports, and diff across formats."""
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
 import ckptkit
-from ckptkit.checks import diff, tensor_stats, verify
+from ckptkit.checks import diff, stats, tensor_stats, verify
 
 VALUES = {
     "net/conv/weights": np.arange(24, dtype=np.float32).reshape(2, 3, 4) / 7,
@@ -77,6 +78,47 @@ def test_stats_none_for_strings_and_nan_when_nothing_is_finite():
     assert tensor_stats(np.array([b"a"], dtype=object)) is None
     st = tensor_stats(np.array([np.nan, np.inf]))
     assert np.isnan(st.min) and (st.nan, st.inf) == (1, 1)
+
+
+def test_stats_of_many_small_tensors_batched_equal_each_tensor_alone():
+    """checks.stats summarises small tensors together; every result, in order, is the one
+    tensor_stats gives that tensor alone, and no numpy warning escapes."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(3)
+    arrays = {
+        "big": rng.standard_normal(5000).astype(np.float32),
+        "near_max": np.array([1.79e308, 1.79e308, -1.79e308]),
+        "signalling": np.array([0x7FA00000, 0x3F800000], np.uint32).view(np.float32),
+        "none_finite": np.array([np.nan, np.inf, -np.inf], np.float32),
+        "empty": np.zeros((0, 3), np.float32),
+        "ints": np.array([2 ** 62 + 1, -3], np.int64),
+        "bools": np.array([True, False, True]),
+        "bf16": rng.standard_normal(7).astype(ml_dtypes.bfloat16),
+        "strings": np.array([b"a"], dtype=object),
+        "complex": np.array([3 + 4j, 1j], np.complex64),
+        "zeros": np.zeros(4, np.float16),
+        **{f"small_{i}": rng.standard_normal(i + 1) * 10.0 ** (i % 7) for i in range(300)},
+    }
+
+    class Arrays:
+        def read(self, name):
+            return arrays[name]
+    variables = [SimpleNamespace(name=name, nbytes=a.nbytes) for name, a in arrays.items()]
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pairs = list(stats(Arrays(), variables, progress=seen.append))
+    assert [v.name for v, _ in pairs] == list(arrays)
+    assert seen == [a.nbytes for a in arrays.values()]
+    for var, got in pairs:
+        alone = tensor_stats(arrays[var.name])
+        if alone is None:
+            assert got is None, var.name
+            continue
+        for field_name, value in vars(alone).items():
+            np.testing.assert_allclose(getattr(got, field_name), value, rtol=1e-12,
+                                       atol=1e-300, err_msg=f"{var.name}.{field_name}")
 
 
 def test_diff_npz_and_safetensors_of_the_same_values_are_equal(npz, tmp_path):

@@ -149,6 +149,24 @@ def huge_uint8(d):
     bundle.write(overrides={"big": {"shape": (HUGE, HUGE), "size": 1 << 62}})
 
 
+def v2_shape(shape):
+    """d/model.ckpt: float32 `w` listed with `shape`, its entry consistent, every byte there."""
+    def build(d):
+        bundle = Bundle(d / "model.ckpt")
+        n = int(np.prod(shape, dtype=object))
+        bundle.put("w", np.zeros(n, np.float32))
+        bundle.write(overrides={"w": {"shape": tuple(shape)}})
+    return build
+
+
+def v1_shape(shape):
+    """d/model.ckpt (V1): float32 `w` listed with `shape`, all its values stored."""
+    def build(d):
+        n = int(np.prod(shape, dtype=object))
+        write_v1(d / "model.ckpt", {"w": np.zeros(n, np.float32)}, shapes={"w": shape})
+    return build
+
+
 def header(raw):
     return lambda d: v2(d, header=raw)
 
@@ -592,6 +610,11 @@ CASES = [
          r"1000000000000 bytes$"),
     case("entry-size-1e12-verify", lie(**{"dense/kernel": {"size": 10 ** 12}}),
          "verify {ckpt}", 1, r"dense/kernel.*1000000000000 bytes"),
+    *[case(f"entry-string-size-minus-1-{args.split()[0]}", lie(vocab={"size": -1}), args, code,
+           (IDX if code == 2 else r"^  \S+model\.ckpt\.index: ") +
+           r"tensor 'vocab' claims -1 bytes$")
+      for args, code in (("inspect {ckpt}", 2), ("verify {ckpt}", 1),
+                         ("convert {ckpt} {d}/out.ckpt", 2))],
     case("entry-offset-past-end", lie(**{"dense/kernel": {"offset": 10 ** 9}}),
          "inspect {ckpt}", 0, LISTED),
     case("entry-offset-past-end-tensor", lie(**{"dense/kernel": {"offset": 10 ** 9}}),
@@ -633,6 +656,11 @@ CASES = [
          IDX + r"no bundle header \(not a V2 checkpoint index\)$"),
     case("header-1e9-shards", header(b"\x08\x80\x94\xeb\xdc\x03"), "inspect {ckpt}", 2,
          IDX + r"absurd shard count 1000000000$"),
+    case("header-0-shards", header(b""), "inspect {ckpt}", 2,
+         IDX + r"tensor 'dense/bias' points at shard 0 offset 0; the bundle has 0 shards$"),
+    case("header-0-shards-verify", header(b""), "verify {ckpt}", 1,
+         r"^  \S+model\.ckpt\.index: tensor 'dense/bias' points at shard 0 offset 0; the "
+         r"bundle has 0 shards$"),
     case("header-says-2-shards", header(b"\x08\x02"), "verify {ckpt}", 1,
          r"^  missing data file \S+model\.ckpt\.data-00001-of-00002$"),
     case("slice-of-2-for-2-to-40-elements", partitioned(True), "inspect {ckpt} --tensor big", 2,
@@ -749,7 +777,8 @@ CASES = [
                    r"4398046511104; ", listed=r"\nw +\[1099511627776\] +float32 "),
     # shapes numpy cannot make (a zero beside a huge dimension; 65 dimensions) are listed
     *[row for fmt, name, build in (("safetensors", "model.safetensors", safetensors_shape),
-                                   ("npz", "weights.npz", npz_shape))
+                                   ("npz", "weights.npz", npz_shape),
+                                   ("v2", "model.ckpt", v2_shape), ("v1", "model.ckpt", v1_shape))
       for what, dims in (("0-and-2-to-62", [0, 1 << 62]), ("65-dimensions", [1] * 65))
       for row in every_command(
           f"{fmt}-shape-{what}", build(dims), f"{{d}}/{name}",

@@ -228,6 +228,17 @@ def test_bad_settings_fail_before_training(finetune, tmp_path, target, pretraine
     assert not (tmp_path / "run" / "checkpoint").exists()
 
 
+def test_without_matplotlib_a_run_names_the_extra_before_training(
+        finetune, tmp_path, target, pretrained, monkeypatch):
+    from ckptkit.errors import CkptError
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib fails
+    with pytest.raises(CkptError, match=r"^figures need matplotlib, which is not installed: "
+                                        r"pip install 'ckptkit\[tf\]'$"):
+        finetune.finetune(_settings(tmp_path, target, pretrained))
+    assert not (tmp_path / "run").exists()
+
+
 def test_include_and_strict_are_honoured_as_plan_model_plans_them(
         finetune, tmp_path, target, pretrained):
     from ckptkit.train.restore import plan_model

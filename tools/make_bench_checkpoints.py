@@ -24,7 +24,7 @@ RESNET_VARIABLES = {50: 267, 152: 777}   # with resnet_arg_scope, 1000 classes
 BIG_LARGE = 5                    # large float32 tensors ...
 BIG_LARGE_ELEMENTS = 32 << 20    # ... of 128 MiB each
 BIG_SMALL = 300
-MANY = 100_000
+MANY, MANY_300K = 100_000, 300_000
 # per unit of the "many" network: name -> shape (10 tensors, ~0.6 KB per unit)
 MANY_UNIT = {
     "conv/weights": (3, 3, 4, 4), "conv/biases": (4,),
@@ -34,7 +34,6 @@ MANY_UNIT = {
     "shortcut/BatchNorm/gamma": (4,), "shortcut/BatchNorm/moving_mean": (4,),
 }
 MANY_UNITS_PER_BLOCK = 4
-MANY_BLOCKS = MANY // (MANY_UNITS_PER_BLOCK * len(MANY_UNIT))   # 2,500
 
 
 def _prefix(out_dir, name):
@@ -114,23 +113,24 @@ def make_big(prefix):
     _check(prefix, BIG_LARGE + BIG_SMALL, min_bytes=600_000_000)
 
 
-def many_names():
+def many_names(count=MANY):
+    blocks = count // (MANY_UNITS_PER_BLOCK * len(MANY_UNIT))   # 2,500 for 100,000
     return [f"net/block_{b:04d}/unit_{u}/{leaf}"
-            for b in range(MANY_BLOCKS) for u in range(1, MANY_UNITS_PER_BLOCK + 1)
+            for b in range(blocks) for u in range(1, MANY_UNITS_PER_BLOCK + 1)
             for leaf in MANY_UNIT]
 
 
-def make_many(prefix):
+def make_many(prefix, count=MANY):
     import numpy as np
 
     rng = np.random.default_rng(2)
     leaves = list(MANY_UNIT)
     values = {leaf: rng.standard_normal(MANY_UNIT[leaf], dtype=np.float32) for leaf in leaves}
     # the same few small arrays under 100,000 names: TF writes each one out separately
-    named = {name: values[name.split("/", 3)[3]] for name in many_names()}
-    assert len(named) == MANY
+    named = {name: values[name.split("/", 3)[3]] for name in many_names(count)}
+    assert len(named) == count
     _save_v2(prefix, named)
-    _check(prefix, MANY)
+    _check(prefix, count)
 
 
 def _tf_log_line(line):
@@ -139,7 +139,8 @@ def _tf_log_line(line):
 
 
 MAKERS = {"resnet_v1_50": make_resnet, "resnet_v1_152": lambda p: make_resnet(p, 152),
-          "big": make_big, "many": make_many}
+          "big": make_big, "many": make_many,
+          "many300k": lambda p: make_many(p, MANY_300K)}
 
 
 def main(argv):

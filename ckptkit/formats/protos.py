@@ -12,6 +12,7 @@ Field numbers follow tensorflow/core/protobuf/tensor_bundle.proto,
 framework/{tensor_shape,tensor_slice,tensor,versions}.proto, util/saved_tensor_slice.proto and
 protobuf/trackable_object_graph.proto.
 """
+import functools
 
 from ..errors import FormatError
 from ..variable import TF_DTYPES
@@ -238,8 +239,13 @@ def raw_extents(slice_msg, rank):
 # --- encoding: the few messages the V2 writer emits ------------------------------------------
 # proto3 leaves zero-valued scalar fields out; TF writes these messages the same way.
 
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
+
+
 def encode_varint(n):
     """Protobuf/LevelDB varint; negative numbers as 64-bit two's complement (10 bytes)."""
+    if 0 <= n < 0x80:
+        return _ONE_BYTE[n]
     n &= (1 << 64) - 1
     out = bytearray()
     while n > 0x7F:
@@ -257,8 +263,10 @@ def _bytes_field(number, data):
     return encode_varint(number << 3 | 2) + encode_varint(len(data)) + bytes(data)
 
 
+@functools.lru_cache(maxsize=4096)
 def encode_shape(shape):
-    """TensorShapeProto: one `dim` (field 2) per dimension, its `size` (field 1) inside."""
+    """TensorShapeProto: one `dim` (field 2) per dimension, its `size` (field 1) inside;
+    remembered, since a checkpoint's shapes repeat."""
     return b"".join(_bytes_field(2, _int_field(1, d)) for d in shape)
 
 
@@ -270,6 +278,6 @@ def encode_header(num_shards, producer=1):
 def encode_entry(dtype_code, shape, shard_id, offset, size, masked_crc):
     """BundleEntryProto of one whole (unsliced) tensor; `masked_crc` as stored (field 6,
     fixed32, always present, as TF writes it)."""
-    return (_int_field(1, dtype_code) + _bytes_field(2, encode_shape(shape))
+    return (_int_field(1, dtype_code) + _bytes_field(2, encode_shape(tuple(shape)))
             + _int_field(3, shard_id) + _int_field(4, offset) + _int_field(5, size)
             + encode_varint(6 << 3 | 5) + masked_crc.to_bytes(4, "little"))

@@ -20,7 +20,7 @@ from ..errors import Corrupt, CkptError, FormatError, NotFound, Unsupported
 from ..fileio import release_maps
 from ..variable import Variable, numpy_dtype
 from . import slices
-from .base import Reader
+from .base import Reader, numpy_shape
 from .protos import (SAVED_TENSOR_SLICES, TENSOR_KINDS, decode, raw_extents, repeated_array,
                      tensor_type)
 from .sstable import Table
@@ -95,6 +95,7 @@ class TFV1Reader(Reader):
 
     def read(self, name):
         var = self.variable(name)
+        numpy_shape(f"{self.path}: tensor {name!r}", var.shape, numpy_dtype(var.dtype))
         prefix = slices.name_prefix(name)
         pieces = []
         for table in (self._tables[i] for i in var.where):

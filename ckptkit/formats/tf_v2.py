@@ -24,7 +24,7 @@ from ..errors import Corrupt, FormatError, NotFound, Unsupported
 from ..fileio import map_file, release_maps, unmap
 from ..variable import Variable, numpy_dtype
 from . import slices
-from .base import Reader
+from .base import Reader, numpy_shape
 from .protos import BUNDLE_ENTRY, BUNDLE_HEADER, decode, raw_extents, tensor_type
 from .sstable import Table, unmask_crc
 
@@ -89,12 +89,15 @@ class TFV2Reader(Reader):
             raw = tuple(raw_extents(s, len(shape)) for s in entry["slices"])
             return Variable(name, shape, dtype, nelem * itemsize,
                             tuple(slices.explicit(r, shape) for r in raw), (entry, raw))
+        if size < 0:
+            raise Corrupt(f"{self.index_path}: tensor {name!r} claims {size} bytes")
         if itemsize and size != nelem * itemsize:
             raise Corrupt(f"{self.index_path}: tensor {name!r} claims shape {list(shape)} "
                           f"{dtype} ({nelem * itemsize} bytes) but holds {size} bytes")
         shard = entry.get("shard_id", 0)
-        if not 0 <= shard < max(self.num_shards, 1) or entry.get("offset", 0) < 0:
-            raise FormatError(f"{self.index_path}: tensor {name!r} points at shard {shard} "
+        shards = self.num_shards if size else max(self.num_shards, 1)   # 0: nothing stored
+        if not 0 <= shard < shards or entry.get("offset", 0) < 0:
+            raise Corrupt(f"{self.index_path}: tensor {name!r} points at shard {shard} "
                               f"offset {entry.get('offset', 0)}; the bundle has "
                               f"{self.num_shards} shards")
         return Variable(name, shape, dtype, size, (), (entry, None))
@@ -124,30 +127,35 @@ class TFV2Reader(Reader):
                           "are corrupt")
         return buf, offset, size
 
+    def _holdable(self, var):
+        """Unsupported unless numpy can hold the tensor's value."""
+        if var.dtype in ("resource", "variant"):
+            raise Unsupported(f"tensor {var.name!r} is a {var.dtype} tensor, which has no "
+                              "portable value")
+        numpy_shape(f"{self.path}: tensor {var.name!r}", var.shape, numpy_dtype(var.dtype))
+
     def read(self, name):
         var = self.variable(name)
+        self._holdable(var)
+        if not var.slices:
+            return self._array(name, var.dtype, var.shape, var.where[0])
         pieces = []
         for (entry, shape), extents in zip(self._pieces(var), var.slices or [None]):
             if entry is None:
                 raise FormatError(f"tensor {name!r}: slice {list(extents)} is listed but "
                                   "not stored")
             pieces.append((extents, self._array(name, var.dtype, shape, entry)))
-        if not var.slices:
-            return pieces[0][1]
         return slices.assemble(var.shape, numpy_dtype(var.dtype), pieces, name)
 
     def _array(self, name, dtype, shape, entry):
         import numpy as np
 
-        if dtype in ("resource", "variant"):
-            raise Unsupported(f"tensor {name!r} is a {dtype} tensor, which has no portable "
-                              "value")
         buf, offset, size = self.checked_bytes(name, dtype, shape, entry)
         if dtype == "string":
             return _strings(name, buf[offset:offset + size], shape)
         npd = numpy_dtype(dtype)
         count = size // npd.itemsize
-        if count * npd.itemsize != size or count != int(np.prod(shape, dtype=np.int64)):
+        if count * npd.itemsize != size or count != prod(shape):
             raise Corrupt(f"tensor {name!r}: {size} bytes do not hold shape {list(shape)}")
         if count == 0:
             return np.empty(shape, dtype=npd)
@@ -171,12 +179,14 @@ class TFV2Reader(Reader):
         for var in self:
             for entry, shape in self._pieces(var):
                 try:
+                    if var.dtype not in ("resource", "variant"):
+                        self._holdable(var)
                     if entry is None:
                         raise Corrupt("a listed slice is not stored")
                     self.checked_bytes(var.name, var.dtype, shape, entry)
                 except NotFound:
                     pass   # reported once above, per missing file
-                except Corrupt as err:
+                except (Corrupt, Unsupported) as err:
                     yield f"{var.name}: {err}" if var.name not in str(err) else str(err)
             if progress:
                 progress(var.nbytes)

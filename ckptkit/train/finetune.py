@@ -43,7 +43,7 @@ import numpy as np
 from ..errors import CkptError
 from ..plan import RestoreOptions, RestorePlan
 from ..scopes import role
-from . import data, features
+from . import data, features, plots
 from .devices import session_config
 from .nets import Model
 from .rundir import COMPARE, CURVES, RUN, SCRATCH, RunDir, epochs_since_best
@@ -61,6 +61,8 @@ def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None, c
     propagates, the train dir left complete up to that epoch."""
     s = settings
     check(s)
+    if curves or s.compare_scratch:
+        plots.require()
     run = RunDir(s.train_dir)
     dataset, note = data.load_run_data(s.data, val_data=s.val_data, val_split=s.val_split,
                                        seed=s.seed, num_classes=s.num_classes)
@@ -219,20 +221,16 @@ def plot_curves(train_dir):
     run = RunDir(train_dir)
     rows = run.metrics()
     if rows:
-        from .plots import curves
-
-        curves(rows, run.file(CURVES))
+        plots.curves(rows, run.file(CURVES))
 
 
 def plot_compare(train_dir):
     """compare.png of a --compare-scratch run: it and its scratch twin on one figure; its
     path."""
-    from .plots import compare
-
     run = RunDir(train_dir)
     path = run.file(COMPARE)
-    compare({"pretrained": run.metrics(), "scratch": RunDir(run.file(SCRATCH)).metrics()},
-            path)
+    plots.compare({"pretrained": run.metrics(),
+                   "scratch": RunDir(run.file(SCRATCH)).metrics()}, path)
     return path
 
 

@@ -12,10 +12,21 @@ from ..errors import CkptError
 from ..fileio import atomic_file
 
 
+def require():
+    """matplotlib, or one line naming the extra that installs it: a run checks this before
+    it trains, since its figures come last."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise CkptError("figures need matplotlib, which is not installed: "
+                        "pip install 'ckptkit[tf]'") from None
+    return matplotlib
+
+
 def figure(width, height):
     """A matplotlib Figure of `width` x `height` inches on the Agg canvas (no GUI, no pyplot
     state shared between callers)."""
-    import matplotlib
+    matplotlib = require()
 
     matplotlib.use("Agg")
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -391,13 +391,13 @@ def write_v1(path, tensors, shapes=None, **table_options):
     metas, items = b"", []
     for name in sorted(tensors):
         array = np.asarray(tensors[name])
-        whole = slice_proto([(0, -1)] * array.ndim)
         shape = (shapes or {}).get(name, array.shape)
+        whole = slice_proto([(0, -1)] * len(shape))
         metas += pb_bytes(1, pb_bytes(1, name.encode()) + pb_bytes(2, shape_proto(shape))
                           + pb_int(3, TF_ENUM[tf_dtype(array)]) + pb_bytes(4, whole))
         saved = pb_bytes(1, name.encode()) + pb_bytes(2, whole) + \
             pb_bytes(3, tensor_proto(array))
-        items.append((slice_key(name, [(0, -1)] * array.ndim), pb_bytes(2, saved)))
+        items.append((slice_key(name, [(0, -1)] * len(shape)), pb_bytes(2, saved)))
     meta = pb_bytes(1, metas + pb_bytes(2, pb_int(1, 1)))
     data, layout = build_table([(b"", meta)] + items, **table_options)
     Path(path).write_bytes(data)

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from ...errors import CkptError
 from ...fileio import write_atomic
 from ...plan import RestoreOptions
-from .. import data
+from .. import data, plots
 from ..devices import session_config
 from ..rundir import RunDir
 from ..settings import Settings, check, flat
@@ -82,6 +82,7 @@ def search(cfg, *, log=lambda line: None, on_trial=None):
     """Run (or resume) the search; returns a summary dict (report.summary, plus "csv" and
     "plots"). `on_trial(row)` is called for every trial that finishes (report.trial_rows)."""
     _check(cfg)
+    plots.require()
     os.makedirs(cfg.study_dir, exist_ok=True)
     _check_study_json(cfg)
     session_config(cfg.base.device, cfg.base.gpus)     # the check that needs TF: last
