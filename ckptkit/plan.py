@@ -12,7 +12,11 @@ How a plan is made
   slots, global_step, EMA shadows: `scopes.role` is not "model") is never planned; the training
   loop initialises it.
 - `exclude` / `include` / `train` / `train_from` are scope patterns (scopes.compile_pattern) over
-  MODEL names, like tf-slim's `--checkpoint_exclude_scopes`; each must match some variable.
+  MODEL names, like tf-slim's `--checkpoint_exclude_scopes`; each must match some variable,
+  except that an `exclude` pattern matching no model variable but some checkpoint tensors
+  (slim's own `resnet_v1_50/logits` under a new head) keeps those tensors out of the plan.
+- `classifier`: the net record's classifier scopes when a new head replaces it; checkpoint
+  tensors under them are kept out by default (reported, never an error when absent).
 - Rename rules (`maps`) rewrite checkpoint names, in order, to line them up with model names:
   `old/=new/` replaces a leading scope (TF's `init_from_checkpoint` assignment map; "/" on
   either side is the root, so `/=tower/` adds a prefix and `tower/=/` strips one; without the
@@ -47,6 +51,7 @@ from .paths import open_checkpoint
 from .scopes import MATCH_MODES, RenameRule, closest_scopes, compile_pattern, role
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
+CLASSIFIER = "default: a new head replaces the net's classifier"
 _LISTED = 10            # problems named in one error message before "... and N more"
 
 
@@ -160,14 +165,16 @@ _UNUSED_TITLES = {   # role -> title of its group of unused checkpoint tensors
 class RestorePlan:
     """What a restore does, in model order (unused: in checkpoint order).
 
-    restore: Restore records; excluded: (model name, pattern text); missing: model names not
-    in the checkpoint; mismatched / skipped: Mismatch records (skipped = accepted by
+    restore: Restore records; excluded: (model name, pattern text); dropped: (checkpoint name,
+    pattern text or CLASSIFIER) kept out before pairing; missing: model names not in the
+    checkpoint; mismatched / skipped: Mismatch records (skipped = accepted by
     allow_mismatch); unused: (checkpoint name, role); trainable: model names.
     model_shapes / ckpt_shapes are there for rendering.
     """
 
     restore: list = field(default_factory=list)
     excluded: list = field(default_factory=list)
+    dropped: list = field(default_factory=list)
     missing: list = field(default_factory=list)
     mismatched: list = field(default_factory=list)
     skipped: list = field(default_factory=list)
@@ -176,7 +183,7 @@ class RestorePlan:
     lr_mults: dict = field(default_factory=dict)   # trainable name -> multiplier (not 1)
     model_shapes: dict = field(default_factory=dict, repr=False, compare=False)
     ckpt_shapes: dict = field(default_factory=dict, repr=False, compare=False)
-    note: str = field(default="", repr=False, compare=False)   # how the checkpoint resolved
+    notes: list = field(default_factory=list, repr=False, compare=False)   # one line each
 
     def to_json(self):
         """DESIGN's contract: names everywhere, except
@@ -189,6 +196,7 @@ class RestorePlan:
         return {
             "restore": [r.to_json() for r in self.restore],
             "excluded": [name for name, _ in self.excluded],
+            "excluded_tensors": [name for name, _ in self.dropped],
             "missing": list(self.missing),
             "mismatched": [m.to_json() for m in self.mismatched]
                           + [m.to_json(skipped=True) for m in self.skipped],
@@ -215,7 +223,7 @@ class RestorePlan:
 
     def sections(self):
         """The plan as table groups (Section: title, rows, params); the core groups always,
-        skipped only when there are some, unused one group per role present."""
+        checkpoint exclusions and skipped only when there are some, unused one group per role present."""
         ms, cs = self.model_shapes, self.ckpt_shapes
         out = []
         rows = []
@@ -230,6 +238,10 @@ class RestorePlan:
         out.append(Section("excluded",
                            [(n, "", f"{_shape(ms[n])} by {p}") for n, p in self.excluded],
                            sum(prod(ms[n]) for n, _ in self.excluded)))
+        if self.dropped:
+            out.append(Section("excluded: checkpoint tensors",
+                               [("", n, f"{_shape(cs[n])} by {p}") for n, p in self.dropped],
+                               sum(prod(cs[n]) for n, _ in self.dropped)))
         out.append(Section("missing (initialised fresh)",
                            [(n, "", _shape(ms[n])) for n in self.missing],
                            sum(prod(ms[n]) for n in self.missing)))
@@ -255,7 +267,8 @@ class RestorePlan:
 
 def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=(),
                  match="component", use_moving_averages=False, label_offset=0, strict=False,
-                 allow_mismatch=False, train=None, train_from=None, lr_mults=()):
+                 allow_mismatch=False, train=None, train_from=None, lr_mults=(),
+                 classifier=()):
     """Plan restoring `model_vars` (ModelVar, creation order) from `checkpoint_vars`
     (Variable records); see the module notes. `lr_mults`: "SCOPE=MULT" texts or (pattern,
     multiplier) pairs scaling the learning rate of trainable variables (the 10x head; the
@@ -279,7 +292,9 @@ def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=()
 
     # which model variables take part
     kind = "prefix" if match == "prefix" else "component"
-    excl = _patterns(exclude, kind, names)
+    excl, ckpt_excl = _exclusions(exclude, kind, names,
+                                  [v.name for v in ckpt if role(v.name) in ("model", "ema")])
+    ckpt_excl += [(compile_pattern(scope, kind), CLASSIFIER) for scope in classifier]
     incl = _patterns(include, kind, names)
     trainable = _trainable(models, names, train, train_from, kind)
     multipliers = _lr_mults(lr_mults, trainable, names, kind)
@@ -295,7 +310,12 @@ def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=()
 
     # checkpoint names as renamed; only model weights and EMA shadows can be restored
     roles = {v.name: role(v.name) for v in ckpt}
-    restorable = [v for v in ckpt if roles[v.name] in ("model", "ema")]
+    dropped = [(v.name, reason) for v in ckpt
+               for reason in [next((r for p, r in ckpt_excl if p.matches(v.name)), None)]
+               if reason is not None and roles[v.name] in ("model", "ema")]
+    kept_out = {name for name, _ in dropped}
+    restorable = [v for v in ckpt if roles[v.name] in ("model", "ema") and
+                  v.name not in kept_out]
     by_name = _rename(restorable, maps)
     pool = {n: v for n, v in by_name.items() if roles[v.name] == "model"}
     shadows = {v.name: v for v in restorable if roles[v.name] == "ema"}
@@ -326,9 +346,10 @@ def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=()
         else:
             restore.append(Restore(src.name, m.name, m.shape, offset))
 
-    unused = [(v.name, roles[v.name]) for v in ckpt if v.name not in accounted]
+    unused = [(v.name, roles[v.name]) for v in ckpt
+              if v.name not in accounted and v.name not in kept_out]
     plan = RestorePlan(
-        restore=restore, excluded=excluded, missing=missing, mismatched=mismatched,
+        restore=restore, excluded=excluded, dropped=dropped, missing=missing, mismatched=mismatched,
         skipped=skipped, unused=unused, trainable=trainable, lr_mults=multipliers,
         model_shapes={m.name: m.shape for m in models},
         ckpt_shapes={v.name: tuple(v.shape) for v in ckpt})
@@ -339,11 +360,12 @@ def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=()
     return plan
 
 
-def plan_for(checkpoint_vars, model_vars, options, *, label_offset=0):
+def plan_for(checkpoint_vars, model_vars, options, *, label_offset=0, classifier=()):
     """The plan `options` (RestoreOptions) make for restoring `model_vars` from
     `checkpoint_vars`, checked: a mismatch is always an error, a missing variable with
     options.strict. The one way `plan`, `finetune` and `search` make a plan."""
     plan = plan_restore(checkpoint_vars, model_vars, label_offset=label_offset,
+                        classifier=classifier,
                         exclude=options.exclude, include=options.include, maps=options.maps,
                         match=options.match, use_moving_averages=options.use_moving_averages,
                         strict=options.strict, allow_mismatch=options.allow_mismatch,
@@ -353,12 +375,14 @@ def plan_for(checkpoint_vars, model_vars, options, *, label_offset=0):
     return plan
 
 
-def plan_checkpoint(checkpoint, model_vars, options, *, label_offset=0):
+def plan_checkpoint(checkpoint, model_vars, options, *, label_offset=0, classifier=()):
     """plan_for against the checkpoint at `checkpoint` (any path paths.resolve takes); the
-    plan's note says how the path was resolved when that needed a fallback."""
+    plan's notes say how the path was resolved when that needed a fallback."""
     with open_checkpoint(checkpoint) as reader:
-        plan = plan_for(list(reader), model_vars, options, label_offset=label_offset)
-        plan.note = reader.note
+        plan = plan_for(list(reader), model_vars, options, label_offset=label_offset,
+                        classifier=classifier)
+        if reader.note:
+            plan.notes.append(reader.note)
     return plan
 
 
@@ -380,6 +404,22 @@ def target_variables(path):
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+def _exclusions(texts, kind, names, ckpt_names):
+    """(patterns over model names, [(pattern, its text)] over checkpoint names only): a pattern
+    matching no model variable but some restorable checkpoint tensor (`ckpt_names`) keeps
+    those tensors out; one that matches neither is an error naming the closest of both."""
+    model, ckpt = [], []
+    for text in [texts] if isinstance(texts, str) else texts or ():
+        p = compile_pattern(text, kind)
+        if any(p.matches(n) for n in names):
+            model.append(p)
+        elif any(p.matches(n) for n in ckpt_names):
+            ckpt.append((p, p.text))
+        else:
+            raise PlanError(_no_match(text, names + ckpt_names))
+    return model, ckpt
+
 
 def _patterns(texts, kind, names):
     """Compile scope patterns; one that matches none of `names` is an error."""

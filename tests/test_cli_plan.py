@@ -71,6 +71,7 @@ def test_json_contract(ckptkit, files):
         "restore": ["net/conv1/weights", "net/conv1/BatchNorm/beta",
                     "net/conv1/BatchNorm/moving_mean"],
         "excluded": ["net/logits/weights", "net/logits/biases"],
+        "excluded_tensors": [],
         "missing": [], "mismatched": [],
         "unused": ["global_step", "net/conv1/weights/Adam", "net/logits/biases",
                    "net/logits/weights", "net/logits/weights/Adam"],
@@ -151,10 +152,17 @@ def test_net_resnet_v1_50_new_head(ckptkit, tmp_path):
                                            write_meta_graph=False)
     code, out, err = ckptkit("plan", prefix, "--net", "resnet_v1_50", "--num-classes", "5",
                              "--train", "Logits", "--json")
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, "note: resnet_v1_50's classifier (resnet_v1_50/logits) is not "
+                              "restored: a new 5-class head replaces it (--keep-head keeps it)\n")
     plan = json.loads(out)
     assert len(plan["restore"]) == 265
     assert plan["missing"] == ["Logits/weights", "Logits/biases"]
     assert plan["trainable"] == ["Logits/weights", "Logits/biases"]
-    assert sorted(plan["unused"]) == ["resnet_v1_50/logits/biases",
-                                      "resnet_v1_50/logits/weights"]
+    assert sorted(plan["excluded_tensors"]) == ["resnet_v1_50/logits/biases",
+                                                "resnet_v1_50/logits/weights"]
+    assert plan["unused"] == []
+    # slim's own flag for the same thing is no error, and changes nothing here
+    code, out, err = ckptkit("plan", prefix, "--net", "resnet_v1_50", "--num-classes", "5",
+                             "--exclude", "resnet_v1_50/logits", "--json")
+    assert code == 0 and sorted(json.loads(out)["excluded_tensors"]) == \
+        sorted(plan["excluded_tensors"])

@@ -12,7 +12,7 @@ from math import prod
 import pytest
 
 from ckptkit.errors import PlanError
-from ckptkit.plan import EMA_SUFFIX, Mismatch, ModelVar, Restore, RestorePlan, plan_restore
+from ckptkit.plan import CLASSIFIER, EMA_SUFFIX, Mismatch, ModelVar, Restore, RestorePlan, plan_restore
 from ckptkit.scopes import role
 from ckptkit.variable import ITEMSIZE, Variable
 
@@ -594,6 +594,60 @@ def test_lr_multiplier_errors(specs, train, message):
                      lr_mults=specs)
 
 
+# --- records drive the defaults: the classifier a new head replaces ---------------------------
+
+NEW_HEAD = [m for m in RESNET if "/logits/" not in m.name] + \
+    [ModelVar("Logits/weights", (1, 1, 2048, 5), "float32"),
+     ModelVar("Logits/biases", (5,), "float32")]
+
+
+def _section(plan, title):
+    return next(s for s in plan.sections() if s.title == title)
+
+
+def test_a_new_head_keeps_the_net_s_classifier_out_by_default():
+    ckpt = checkpoint(RESNET, adam=True, ema=True)
+    plan = plan_restore(ckpt, NEW_HEAD, classifier=["resnet_v1_50/logits"])
+    shadows = [n + EMA_SUFFIX for n in LOGITS]
+    assert sorted(plan.dropped) == sorted((n, CLASSIFIER) for n in LOGITS + shadows)
+    assert plan.to_json()["excluded_tensors"] == [n for n, _ in plan.dropped]
+    unused = {n: r for n, r in plan.unused}
+    assert not set(LOGITS + shadows) & set(unused)
+    assert unused[LOGITS[0] + "/Adam"] == "optimizer"       # its slots stay expected leftovers
+    assert plan.missing == ["Logits/weights", "Logits/biases"] and len(plan.restore) == 265
+    rows = _section(plan, "excluded: checkpoint tensors").rows
+    assert ("", LOGITS[0], f"[1,1,2048,1000] by {CLASSIFIER}") in rows
+
+
+def test_a_classifier_the_checkpoint_lacks_is_no_error():
+    ckpt = [v for v in checkpoint(RESNET) if "/logits/" not in v.name]
+    plan = plan_restore(ckpt, NEW_HEAD, classifier=["resnet_v1_50/logits"])
+    assert plan.dropped == [] and len(plan.restore) == 265
+
+
+@pytest.mark.parametrize("text", ["resnet_v1_50/logits", "logits", "re:^resnet_v1_50/logits/"])
+def test_an_exclude_only_the_checkpoint_matches_keeps_those_tensors_out(text):
+    """slim's own flag (`--checkpoint_exclude_scopes=resnet_v1_50/logits`) under a new head:
+    no model variable is there, the checkpoint's tensors are, and they stay out."""
+    plan = plan_restore(RESNET_CKPT, NEW_HEAD, exclude=[text])
+    assert sorted(plan.dropped) == sorted((n, text) for n in LOGITS)
+    assert plan.excluded == [] and len(plan.restore) == 265
+
+
+def test_a_checkpoint_side_exclude_is_applied_before_renames_pair_names():
+    model = resnet_v1_50(1000, prefix="tower/")
+    plan = plan_restore(RESNET_CKPT, model, maps=["/=tower/"],
+                        exclude=["re:^resnet_v1_50/logits/"])
+    assert sorted(n for n, _ in plan.dropped) == sorted(LOGITS)
+    assert plan.missing == ["tower/" + n for n in LOGITS]
+
+
+def test_an_exclude_matching_nothing_anywhere_suggests_checkpoint_scopes_too():
+    with pytest.raises(PlanError, match=r"^no variable matches scope 'resnet_v1_50/logitz'; "
+                                        r"closest: resnet_v1_50/logits"):
+        plan_restore(RESNET_CKPT, NEW_HEAD, exclude=["resnet_v1_50/logitz"])
+
+
 # --- output contracts ------------------------------------------------------------------------
 
 def test_json_contract():
@@ -601,7 +655,9 @@ def test_json_contract():
     model = inception_v3(5)
     plan = plan_restore(ckpt, model, exclude=["AuxLogits"], train=["Logits"])
     out = json.loads(json.dumps(plan.to_json()))
-    assert list(out) == ["restore", "excluded", "missing", "mismatched", "unused", "trainable"]
+    assert list(out) == ["restore", "excluded", "excluded_tensors", "missing", "mismatched",
+                         "unused", "trainable"]
+    assert out["excluded_tensors"] == []
     assert out["restore"][0] == "InceptionV3/Conv2d_1a_3x3/weights"
     assert all(isinstance(e, str) for e in out["restore"])     # same names, nothing sliced
     assert out["excluded"] == INC_AUX

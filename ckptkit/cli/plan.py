@@ -45,8 +45,8 @@ def plan(checkpoint, net, num_classes, hidden, head_scope, keep_head, target, as
         model = Model(net, num_classes or get_net(net).num_classes, hidden=hidden,
                       head_scope=head_scope, keep_head=keep_head)
         result = plan_model(checkpoint, model, options)
-    if result.note:
-        click.echo(f"note: {result.note}", err=True)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     if as_json:
         render.emit_json(result.to_json())
     else:

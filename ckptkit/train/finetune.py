@@ -154,8 +154,9 @@ def _train(s, run, model, dataset, note, resuming, restart, log, progress, on_ep
     session_config(s.device, s.gpus)        # the check that needs TF (--gpus)
     run_stages = stages(s, model)
     plans = [_plan(s, stage, model) for stage in run_stages]    # errors first
-    if note:
-        log(note)
+    for line in [note] + plans[0].notes if plans else [note]:
+        if line:
+            log(line)
     arrays = None
     if s.mode == "features":
         path = features.cache_path(s.cache_dir, s.checkpoint, plans[0], model, dataset)

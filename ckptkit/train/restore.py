@@ -2,17 +2,36 @@
 every stage of `finetune` make their plan with plan_model, so what `plan` shows is what gets
 restored."""
 from ..errors import PlanError
-from ..paths import open_checkpoint
-from ..plan import plan_checkpoint
+from ..paths import PRETRAINED, open_checkpoint
+from ..plan import CLASSIFIER, plan_checkpoint
+from ..zoo import pretrained
 from ..tfcompat import tf
 
 
 def plan_model(checkpoint, model, options):
     """The checked RestorePlan (plan.plan_for) of `model` (nets.Model) from `checkpoint`
-    under `options` (plan.RestoreOptions); the record's label offset drops a background
-    class."""
-    return plan_checkpoint(checkpoint, model.variables(), options,
-                           label_offset=model.record.label_offset)
+    under `options` (plan.RestoreOptions). The record drives the defaults: its label offset
+    drops a background class, and under a new head its classifier scopes (a pretrained
+    entry's `exclude`, for `pretrained:NAME` of this net) stay out, said in a note."""
+    classifier = () if model.keep_head else classifier_scopes(checkpoint, model)
+    plan = plan_checkpoint(checkpoint, model.variables(), options,
+                           label_offset=model.record.label_offset, classifier=classifier)
+    if any(reason == CLASSIFIER for _, reason in plan.dropped):
+        plan.notes.append(
+            f"{model.net}'s classifier ({', '.join(classifier)}) is not restored: a new "
+            f"{model.num_classes}-class head replaces it (--keep-head keeps it)")
+    return plan
+
+
+def classifier_scopes(checkpoint, model):
+    """The checkpoint scopes a new head replaces: the pretrained entry's for
+    `pretrained:NAME` of this net, else the net record's."""
+    text = str(checkpoint)
+    if text.startswith(PRETRAINED):
+        found = pretrained.entry(text[len(PRETRAINED):])
+        if found.net == model.record.name:
+            return found.exclude_scopes
+    return model.record.classifier_scopes
 
 
 def apply_plan(session, plan, checkpoint):
