@@ -17,6 +17,7 @@ setup(
         "google-crc32c>=1.5",
         "ml_dtypes>=0.3",
         "rich>=13",
+        "platformdirs>=3",
     ],
     extras_require={
         "tf": ["tensorflow-cpu>=2.16", "tf-keras>=2.16", "tf-slim>=1.1", "matplotlib>=3.6"],

@@ -101,9 +101,11 @@ def listing(directory=None, registry=None):
 
 # ---------------------------------------------------------------- get
 
-def get(name, directory=None, progress=None, *, registry=None, force=False, timeout=TIMEOUT):
+def get(name, directory=None, progress=None, *, registry=None, force=False, timeout=TIMEOUT,
+        source=None):
     """Download, check and unpack pretrained `name` into `directory`; a Fetched (its path is
-    the checkpoint prefix or file).
+    the checkpoint prefix or file). `source`: the entry's archive as a file already here
+    (`get --from`), checked and unpacked as a download would be, and never removed.
 
     Present and matching its record: nothing is downloaded. force=True downloads it again and
     replaces what is there. `progress(total, done)` is called with byte counts while
@@ -114,21 +116,55 @@ def get(name, directory=None, progress=None, *, registry=None, force=False, time
     item = entry(name, registry)
     base = directory_path(directory)
     if item.local:
+        if source is not None:
+            raise CkptError(f"{item.name} is made locally ({item.made_by}), not unpacked from "
+                            "an archive")
         return Fetched(item.name, _checked_local(name, directory, registry), False,
                        item.sha256, "local", net=item.net)
+    if source is not None and not os.path.isfile(source):
+        raise CkptError(f"no archive file at {source}")
     folder = os.path.join(base, item.name)
-    with output_lock(folder, wait=True):     # a second `get` of NAME waits, then finds it
-        return _get(item, base, folder, directory, progress, force, timeout)
+    missing = _missing_parents(base)
+    try:
+        with output_lock(folder, wait=True):     # a second `get` of NAME waits, then finds it
+            if source is not None:
+                return _unpack_file(item, source, base, folder, directory, force)
+            return _get(item, base, folder, directory, progress, force, timeout)
+    finally:                                     # a failed first get leaves no empty folders
+        for path in missing:
+            _rmdir_if_empty(path)
+
+
+def _here(item, folder, directory):
+    """The Fetched of what is already in `folder`, checked against its record."""
+    if not os.path.isfile(os.path.join(folder, MANIFEST)):
+        raise CkptError(f"{folder} exists but was not made by `{GET_COMMAND}` (no "
+                        f"{MANIFEST} file); move it away or download again with force")
+    archive_sha, trust = check_folder(item, folder, directory)
+    return Fetched(item.name, member_path(item, folder), False, archive_sha, trust,
+                   net=item.net)
+
+
+def _unpack_file(item, source, base, folder, directory, force):
+    """`get --from`: the archive at `source` in place of the download."""
+    if os.path.exists(folder) and not force:
+        return _here(item, folder, directory)
+    digest = _check_archive(item, source, removed=False)
+    trust = "registry" if item.sha256 else "first-use"
+    path = _unpack(item, source, base, folder, digest, trust, source)
+    note = _first_use(item, folder, digest) if trust == "first-use" else ""
+    return Fetched(item.name, path, True, digest, trust, note, net=item.net)
+
+
+def _first_use(item, folder, digest):
+    return (f"trust on first use: the registry has no sha256 for {item.archive}; this "
+            f"archive's is {digest}, recorded in {os.path.join(folder, MANIFEST)} and "
+            "checked on every later use (compare it with a source you trust)")
 
 
 def _get(item, base, folder, directory, progress, force, timeout):
     if os.path.exists(folder) and not force:
-        if not os.path.isfile(os.path.join(folder, MANIFEST)):
-            raise CkptError(f"{folder} exists but was not made by `{GET_COMMAND}` (no "
-                            f"{MANIFEST} file); move it away or download again with force")
-        archive_sha, trust = check_folder(item, folder, directory)
-        return Fetched(item.name, member_path(item, folder), False, archive_sha, trust,
-                       net=item.net)
+        return _here(item, folder, directory)
 
     downloads = os.path.join(base, DOWNLOADS)
     part = os.path.join(downloads, item.archive + ".part")
@@ -145,11 +181,7 @@ def _get(item, base, folder, directory, progress, force, timeout):
         _discard(part)
     finally:
         _rmdir_if_empty(downloads)
-    note = ""
-    if trust == "first-use":
-        note = (f"trust on first use: the registry has no sha256 for {item.archive}; this "
-                f"download's is {digest}, recorded in {os.path.join(folder, MANIFEST)} and "
-                "checked on every later use (compare it with a source you trust)")
+    note = _first_use(item, folder, digest) if trust == "first-use" else ""
     return Fetched(item.name, path, True, digest, trust, note, net=item.net)
 
 
@@ -241,24 +273,27 @@ def _interrupted(item, done, total, why):
                      "run the same command again to resume it")
 
 
-def _check_archive(item, part):
-    """The archive's sha256, after its size and sha256 agree with the registry's."""
+def _check_archive(item, part, removed=True):
+    """The archive's sha256, after its size and sha256 agree with the registry's; `removed`:
+    a download, which a mismatch removes (else the user's own file, left alone)."""
+    what, after = (f"downloaded {item.archive}", "; removed the download") if removed else \
+        (part, f" for {item.archive}")
     size = os.path.getsize(part)
     if item.size is not None and size != item.size:
-        raise Corrupt(f"downloaded {item.archive} is {size} bytes, the registry says "
-                      f"{item.size}; removed the download")
+        raise Corrupt(f"{what} is {size} bytes, the registry says {item.size}{after}")
     digest = sha256_file(part)
     if item.sha256 and digest != item.sha256:
-        raise Corrupt(f"sha256 of downloaded {item.archive} is {digest}, the registry says "
-                      f"{item.sha256}; removed the download")
+        raise Corrupt(f"sha256 of {what} is {digest}, the registry says {item.sha256}{after}")
     return digest
 
 
-def _unpack(item, part, base, folder, digest, trust):
-    """Unpack `part` into a temporary folder, check the checkpoint, record every file's
-    sha256, then rename the folder into place; the checkpoint path."""
+def _unpack(item, part, base, folder, digest, trust, source=None):
+    """Unpack `part` (the download, or the user's `source` file) into a temporary folder,
+    check the checkpoint, record every file's sha256, then rename the folder into place; the
+    checkpoint path."""
     tmp = tempfile.mkdtemp(prefix=f".{item.name}.", suffix=".unpacking", dir=base)
     try:
+        os.chmod(tmp, 0o777 & ~_umask())    # a folder like any other, not mkdtemp's 0700
         hashes = _extract(part, tmp, item.archive)
         try:
             checkpoint = resolve(member_path(item, tmp))
@@ -268,9 +303,10 @@ def _unpack(item, part, base, folder, digest, trust):
                               f"{shown}") from None
         report = verify(checkpoint.path)
         if not report.ok:
-            raise Corrupt(f"the checkpoint in {item.archive} fails its own checks: "
-                          f"{report.problems[0]}; removed the download")
-        lines = [f"# ckptkit pretrained {item.name} from {item.url}",
+            after = "; removed the download" if source is None else ""
+            raise Corrupt(f"the checkpoint in {source or item.archive} fails its own checks: "
+                          f"{report.problems[0]}{after}")
+        lines = [f"# ckptkit pretrained {item.name} from {source or item.url}",
                  f"# archive {item.archive} sha256 {digest} {trust}"]
         lines += [f"{hashes[rel]}  {rel}" for rel in sorted(hashes)]
         try:
@@ -287,6 +323,12 @@ def _unpack(item, part, base, folder, digest, trust):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return member_path(item, folder)
+
+
+def _umask():
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
 
 
 def _extract(archive, target, label):
@@ -472,6 +514,16 @@ def _remove(path):
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+def _missing_parents(path):
+    """`path` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
 
 
 def _rmdir_if_empty(path):

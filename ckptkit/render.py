@@ -4,6 +4,7 @@ import json
 import math
 import os
 import sys
+from shlex import quote
 
 import click
 
@@ -505,9 +506,11 @@ def pretrained_table(items):
     return table(rows, "llrrll")
 
 
-def fetched_lines(fetched):
-    """What `pretrained get` did, and the command that fine-tunes from it."""
+def fetched_lines(fetched, named=True):
+    """What `pretrained get` did, and the command that fine-tunes from it: by name when
+    `pretrained:NAME` finds it (named), else by its path."""
+    where = f"pretrained:{fetched.name}" if named else quote(fetched.path)
     return [f"{'downloaded' if fetched.downloaded else 'already here'}: {fetched.path}",
             "fine-tune it with a new head:",
-            f"  ckptkit finetune --net {fetched.net} --checkpoint pretrained:{fetched.name} "
-            "--exclude Logits --data DATA --train-dir RUN"]
+            f"  ckptkit finetune --net {fetched.net} --checkpoint {where} "
+            "--data DATA --train-dir RUN"]

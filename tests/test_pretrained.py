@@ -581,6 +581,17 @@ def test_a_server_that_is_down_is_one_line(tmp_path):
     assert one_line(e) == f"cannot download tiny from {url}: connection refused"
 
 
+def test_a_failed_first_get_leaves_no_folder_behind(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    registry = write_registry(tmp_path / "registry.json",
+                              item("tiny", f"http://127.0.0.1:{port}/tiny.tar.gz"))
+    with pytest.raises(CkptError):
+        download.get("tiny", tmp_path / "new" / "pretrain", registry=registry)
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_silent_server_times_out(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -601,6 +612,82 @@ def test_a_full_disk_is_one_line(tmp_path, hosted):
     with pytest.raises(CkptError) as e:
         download.get("tiny", directory, registry=registry)
     assert one_line(e).startswith(f"disk full while writing {part}; free some space")
+
+
+# ---------------------------------------------------------------- where files live
+
+def test_the_download_folder_is_per_user_and_any_working_directory_finds_it(
+        tmp_path, hosted, monkeypatch):
+    """No --dir, no $CKPTKIT_PRETRAIN_DIR: $CKPTKIT_HOME/pretrained (else platformdirs' user
+    data folder); `pretrained:NAME` resolves the same from anywhere; folders get the
+    umask's permissions, not mkdtemp's 0700."""
+    registry, _, _ = hosted(slim_archive(tmp_path))
+    monkeypatch.setenv(pretrained.REGISTRY_ENV, str(registry))
+    monkeypatch.setenv(pretrained.HOME_ENV, str(tmp_path / "home"))
+    old = os.umask(0o022)
+    try:
+        got = download.get("tiny")
+    finally:
+        os.umask(old)
+    folder = tmp_path / "home" / "pretrained" / "tiny"
+    assert got.path == str(folder / "slim_net.ckpt")
+    assert folder.stat().st_mode & 0o777 == 0o755
+    for cwd in (tmp_path, tmp_path / "home", Path("/")):
+        monkeypatch.chdir(cwd)
+        assert paths.resolve("pretrained:tiny").path == got.path
+    monkeypatch.delenv(pretrained.HOME_ENV)
+    import platformdirs
+    assert pretrained.directory_path() == os.path.join(
+        platformdirs.user_data_dir("ckptkit", appauthor=False), "pretrained")
+
+
+def test_get_dir_elsewhere_prints_a_command_that_works(tmp_path, hosted, monkeypatch,
+                                                       ckptkit):
+    registry, _, _ = hosted(slim_archive(tmp_path))
+    monkeypatch.setenv(pretrained.REGISTRY_ENV, str(registry))
+    monkeypatch.setenv(pretrained.HOME_ENV, str(tmp_path / "home"))
+    code, out, _ = ckptkit("pretrained", "get", "tiny", "--dir", tmp_path / "elsewhere")
+    path = tmp_path / "elsewhere" / "tiny" / "slim_net.ckpt"
+    assert code == 0 and f"--checkpoint {path} " in out
+    code, out, _ = ckptkit("pretrained", "get", "tiny")
+    assert code == 0 and "--checkpoint pretrained:tiny " in out
+
+
+# ---------------------------------------------------------------- get --from
+
+def test_get_from_an_archive_already_here(tmp_path, hosted, server):
+    archive = slim_archive(tmp_path)
+    registry, directory, _ = hosted(archive, sha256=hashlib.sha256(archive).hexdigest())
+    source = tmp_path / "downloads" / "tiny_2016_08_28.tar.gz"
+    source.parent.mkdir()
+    source.write_bytes(archive)
+    got = download.get("tiny", directory, registry=registry, source=str(source))
+    assert (got.downloaded, got.trust, server.requests) == (True, "registry", [])
+    assert listing(directory) == ["tiny", "tiny/SHA256", "tiny/slim_net.ckpt"]
+    assert f"from {source}\n" in (directory / "tiny" / "SHA256").read_text()
+    assert paths.resolve_pretrained("tiny", directory, registry).path == got.path
+    assert source.read_bytes() == archive                 # the user's file is left alone
+
+
+@pytest.mark.parametrize("archive, message", [
+    (b"not an archive", r"sha256 of \S+tiny\.tar\.gz is [0-9a-f]{64}, the registry says "
+     r"[0-9a-f]{64} for tiny_2016_08_28\.tar\.gz$"),
+    (None, r"member '\.\./escaped\.ckpt'.*; refused"),
+])
+def test_get_from_a_wrong_or_hostile_archive_installs_nothing(tmp_path, hosted, archive,
+                                                             message):
+    evil = tar_gz([("slim_net.ckpt", v1_bytes(tmp_path)), ("../escaped.ckpt", b"x")])
+    good = slim_archive(tmp_path)
+    pinned = {} if archive is None else {"sha256": hashlib.sha256(good).hexdigest()}
+    registry, directory, _ = hosted(good, **pinned)
+    source = tmp_path / "tiny.tar.gz"
+    source.write_bytes(evil if archive is None else archive)
+    before = source.read_bytes()
+    with pytest.raises(CkptError, match=message) as e:
+        download.get("tiny", directory, registry=registry, source=str(source))
+    one_line(e)
+    assert source.read_bytes() == before and not directory.exists()
+    assert not (tmp_path / "escaped.ckpt").exists()
 
 
 # ---------------------------------------------------------------- local entries
@@ -625,6 +712,22 @@ def test_a_local_entry_is_found_not_downloaded(tmp_path):
     write_registry(registry, local)
     with pytest.raises(Corrupt, match=r"model.ckpt.index is [0-9a-f]{64}, the registry says"):
         paths.resolve_pretrained("demo", directory, registry).path
+
+
+def test_a_local_entry_is_also_found_beside_its_registry(tmp_path, monkeypatch):
+    """The demo's checkpoint sits in the repository's pretrain/, beside the registry source
+    the package links to: found whatever the working directory and download folder."""
+    local = {"name": "demo", "net": "lenet", "url": None, "local": "lenet_demo"}
+    (tmp_path / "repo").mkdir()
+    registry = write_registry(tmp_path / "repo" / "registry.json", local)
+    prefix = write_bundle(tmp_path / "repo" / "lenet_demo" / "model.ckpt", TENSORS).prefix
+    link = tmp_path / "package" / "registry.json"
+    link.parent.mkdir()
+    link.symlink_to(registry)
+    monkeypatch.setenv(pretrained.REGISTRY_ENV, str(link))
+    monkeypatch.setenv(pretrained.HOME_ENV, str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path / "package")
+    assert paths.resolve("pretrained:demo").path == str(prefix)
 
 
 def test_a_pretrained_path_loads_no_numpy_tf_or_train(tmp_path, hosted):

@@ -1,4 +1,6 @@
 """`ckptkit pretrained`: the registry's checkpoints, listed and fetched (no TensorFlow)."""
+import os
+
 import click
 
 from .. import render
@@ -20,7 +22,8 @@ def pretrained():
 
 
 @pretrained.command(name="list")
-@click.option("--dir", "directory", metavar="DIR", help="Download folder [default: pretrain/].")
+@click.option("--dir", "directory", metavar="DIR", help="Download folder [default: $CKPTKIT_PRETRAIN_DIR, else pretrained/ in ckptkit's "
+              "per-user data folder ($CKPTKIT_HOME)].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
 def pretrained_list(directory, as_json):
     """The registry's checkpoints and which of them are here.
@@ -42,9 +45,13 @@ def pretrained_list(directory, as_json):
 
 @pretrained.command(name="get")
 @click.argument("name")
-@click.option("--dir", "directory", metavar="DIR", help="Download folder [default: pretrain/].")
+@click.option("--dir", "directory", metavar="DIR", help="Download folder [default: $CKPTKIT_PRETRAIN_DIR, else pretrained/ in ckptkit's "
+              "per-user data folder ($CKPTKIT_HOME)].")
 @click.option("--force", is_flag=True, help="Download again and replace what is there.")
-def pretrained_get(name, directory, force):
+@click.option("--from", "source", metavar="ARCHIVE", type=click.Path(dir_okay=False),
+              help="The entry's archive, already downloaded: checked (the registry's sha256 "
+              "where it has one) and unpacked instead of downloading.")
+def pretrained_get(name, directory, force, source):
     """Download, check (sha256, checkpoint CRCs) and unpack a pretrained checkpoint.
 
     An interrupted download resumes when the command is run again.
@@ -53,12 +60,15 @@ def pretrained_get(name, directory, force):
     Examples:
       ckptkit pretrained get resnet_v1_50
       ckptkit pretrained get inception_v3 --dir ~/checkpoints
+      ckptkit pretrained get resnet_v1_50 --from ~/Downloads/resnet_v1_50_2016_08_28.tar.gz
     """
     from ..download import get
+    from ..zoo.pretrained import directory_path
 
     with render.byte_progress(f"downloading {name}") as progress:
-        fetched = get(name, directory, progress, force=force)
+        fetched = get(name, directory, progress, force=force, source=source)
     if fetched.note:
         click.echo(f"note: {fetched.note}", err=True)
-    click.echo("\n".join(render.fetched_lines(fetched)))
+    named = os.path.realpath(directory_path(directory)) == os.path.realpath(directory_path())
+    click.echo("\n".join(render.fetched_lines(fetched, named)))
     return 0

@@ -9,7 +9,9 @@ and what its checkpoint differs in from the net's record (num_classes, label_off
 image_size, preprocessing, exclude; null: the record's): Entry.record is the one place those
 overrides are applied.
 
-On disk, under the download directory (default: $CKPTKIT_PRETRAIN_DIR or ./pretrain):
+On disk, under the download directory (--dir, else $CKPTKIT_PRETRAIN_DIR, else
+$CKPTKIT_HOME/pretrained, else `pretrained/` in the per-user data directory platformdirs
+names, e.g. ~/.local/share/ckptkit/pretrained: one place, whatever the working directory):
 - `NAME/`: an unpacked archive (download.py puts it there), with `NAME/SHA256`: the sha256 of
   every unpacked file (`sha256sum -c SHA256` checks it) and, in a comment, the archive's
   sha256 and whether the registry vouched for it or it was trusted on first use (the registry
@@ -35,7 +37,7 @@ from .nets import get_net
 
 REGISTRY_ENV = "CKPTKIT_PRETRAIN_REGISTRY"
 DIR_ENV = "CKPTKIT_PRETRAIN_DIR"
-DEFAULT_DIR = "pretrain"
+HOME_ENV = "CKPTKIT_HOME"
 GET_COMMAND = "ckptkit pretrained get"
 DIR_OPTION = "--dir"                 # how the CLI names the download directory
 MANIFEST = "SHA256"
@@ -204,10 +206,21 @@ def _relative(path):
 # ---------------------------------------------------------------- where things are
 
 def directory_path(directory=None):
-    """The download directory: `directory`, else $CKPTKIT_PRETRAIN_DIR, else ./pretrain."""
+    """The download directory (see the module notes)."""
     if directory is not None:
         return os.fspath(directory)
-    return os.environ.get(DIR_ENV) or DEFAULT_DIR
+    if os.environ.get(DIR_ENV):
+        return os.environ[DIR_ENV]
+    return os.path.join(home(), "pretrained")
+
+
+def home():
+    """ckptkit's per-user data directory: $CKPTKIT_HOME, else platformdirs' user data dir."""
+    if os.environ.get(HOME_ENV):
+        return os.environ[HOME_ENV]
+    import platformdirs
+
+    return platformdirs.user_data_dir("ckptkit", appauthor=False)
 
 
 def get_command(name, directory=None):
@@ -228,7 +241,7 @@ def locate(name, directory=None, registry=None, verify=True):
     item = entry(name, registry)
     base = directory_path(directory)
     if item.local:
-        return item, local_path(item, base)
+        return item, local_path(item, base, registry)
     folder = os.path.join(base, item.name)
     if not os.path.isfile(os.path.join(folder, MANIFEST)):
         raise NotFound(f"pretrained checkpoint {name} is not downloaded yet (looked in "
@@ -292,8 +305,18 @@ def check_folder(item, folder, directory):
     return archive_sha, trust
 
 
-def local_path(item, base):
-    return item.local if os.path.isabs(item.local) else os.path.join(base, item.local)
+def local_path(item, base, registry=None):
+    """A local entry's path: absolute, else under the download directory, else beside the
+    registry file that lists it (links resolved: in a checkout, pretrain/, where tools/demo
+    makes the demo's), so it is found from any working directory."""
+    if os.path.isabs(item.local):
+        return item.local
+    here = os.path.join(base, item.local)
+    if os.path.exists(here):
+        return here
+    listed_in = registry_path(None if isinstance(registry, dict) else registry)
+    beside = os.path.join(listed_in.resolve().parent, item.local)
+    return beside if os.path.exists(beside) else here
 
 
 def member_path(item, folder):
