@@ -53,8 +53,10 @@ def _is_demo(step):
 
 
 def _environment(folder):
+    # the demo's checkpoint in ./pretrain, where a checkout finds it beside the registry;
+    # nothing in the real per-user folder
     return environment(CKPTKIT_CORPUS=CORPUS, CKPTKIT_CACHE=folder / ".cache",
-                       CKPTKIT_PRETRAIN_DIR=None)      # ./pretrain, as in the repository
+                       CKPTKIT_PRETRAIN_DIR="pretrain", CKPTKIT_HOME=folder / ".home")
 
 
 def _demo_folders(quick_demo):
