@@ -37,11 +37,13 @@ import urllib.request
 from dataclasses import dataclass
 
 from .checks import verify
-from .errors import CkptError, Corrupt, FormatError
-from .fileio import output_lock
-from .paths import resolve, resolve_pretrained
-from .zoo.pretrained import (CHUNK, GET_COMMAND, MANIFEST, check_folder, directory_path,
-                             entry, inside, load_registry, member_path, sha256_file)
+from .errors import CkptError, Corrupt, FormatError, NotFound
+from .fileio import output_lock, write_atomic
+from .paths import open_checkpoint, resolve, resolve_pretrained
+from .zoo.nets import get_net
+from .zoo.pretrained import (ADDED, CHUNK, GET_COMMAND, MANIFEST, NAME, check_folder,
+                             directory_path, entry, inside, load_registry, member_path,
+                             sha256_file)
 
 DOWNLOADS = ".download"
 TIMEOUT = 30.0                       # seconds, for connecting and for each read
@@ -73,7 +75,7 @@ class Fetched:
 
 def installed(name, directory=None, registry=None):
     """The checkpoint path of `name` if it is in `directory` (not checked), else None."""
-    item = entry(name, registry)
+    item = entry(name, registry, directory)
     if item.local:
         try:
             return resolve_pretrained(name, directory, registry, verify=False).path
@@ -88,13 +90,14 @@ def installed(name, directory=None, registry=None):
 def listing(directory=None, registry=None):
     """Every entry with its facts (the net's record where the entry has none) and where it is
     in `directory` (None: not there): what `pretrained list` shows."""
-    known = load_registry(registry) if not isinstance(registry, dict) else registry
+    known = load_registry(registry, directory) if not isinstance(registry, dict) else registry
     items = []
     for item in known.values():
         record = item.record
         items.append({"name": item.name, "net": item.net, "num_classes": record.num_classes,
                       "image_size": record.image_size, "url": item.url, "size": item.size,
-                      "sha256": item.sha256, "exclude": list(item.exclude_scopes),
+                      "sha256": item.sha256, "added": item.added,
+                      "exclude": list(item.exclude_scopes),
                       "path": installed(item.name, directory, known)})
     return items
 
@@ -113,8 +116,10 @@ def get(name, directory=None, progress=None, *, registry=None, force=False, time
     a full disk, an interrupted download (run `get` again: it resumes), a wrong sha256 or
     size (Corrupt; the download is removed), an unsafe or broken archive.
     """
-    item = entry(name, registry)
+    item = entry(name, registry, directory)
     base = directory_path(directory)
+    if item.added:
+        return resolve_added(item, directory)
     if item.local:
         if source is not None:
             raise CkptError(f"{item.name} is made locally ({item.made_by}), not unpacked from "
@@ -288,27 +293,39 @@ def _check_archive(item, part, removed=True):
 
 
 def _unpack(item, part, base, folder, digest, trust, source=None):
-    """Unpack `part` (the download, or the user's `source` file) into a temporary folder,
-    check the checkpoint, record every file's sha256, then rename the folder into place; the
+    """Unpack `part` (the download, or the user's `source` file) into place (_install); the
     checkpoint path."""
-    tmp = tempfile.mkdtemp(prefix=f".{item.name}.", suffix=".unpacking", dir=base)
+    def fill(tmp):
+        return _extract(part, tmp, item.archive), item.member
+
+    after = "; removed the download" if source is None else ""
+    header = [f"# ckptkit pretrained {item.name} from {source or item.url}",
+              f"# archive {item.archive} sha256 {digest} {trust}"]
+    return _install(base, folder, item.name, source or item.archive, fill, header, after)
+
+
+def _install(base, folder, name, label, fill, header, after=""):
+    """Fill a temporary folder in `base` (fill(tmp) -> ({relative path: sha256}, the
+    checkpoint's relative path, or None to find it)), check the checkpoint, record every
+    file's sha256 under the `header` lines, then rename the folder to `folder`; the
+    checkpoint path."""
+    tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".unpacking", dir=base)
     try:
         os.chmod(tmp, 0o777 & ~_umask())    # a folder like any other, not mkdtemp's 0700
-        hashes = _extract(part, tmp, item.archive)
+        hashes, member = fill(tmp)
+        shown = ", ".join(sorted(hashes)[:8]) or "nothing"
         try:
-            checkpoint = resolve(member_path(item, tmp))
+            checkpoint = resolve(os.path.join(tmp, *member.split("/"))) if member else \
+                _find_checkpoint(tmp)
         except CkptError:
-            shown = ", ".join(sorted(hashes)[:8]) or "nothing"
-            raise FormatError(f"{item.archive} has no checkpoint {item.member!r}; it holds: "
-                              f"{shown}") from None
+            what = f"no checkpoint {member!r}" if member else "no checkpoint"
+            raise FormatError(f"{label} has {what}; it holds: {shown}") from None
+        member = os.path.relpath(checkpoint.path, tmp).replace(os.sep, "/")
         report = verify(checkpoint.path)
         if not report.ok:
-            after = "; removed the download" if source is None else ""
-            raise Corrupt(f"the checkpoint in {source or item.archive} fails its own checks: "
+            raise Corrupt(f"the checkpoint in {label} fails its own checks: "
                           f"{report.problems[0]}{after}")
-        lines = [f"# ckptkit pretrained {item.name} from {source or item.url}",
-                 f"# archive {item.archive} sha256 {digest} {trust}"]
-        lines += [f"{hashes[rel]}  {rel}" for rel in sorted(hashes)]
+        lines = header + [f"{hashes[rel]}  {rel}" for rel in sorted(hashes)]
         try:
             with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
                 f.write("\n".join(lines) + "\n")
@@ -322,7 +339,99 @@ def _unpack(item, part, base, folder, digest, trust, source=None):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return member_path(item, folder)
+    return os.path.join(folder, *member.split("/"))
+
+
+def _find_checkpoint(folder):
+    """The checkpoint in `folder` or the first of its subfolders (name order) that has one."""
+    for here, dirs, _ in os.walk(folder):
+        dirs.sort()
+        try:
+            return resolve(here)
+        except CkptError:
+            continue
+    raise NotFound(f"no checkpoint in {folder}")
+
+
+# ---------------------------------------------------------------- add
+
+def add(name, source, net, directory=None, *, registry=None, force=False):
+    """`pretrained add`: register checkpoint files you already have as pretrained `name` of
+    `net`, copied (an archive: safely unpacked) into the download directory with their
+    sha256 record, listed in its added.json; a Fetched. `source`: a .tar.gz/.tgz/.tar
+    archive, a folder, or any checkpoint path ckptkit reads. Never changes `source`."""
+    record = get_net(net)
+    if not isinstance(name, str) or not NAME.match(name):
+        raise CkptError(f"name must be letters, digits, '_', '.' or '-' (not starting with "
+                        f"'.' or '-'), got {name!r}")
+    shipped = load_registry(registry, directory)
+    if name in shipped and not (force and shipped[name].added):
+        hint = " (--force replaces an added one)" if shipped[name].added else ""
+        raise CkptError(f"{name!r} is already a pretrained name{hint}; choose another")
+    source = os.path.abspath(os.fspath(source))
+    base = directory_path(directory)
+    folder = os.path.join(base, name)
+    missing = _missing_parents(base)
+    try:
+        _makedirs(base)
+        with output_lock(folder, wait=True):
+            if os.path.isfile(source) and tarfile.is_tarfile(source):
+                digest = sha256_file(source)
+
+                def fill(tmp):
+                    return _extract(source, tmp, os.path.basename(source)), None
+            else:
+                files = _checkpoint_files(source)
+                digest = sha256_file(files[0])
+
+                def fill(tmp):
+                    return {os.path.basename(f): _copy_file(f, tmp) for f in files}, None
+            header = [f"# ckptkit pretrained {name} added from {source}",
+                      f"# archive {os.path.basename(source) or name} sha256 {digest} added"]
+            path = _install(base, folder, name, source, fill, header)
+            member = os.path.relpath(path, folder).replace(os.sep, "/")
+            _register(base, {"name": name, "net": record.name, "added": source,
+                             "member": member})
+    finally:
+        for leftover in missing:
+            _rmdir_if_empty(leftover)
+    return Fetched(name, path, True, digest, "added", net=record.name)
+
+
+def resolve_added(item, directory):
+    """The Fetched of an added entry, its files checked."""
+    path = resolve_pretrained(item.name, directory).path
+    archive_sha, trust = check_folder(item, os.path.join(directory_path(directory),
+                                                         item.name), directory)
+    return Fetched(item.name, path, False, archive_sha, trust, net=item.net)
+
+
+def _checkpoint_files(source):
+    """Every file of the checkpoint at `source` (one folder holds them all)."""
+    with open_checkpoint(source) as reader:
+        files = list(reader.files)
+    if len({os.path.dirname(os.path.abspath(f)) for f in files}) != 1:
+        raise CkptError(f"the checkpoint at {source} spans several folders; add an archive")
+    return files
+
+
+def _copy_file(path, folder):
+    """Copy `path` into `folder`; its sha256."""
+    target = os.path.join(folder, os.path.basename(path))
+    try:
+        shutil.copyfile(path, target)
+    except OSError as e:
+        raise _disk_error(e, target) from None
+    return sha256_file(target)
+
+
+def _register(base, fields):
+    """Add (or replace) one entry in the download directory's added.json."""
+    path = os.path.join(base, ADDED)
+    with output_lock(path, wait=True):
+        data = _read_json(path)
+        items = [e for e in data.get("entries", []) if e.get("name") != fields["name"]]
+        write_atomic(path, json.dumps({"entries": items + [fields]}, indent=1) + "\n")
 
 
 def _umask():

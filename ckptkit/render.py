@@ -502,7 +502,8 @@ def pretrained_table(items):
     rows = [["name", "net", "classes", "size", "sha256", "here"]] + [
         [i["name"], i["net"], str(i["num_classes"] or "-"),
          human_bytes(i["size"]) if i["size"] else "-",
-         "registry" if i["sha256"] else "on first use", i["path"] or "-"] for i in items]
+         "registry" if i["sha256"] else "added" if i["added"] else "on first use",
+         i["path"] or "-"] for i in items]
     return table(rows, "llrrll")
 
 
@@ -510,7 +511,9 @@ def fetched_lines(fetched, named=True):
     """What `pretrained get` did, and the command that fine-tunes from it: by name when
     `pretrained:NAME` finds it (named), else by its path."""
     where = f"pretrained:{fetched.name}" if named else quote(fetched.path)
-    return [f"{'downloaded' if fetched.downloaded else 'already here'}: {fetched.path}",
+    done = "added" if fetched.trust == "added" and fetched.downloaded else \
+        "downloaded" if fetched.downloaded else "already here"
+    return [f"{done}: {fetched.path}",
             "fine-tune it with a new head:",
             f"  ckptkit finetune --net {fetched.net} --checkpoint {where} "
             "--data DATA --train-dir RUN"]

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import tarfile
 import threading
@@ -688,6 +689,67 @@ def test_get_from_a_wrong_or_hostile_archive_installs_nothing(tmp_path, hosted, 
     one_line(e)
     assert source.read_bytes() == before and not directory.exists()
     assert not (tmp_path / "escaped.ckpt").exists()
+
+
+# ---------------------------------------------------------------- pretrained add
+
+def _sha_tree(folder):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["prefix", "folder", "archive"])
+def test_add_registers_a_checkpoint_you_already_have(tmp_path, monkeypatch, kind):
+    src = tmp_path / "src"
+    prefix = write_bundle(src / "run" / "model.ckpt", TENSORS).prefix
+    archive = tmp_path / "mine.tar.gz"
+    archive.write_bytes(tar_gz([(f"run/{p.name}", p.read_bytes())
+                                for p in (src / "run").iterdir()]))
+    path = {"prefix": prefix, "folder": src / "run", "archive": archive}[kind]
+    before = _sha_tree(tmp_path)
+    monkeypatch.setenv(pretrained.HOME_ENV, str(tmp_path / "home"))
+    got = download.add("mine", path, "resnet_v1_50")
+    assert _sha_tree(tmp_path) == {**before, **_sha_tree(tmp_path / "home")}   # input as is
+    folder = tmp_path / "home" / "pretrained" / "mine"
+    member = "run/model.ckpt" if kind == "archive" else "model.ckpt"
+    assert (got.path, got.trust, got.net) == (str(folder / member), "added", "resnet_v1_50")
+    record = (folder / "SHA256").read_text()
+    assert f" added from {os.path.abspath(path)}\n" in record and record.count("  ") == 2
+    monkeypatch.chdir(tmp_path / "src")
+    with ckptkit.open_checkpoint("pretrained:mine") as reader:
+        np.testing.assert_array_equal(reader.read("net/logits/biases"),
+                                      TENSORS["net/logits/biases"])
+    (item,) = [i for i in download.listing() if i["name"] == "mine"]
+    assert (item["added"], item["path"]) == (os.path.abspath(path), got.path)
+    again = download.get("mine")
+    assert (again.path, again.downloaded) == (got.path, False)
+
+    (folder / Path(member).parent / "model.ckpt.index").write_bytes(b"changed")
+    with pytest.raises(Corrupt, match=r"has changed since it was downloaded"):
+        paths.resolve("pretrained:mine")
+
+
+def test_add_refuses_taken_names_bad_nets_and_hostile_archives(tmp_path, monkeypatch):
+    monkeypatch.setenv(pretrained.HOME_ENV, str(tmp_path / "home"))
+    prefix = write_bundle(tmp_path / "src" / "model.ckpt", TENSORS).prefix
+    with pytest.raises(CkptError, match=r"^'resnet_v1_50' is already a pretrained name; "):
+        download.add("resnet_v1_50", prefix, "resnet_v1_50")
+    with pytest.raises(CkptError, match=r"^unknown net 'resnet_v9'"):
+        download.add("mine", prefix, "resnet_v9")
+    with pytest.raises(CkptError, match=r"^name must be letters"):
+        download.add("../up", prefix, "lenet")
+    evil = tmp_path / "evil.tar.gz"
+    evil.write_bytes(tar_gz([("model.ckpt", v1_bytes(tmp_path)), ("../escaped", b"x")]))
+    with pytest.raises(FormatError, match=r"'\.\./escaped'.*; refused"):
+        download.add("mine", evil, "lenet")
+    assert not (tmp_path / "home").exists() and not (tmp_path / "escaped").exists()
+    download.add("mine", prefix, "lenet")
+    with pytest.raises(CkptError, match=r"--force replaces an added one"):
+        download.add("mine", prefix, "lenet")
+    assert download.add("mine", prefix, "lenet", force=True).trust == "added"
+    shutil.rmtree(tmp_path / "home" / "pretrained" / "mine")
+    with pytest.raises(NotFound, match=r"was added from \S+model\.ckpt and is not in "):
+        paths.resolve("pretrained:mine")
 
 
 # ---------------------------------------------------------------- local entries

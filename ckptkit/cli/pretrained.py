@@ -10,12 +10,14 @@ from .. import render
 def pretrained():
     """Well-known pretrained checkpoints: list them, download them, name them.
 
-    Any command takes `pretrained:NAME` as a checkpoint path once NAME is downloaded.
+    Any command takes `pretrained:NAME` as a checkpoint path once NAME is downloaded (or
+    added: checkpoint files you already have, under a name of your own).
 
     \b
     Examples:
       ckptkit pretrained list
       ckptkit pretrained get resnet_v1_50
+      ckptkit pretrained add flowers_v3 runs/flowers/best --net inception_v3
       ckptkit finetune --net resnet_v1_50 --checkpoint pretrained:resnet_v1_50 \\
           --data photos/ --train-dir runs/a
     """
@@ -71,4 +73,32 @@ def pretrained_get(name, directory, force, source):
         click.echo(f"note: {fetched.note}", err=True)
     named = os.path.realpath(directory_path(directory)) == os.path.realpath(directory_path())
     click.echo("\n".join(render.fetched_lines(fetched, named)))
+    return 0
+
+
+@pretrained.command(name="add")
+@click.argument("name")
+@click.argument("path")
+@click.option("--net", required=True, metavar="NAME", help="The net the checkpoint is of.")
+@click.option("--dir", "directory", metavar="DIR", help="Download folder [default: as get].")
+@click.option("--force", is_flag=True, help="Replace a checkpoint added under NAME before.")
+def pretrained_add(name, path, net, directory, force):
+    """Register a checkpoint you already have as pretrained:NAME.
+
+    PATH is an archive (.tar.gz, .tgz, .tar: unpacked as safely as `get` unpacks), a folder
+    or any checkpoint path; its files are copied (PATH is left as it is), verified and
+    recorded with their sha256, and checked on every later use.
+
+    \b
+    Examples:
+      ckptkit pretrained add flowers_v3 runs/flowers/best --net inception_v3
+      ckptkit pretrained add old_resnet ~/Downloads/resnet_v1_50_2016_08_28.tar.gz \\
+          --net resnet_v1_50
+    """
+    from ..download import add
+    from ..zoo.pretrained import directory_path
+
+    added = add(name, path, net, directory, force=force)
+    named = os.path.realpath(directory_path(directory)) == os.path.realpath(directory_path())
+    click.echo("\n".join(render.fetched_lines(added, named)))
     return 0

@@ -43,13 +43,14 @@ DIR_OPTION = "--dir"                 # how the CLI names the download directory
 MANIFEST = "SHA256"
 CHUNK = 1 << 20
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # a pretrained name
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _URL = re.compile(r"^https?://[^\s/]+/\S*\.tar\.gz$")
-_FIELDS = {"name", "net", "url", "member", "local", "made_by", "num_classes", "label_offset",
-           "image_size", "preprocessing", "exclude", "sha256", "size", "source"}
+_FIELDS = {"name", "net", "url", "member", "local", "made_by", "added", "num_classes",
+           "label_offset", "image_size", "preprocessing", "exclude", "sha256", "size", "source"}
 _OVERRIDES = ("num_classes", "label_offset", "image_size", "preprocessing")
-_ARCHIVE_LINE = re.compile(r"^# archive (\S+) sha256 ([0-9a-f]{64}) (registry|first-use)$")
+_ARCHIVE_LINE = re.compile(r"^# archive (\S+) sha256 ([0-9a-f]{64}) (registry|first-use|added)$")
+ADDED = "added.json"     # in the download directory: the entries `pretrained add` made
 _FILE_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 
 
@@ -63,6 +64,7 @@ class Entry:
     member: str = None
     local: str = None
     made_by: str = None
+    added: str = None       # `pretrained add`: where the files were added from
     num_classes: int = None
     label_offset: int = None
     image_size: int = None
@@ -103,10 +105,21 @@ def registry_path(path=None):
     return Path(__file__).resolve().parent / "registry.json"
 
 
-def load_registry(path=None):
-    """{name: Entry} from the registry at `path` (see registry_path), every field checked; a
-    CkptError names the entry, the field and what is allowed."""
-    where = registry_path(path)
+def load_registry(path=None, directory=None):
+    """{name: Entry} from the registry at `path` (see registry_path) and the entries `pretrained
+    add` made in the download `directory`, every field checked; a CkptError names the entry,
+    the field and what is allowed."""
+    registry = _load(registry_path(path))
+    added = os.path.join(directory_path(directory), ADDED)
+    if os.path.isfile(added):
+        for name, item in _load(Path(added)).items():
+            if name in registry:
+                raise FormatError(f"{added}: {name!r} is also in the registry; rename it")
+            registry[name] = item
+    return registry
+
+
+def _load(where):
     try:
         data = json.loads(where.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -127,15 +140,16 @@ def load_registry(path=None):
     return registry
 
 
-def entries(registry=None):
-    """The registry's entries, in file order (`registry`: a path, or None for the default)."""
-    return list(load_registry(registry).values())
+def entries(registry=None, directory=None):
+    """The registry's entries, in file order (`registry`: a path, or None for the default),
+    then those added in `directory`."""
+    return list(load_registry(registry, directory).values())
 
 
-def entry(name, registry=None):
+def entry(name, registry=None, directory=None):
     """The entry called `name` (`registry`: a path, None, or what load_registry returned);
     NotFound naming the known names and the closest otherwise."""
-    known = registry if isinstance(registry, dict) else load_registry(registry)
+    known = registry if isinstance(registry, dict) else load_registry(registry, directory)
     if name in known:
         return known[name]
     scores = sorted((-SequenceMatcher(None, str(name), k).ratio(), k) for k in known)
@@ -148,7 +162,7 @@ def _entry(item, where):
     if not isinstance(item, dict):
         raise FormatError(f"{where} is not an object")
     name = item.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not NAME.match(name):
         raise FormatError(f"{where}: name must be letters, digits, '_', '.' or '-' (not "
                           f"starting with '.' or '-'), got {name!r}")
     where = f"{where} ({name})"
@@ -172,12 +186,14 @@ def _entry(item, where):
     url = field("url", str, _URL.match, "an http(s) URL of a .tar.gz")
     member = field("member", str, _relative, "a relative path inside the archive")
     local = field("local", str, bool, "a path")
-    if (url is None) == (local is None):
+    added = field("added", str, bool, "a path")
+    given = [key for key, value in (("url", url), ("local", local), ("added", added)) if value]
+    if len(given) != 1:
         raise FormatError(f"{where}: give either url (with member) or local, not "
-                          f"{'both' if url else 'neither'}")
-    if url and member is None:
-        raise FormatError(f"{where}: member is required with url (the .ckpt file or prefix "
-                          "inside the archive)")
+                          f"{'both' if given else 'neither'}")
+    if (url or added) and member is None:
+        raise FormatError(f"{where}: member is required with {given[0]} (the .ckpt file or "
+                          "prefix inside the archive)")
     if local and (member is not None or item.get("size") is not None):
         raise FormatError(f"{where}: member and size belong to url entries, not local ones")
     exclude = field("exclude", list, lambda v: all(isinstance(s, str) and s for s in v),
@@ -185,7 +201,7 @@ def _entry(item, where):
     source = field("source", (str, list), lambda v: isinstance(v, str) or
                    all(isinstance(s, str) for s in v), "a string or a list of strings")
     return Entry(
-        name=name, net=net, url=url, member=member, local=local,
+        name=name, net=net, url=url, member=member, local=local, added=added,
         made_by=field("made_by", str, None, "a command"),
         num_classes=field("num_classes", int, lambda v: v >= 1, "a positive integer"),
         label_offset=field("label_offset", int, lambda v: v in (0, 1), "0 or 1"),
@@ -238,11 +254,14 @@ def locate(name, directory=None, registry=None, verify=True):
     sha256) unless verify=False: Corrupt when a file changed, NotFound with the command to
     run when it is not there yet; a local entry's path as the registry names it (a folder
     or prefix that paths.resolve resolves; check_pin then checks its sha256)."""
-    item = entry(name, registry)
+    item = entry(name, registry, directory)
     base = directory_path(directory)
     if item.local:
         return item, local_path(item, base, registry)
     folder = os.path.join(base, item.name)
+    if not os.path.isfile(os.path.join(folder, MANIFEST)) and item.added:
+        raise NotFound(f"pretrained checkpoint {name} was added from {item.added} and is not "
+                       f"in {folder} any more; add it again with --force")
     if not os.path.isfile(os.path.join(folder, MANIFEST)):
         raise NotFound(f"pretrained checkpoint {name} is not downloaded yet (looked in "
                        f"{folder}); run: {get_command(name, directory)}")
