@@ -349,8 +349,9 @@ def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=()
     unused = [(v.name, roles[v.name]) for v in ckpt
               if v.name not in accounted and v.name not in kept_out]
     plan = RestorePlan(
-        restore=restore, excluded=excluded, dropped=dropped, missing=missing, mismatched=mismatched,
-        skipped=skipped, unused=unused, trainable=trainable, lr_mults=multipliers,
+        restore=restore, excluded=excluded, dropped=dropped, missing=missing,
+        mismatched=mismatched, skipped=skipped, unused=unused, trainable=trainable,
+        lr_mults=multipliers,
         model_shapes={m.name: m.shape for m in models},
         ckpt_shapes={v.name: tuple(v.shape) for v in ckpt})
     if not restore:

@@ -14,6 +14,7 @@ from ..plan import RestoreOptions
 from ..scopes import MATCH_MODES
 from ..train.devices import DEVICES       # these two modules load no TensorFlow
 from ..train.settings import MODES, OPTIMIZERS, SCHEDULES, Settings
+from ..zoo.nets import canonical
 
 
 def bundle(*options):
@@ -91,7 +92,9 @@ head_options = bundle(
 )
 
 training_options = bundle(
-    click.option("--net", metavar="NAME", help="The tf_slim net to build."),
+    click.option("--net", metavar="NAME", callback=lambda ctx, param, value: net_name(value),
+                 help="The net to build: a zoo name, or your own as file.py:function or "
+                 "package.module:function."),
     click.option("--checkpoint", metavar="PATH",
                  help="Pretrained checkpoint to restore from (omit to train from scratch)."),
     click.option("--data", metavar="PATH", help="Image folder (one sub-folder per class, "
@@ -161,6 +164,11 @@ def training_settings(kwargs, **fixed):
                   image_size=kwargs["image_size"] or 0,
                   head_epochs=kwargs["head_epochs"] or 0)
     return Settings(restore=restore, **kwargs)
+
+
+def net_name(value):
+    """--net as given, a user net's file made absolute (its runs rebuild it from anywhere)."""
+    return canonical(value) if value else value
 
 
 def require(kwargs, *names):

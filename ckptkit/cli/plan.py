@@ -5,12 +5,14 @@ import click
 from .. import render
 from ..errors import CkptError
 from ..plan import plan_checkpoint, target_variables
-from .options import head_options, restore_options, restore_options_from
+from .options import head_options, net_name, restore_options, restore_options_from
 
 
 @click.command()
 @click.argument("checkpoint")
-@click.option("--net", metavar="NAME", help="Build this tf_slim net as the model (needs TF).")
+@click.option("--net", metavar="NAME", callback=lambda ctx, param, value: net_name(value),
+              help="Build this net as the model (needs TF): a zoo name, or your own as "
+              "file.py:function or package.module:function.")
 @click.option("--num-classes", type=click.IntRange(1),
               help="Classes of the new head [default: the net's].")
 @head_options

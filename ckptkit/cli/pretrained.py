@@ -24,8 +24,9 @@ def pretrained():
 
 
 @pretrained.command(name="list")
-@click.option("--dir", "directory", metavar="DIR", help="Download folder [default: $CKPTKIT_PRETRAIN_DIR, else pretrained/ in ckptkit's "
-              "per-user data folder ($CKPTKIT_HOME)].")
+@click.option("--dir", "directory", metavar="DIR", help="Download folder [default: "
+              "$CKPTKIT_PRETRAIN_DIR, else pretrained/ in ckptkit's per-user data folder "
+              "($CKPTKIT_HOME)].")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
 def pretrained_list(directory, as_json):
     """The registry's checkpoints and which of them are here.
@@ -47,8 +48,9 @@ def pretrained_list(directory, as_json):
 
 @pretrained.command(name="get")
 @click.argument("name")
-@click.option("--dir", "directory", metavar="DIR", help="Download folder [default: $CKPTKIT_PRETRAIN_DIR, else pretrained/ in ckptkit's "
-              "per-user data folder ($CKPTKIT_HOME)].")
+@click.option("--dir", "directory", metavar="DIR", help="Download folder [default: "
+              "$CKPTKIT_PRETRAIN_DIR, else pretrained/ in ckptkit's per-user data folder "
+              "($CKPTKIT_HOME)].")
 @click.option("--force", is_flag=True, help="Download again and replace what is there.")
 @click.option("--from", "source", metavar="ARCHIVE", type=click.Path(dir_okay=False),
               help="The entry's archive, already downloaded: checked (the registry's sha256 "

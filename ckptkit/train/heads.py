@@ -18,11 +18,10 @@ Backbones ("new" head)
 - vgg/alexnet: tf_slim builds fc8 unconditionally, so the layers up to fc7 are rebuilt here
   with the same names, shapes and initialisers (tests compare with tf_slim's variable list).
 """
-import importlib
-
 from ..errors import CkptError
 from ..scopes import closest_scopes
 from ..tfcompat import slim, tf
+from ..zoo.nets import load_ref
 
 # units per block of the ResNet v2 depths (tf_slim's resnet_v2_50/101/152)
 _RESNET_V2_UNITS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -32,9 +31,9 @@ _NORMALIZED_LAYERS = (slim.conv2d, slim.separable_conv2d, slim.fully_connected,
 
 
 def resolve(ref):
-    """"module:function" -> the function (tf_slim.nets.* import only after tfcompat)."""
-    module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
+    """"module:function" or "file.py:function" -> the function (imported after tfcompat, so
+    tf_slim imports work)."""
+    return load_ref(ref)
 
 
 class _BatchNorm:
@@ -89,7 +88,8 @@ def build(record, images, num_classes, *, head, head_scope, hidden, dropout, is_
     bn = _BatchNorm(is_training, frozen)
     before = {v.op.name for v in tf.global_variables()}
     # entered in order: normalizer_scope() reads the net's arg_scope
-    with slim.arg_scope(resolve(record.arg_scope)()), bn.normalizer_scope(), \
+    with slim.arg_scope(resolve(record.arg_scope)() if record.arg_scope else {}), \
+            bn.normalizer_scope(), \
             slim.arg_scope([slim.batch_norm, slim.dropout], is_training=is_training):
         if head == "keep":
             logits, end_points = _net(record, images, num_classes, is_training, bn)
@@ -108,8 +108,10 @@ def build(record, images, num_classes, *, head, head_scope, hidden, dropout, is_
 
 
 def _net(record, images, num_classes, is_training, bn):
-    """The net with its classifier for `num_classes`, or its features when None."""
-    module = record.builder.partition(":")[0].rpartition(".")[2]
+    """The net with its classifier for `num_classes`, or its features when None: tf_slim's
+    builders by family, ckptkit's own and users' by the user-net contract."""
+    slim_builder = record.builder.startswith("tf_slim.")
+    module = record.builder.partition(":")[0].rpartition(".")[2] if slim_builder else ""
     scope = record.scope
     if module == "resnet_v2":
         blocks = [b._replace(unit_fn=bn.unit(b.unit_fn)) for b in resnet_v2_blocks(record)]
@@ -121,8 +123,7 @@ def _net(record, images, num_classes, is_training, bn):
     if num_classes is None and module in ("vgg", "alexnet"):
         features = _vgg_features if module == "vgg" else _alexnet_features
         return features(record, images, is_training)
-    ours = record.builder.startswith("ckptkit.")     # architectures/: the user-net contract
-    kwargs = {} if ours or module == "resnet_v1" else {"spatial_squeeze": False}
+    kwargs = {} if not slim_builder or module == "resnet_v1" else {"spatial_squeeze": False}
     if module == "resnet_v1":
         kwargs["global_pool"] = True
     return resolve(record.builder)(images, num_classes=num_classes, is_training=is_training,
@@ -180,7 +181,7 @@ def head_only(record, features, num_classes, *, head_scope, hidden, dropout, is_
     """The new head alone on pooled `features` (end_points["PreLogits"] of a build), with the
     variables a build makes: created by the first call in a graph, shared after (with a build
     or an earlier call). Features mode trains it on cached features."""
-    with slim.arg_scope(resolve(record.arg_scope)()), \
+    with slim.arg_scope(resolve(record.arg_scope)() if record.arg_scope else {}), \
             tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
         return _new_head(features, num_classes, head_scope, hidden, dropout, is_training)
 

@@ -13,7 +13,23 @@ Notes
   README), although tf_slim's default_image_size says 224; the records follow the checkpoints.
 - lenet and cifarnet have no published checkpoints: 10 classes (MNIST, CIFAR-10); LeNet takes
   one channel.
+
+A user's own net: `--net path/to/mynet.py:build` or `--net package.module:build` names a
+function with the contract ckptkit's own architectures follow (train/architectures):
+`build(images, num_classes, is_training=..., scope=...) -> (logits, end_points)`, and with
+num_classes=None the features its classifier would see. Its facts are read from the function:
+the defaults of its `scope` and `num_classes` parameters (or attributes of those names), and
+optional attributes `default_image_size` (224), `preprocessing` ("inception"),
+`classifier_scopes` (its classifier, which a new head replaces), `channels` (3),
+`label_offset` (0) and `arg_scope` (a function of the same module). Its module is its code:
+loading it runs it (import TensorFlow there as `from ckptkit.tfcompat import tf, slim`).
 """
+import functools
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
@@ -67,17 +83,104 @@ NETS = {net.name: net for net in [
            1001, f"{_SLIM}resnet_v2:resnet_v2_{d}", _RESNET_ARGS) for d in (50, 101, 152)],
     *[_net(f"vgg_{d}", f"vgg_{d}", 224, "vgg", [f"vgg_{d}/fc8"], 1000,
            f"{_SLIM}vgg:vgg_{d}", _SLIM + "vgg:vgg_arg_scope") for d in (16, 19)],
+    # mobilenet v1/v2/v3
+    # inception_v4, inception_resnet_v2, overfeat
+    # nasnet, pnasnet
 ]}
 
 
 def get_net(name):
-    """The NetRecord called `name` (a NetRecord passes through); CkptError naming the known
-    nets and the closest one otherwise."""
+    """The NetRecord called `name` (a NetRecord passes through; "file.py:fn" or
+    "module:fn": a user's own net, see the module notes); CkptError naming the known nets and
+    the closest one otherwise."""
     if isinstance(name, NetRecord):
         return name
+    if ":" in str(name):
+        return user_net(canonical(str(name)))
     key = str(name).strip().lower().replace("-", "_")
     if key in NETS:
         return NETS[key]
     scores = sorted((-SequenceMatcher(None, key, known).ratio(), known) for known in NETS)
     hint = f"; closest: {scores[0][1]}" if -scores[0][0] >= 0.5 else ""
     raise CkptError(f"unknown net {name!r}; known: {', '.join(sorted(NETS))}{hint}")
+
+
+def canonical(name):
+    """`name` with a user net's file made absolute, so a run rebuilds it from anywhere."""
+    where, sep, attr = str(name).strip().rpartition(":")
+    if sep and where.endswith(".py"):
+        return f"{os.path.abspath(where)}:{attr}"
+    return str(name).strip()
+
+
+@functools.lru_cache(maxsize=None)
+def user_net(ref):
+    """The NetRecord of a user's net `ref` (canonical "file.py:fn" or "module:fn")."""
+    fn = load_ref(ref)
+    if not callable(fn):
+        raise CkptError(f"--net {ref}: {type(fn).__name__} is not a function building a net")
+    params = inspect.signature(fn).parameters
+
+    def fact(attr, kind, default=None):
+        value = getattr(fn, attr, None)
+        if value is None and attr in params and \
+                params[attr].default is not inspect.Parameter.empty:
+            value = params[attr].default
+        value = default if value is None else value
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CkptError(f"--net {ref}: give the net's {attr} as a default of its {attr!r} "
+                            f"parameter or as {fn.__name__}.{attr} (found {value!r})")
+        return value
+
+    scope, classes = fact("scope", str), fact("num_classes", int)
+    preprocessing = fact("preprocessing", str, "inception")
+    if preprocessing not in PREPROCESSING:
+        raise CkptError(f"--net {ref}: preprocessing {preprocessing!r} is not one of "
+                        f"{', '.join(PREPROCESSING)}")
+    where = ref.rpartition(":")[0]
+    arg_scope, arg_ref = getattr(fn, "arg_scope", None), ""
+    if arg_scope is not None:
+        arg_ref = f"{where}:{getattr(arg_scope, '__name__', '?')}"
+        if getattr(_module_of(where), arg_ref.rpartition(":")[2], None) is not arg_scope:
+            raise CkptError(f"--net {ref}: its arg_scope must be a function of its module")
+    return NetRecord(ref, scope, fact("default_image_size", int, 224), preprocessing,
+                     tuple(fact("classifier_scopes", (list, tuple), ())), classes,
+                     fact("label_offset", int, 0), fact("channels", int, 3), ref, arg_ref)
+
+
+def load_ref(ref):
+    """The object a "module:name" or "path/file.py:name" reference names; what the module
+    raises while loading becomes one line."""
+    where, _, attr = ref.rpartition(":")
+    module = _module_of(where)
+    if not hasattr(module, attr):
+        raise CkptError(f"{where} defines no {attr!r}")
+    return getattr(module, attr)
+
+
+def _module_of(where):
+    """The module "package.module" or "path/file.py" names, loaded."""
+    try:
+        return _file_module(where) if where.endswith(".py") else importlib.import_module(where)
+    except CkptError:
+        raise
+    except Exception as e:       # the user's module ran and failed: say how, in one line
+        first = (str(e).splitlines() or [""])[0]
+        raise CkptError(f"cannot load {where}: {type(e).__name__}: {first}") from None
+
+
+def _file_module(path):
+    """A Python file, imported once under a name of its own."""
+    if not os.path.isfile(path):
+        raise CkptError(f"no Python file {path}")
+    key = f"ckptkit_user_net_{abs(hash(os.path.realpath(path))):x}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[key]
+            raise
+    return sys.modules[key]
