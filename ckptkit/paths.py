@@ -27,7 +27,7 @@ _V2_MEMBER = re.compile(r"^(.*)\.(index|meta|data-\d{5}-of-\d{5})$", re.S)
 _OTHER = (".h5", ".hdf5", ".keras", ".npz", ".safetensors")
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _SAVED_MODEL = ("saved_model.pb", "saved_model.pbtxt")
-PRETRAINED = "pretrained:"
+PRETRAINED = pretrained.PREFIX
 
 
 @dataclass(frozen=True)

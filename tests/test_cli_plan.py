@@ -62,6 +62,33 @@ def test_table(ckptkit, files):
                    "--train", "net/logits") == (0, TABLE, "")
 
 
+def test_a_pretrained_entry_with_ema_restores_the_shadows_by_default(ckptkit, tmp_path,
+                                                                      monkeypatch):
+    """MobileNet's published checkpoints were evaluated with their EMA shadows: an entry with
+    `ema: true` makes them the default for pretrained:NAME, --no-moving-averages the
+    weights; any other path keeps the weights."""
+    from ckptkit.zoo import pretrained
+
+    prefix = write_bundle(tmp_path / "pre" / "ema_net" / "model.ckpt", {
+        "net/w": np.zeros(2, np.float32),
+        "net/w/ExponentialMovingAverage": np.ones(2, np.float32)}).prefix
+    (tmp_path / "registry.json").write_text(json.dumps({"entries": [
+        {"name": "emanet", "net": "lenet", "local": "ema_net", "ema": True}]}))
+    (tmp_path / "target.json").write_text(json.dumps(
+        [{"name": "net/w", "shape": [2], "dtype": "float32"}]))
+    monkeypatch.setenv(pretrained.REGISTRY_ENV, str(tmp_path / "registry.json"))
+    monkeypatch.setenv(pretrained.DIR_ENV, str(tmp_path / "pre"))
+    shadow = [{"model": "net/w", "ckpt": "net/w/ExponentialMovingAverage"}]
+    for path, flags, restored in (("pretrained:emanet", [], shadow),
+                                  ("pretrained:emanet", ["--no-moving-averages"], ["net/w"]),
+                                  (prefix, [], ["net/w"]),
+                                  (prefix, ["--use-moving-averages"], shadow)):
+        code, out, err = ckptkit("plan", path, "--target", tmp_path / "target.json", "--json",
+                                 *flags)
+        assert code == 0, err
+        assert json.loads(out)["restore"] == restored, (path, flags)
+
+
 def test_json_contract(ckptkit, files):
     ckpt, target = files
     code, out, err = ckptkit("plan", ckpt, "--target", target, "--exclude", "logits",

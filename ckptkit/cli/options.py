@@ -15,6 +15,7 @@ from ..scopes import MATCH_MODES
 from ..train.devices import DEVICES       # these two modules load no TensorFlow
 from ..train.settings import MODES, OPTIMIZERS, SCHEDULES, Settings
 from ..zoo.nets import canonical
+from ..zoo.pretrained import pretrained_ema
 
 
 def bundle(*options):
@@ -68,8 +69,10 @@ restore_options = bundle(
                  show_default=True,
                  help="How scope patterns match: whole name components, tf-slim's raw prefix, "
                       "or pair names by their common suffix."),
-    click.option("--use-moving-averages", is_flag=True,
-                 help="Restore variables from their ExponentialMovingAverage shadows."),
+    click.option("--use-moving-averages/--no-moving-averages", default=None,
+                 help="Restore variables from their ExponentialMovingAverage shadows "
+                 "[default: yes for a pretrained:NAME whose entry says its shadows are the "
+                 "weights to use, else no]."),
     click.option("--strict", is_flag=True, help="Fail on any variable the checkpoint lacks."),
     click.option("--allow-mismatch", is_flag=True,
                  help="Skip variables whose shape differs (reported), instead of failing."),
@@ -77,9 +80,13 @@ restore_options = bundle(
 RESTORE_FIELDS = tuple(f.name for f in dataclasses.fields(RestoreOptions))
 
 
-def restore_options_from(kwargs):
-    """Pop the restore options out of a command's keyword arguments: a RestoreOptions."""
-    return RestoreOptions(**{name: kwargs.pop(name) for name in RESTORE_FIELDS})
+def restore_options_from(kwargs, checkpoint):
+    """Pop the restore options out of a command's keyword arguments: a RestoreOptions, the
+    EMA default taken from `checkpoint`'s pretrained entry."""
+    options = {name: kwargs.pop(name) for name in RESTORE_FIELDS}
+    if options["use_moving_averages"] is None:
+        options["use_moving_averages"] = pretrained_ema(checkpoint)
+    return RestoreOptions(**options)
 
 
 head_options = bundle(
@@ -159,7 +166,7 @@ training_options = bundle(
 def training_settings(kwargs, **fixed):
     """A train.settings.Settings from the training options in `kwargs` (popped) and `fixed`
     (train_dir, compare_scratch)."""
-    restore = restore_options_from(kwargs)
+    restore = restore_options_from(kwargs, kwargs.get("checkpoint"))
     kwargs.update(fixed, augment=not kwargs.pop("no_augment"),
                   image_size=kwargs["image_size"] or 0,
                   head_epochs=kwargs["head_epochs"] or 0)

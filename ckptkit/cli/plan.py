@@ -34,7 +34,7 @@ def plan(checkpoint, net, num_classes, hidden, head_scope, keep_head, target, as
       ckptkit plan pretrained:inception_v3 --net inception_v3 --num-classes 5 --train Logits
       ckptkit plan old.ckpt --target new.ckpt --map 'InceptionV3/=v3/'
     """
-    options = restore_options_from(restore)
+    options = restore_options_from(restore, checkpoint)
     if bool(net) == bool(target):
         raise CkptError("give the model as exactly one of --net NAME or --target PATH")
     if target:

@@ -7,7 +7,8 @@ archive (`url` of a .tar.gz and the `member` inside it: the .ckpt file or V2 pre
 `local` checkpoint (a path under the download directory, made by the command in `made_by`),
 and what its checkpoint differs in from the net's record (num_classes, label_offset,
 image_size, preprocessing, exclude; null: the record's): Entry.record is the one place those
-overrides are applied.
+overrides are applied. `ema: true` says its ExponentialMovingAverage shadows are the weights
+to restore (the default of --use-moving-averages for pretrained:NAME).
 
 On disk, under the download directory (--dir, else $CKPTKIT_PRETRAIN_DIR, else
 $CKPTKIT_HOME/pretrained, else `pretrained/` in the per-user data directory platformdirs
@@ -35,6 +36,7 @@ from pathlib import Path
 from ..errors import CkptError, Corrupt, FormatError, NotFound
 from .nets import get_net
 
+PREFIX = "pretrained:"               # pretrained:NAME, as a checkpoint path
 REGISTRY_ENV = "CKPTKIT_PRETRAIN_REGISTRY"
 DIR_ENV = "CKPTKIT_PRETRAIN_DIR"
 HOME_ENV = "CKPTKIT_HOME"
@@ -47,7 +49,8 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # a pretrained name
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _URL = re.compile(r"^https?://[^\s/]+/\S*\.tar\.gz$")
 _FIELDS = {"name", "net", "url", "member", "local", "made_by", "added", "num_classes",
-           "label_offset", "image_size", "preprocessing", "exclude", "sha256", "size", "source"}
+           "label_offset", "image_size", "preprocessing", "exclude", "ema", "sha256", "size",
+           "source"}
 _OVERRIDES = ("num_classes", "label_offset", "image_size", "preprocessing")
 _ARCHIVE_LINE = re.compile(r"^# archive (\S+) sha256 ([0-9a-f]{64}) (registry|first-use|added)$")
 ADDED = "added.json"     # in the download directory: the entries `pretrained add` made
@@ -70,6 +73,7 @@ class Entry:
     image_size: int = None
     preprocessing: str = None
     exclude: tuple = None
+    ema: bool = None        # its ExponentialMovingAverage shadows are the weights to use
     sha256: str = None
     size: int = None
     source: tuple = ()
@@ -208,9 +212,28 @@ def _entry(item, where):
         image_size=field("image_size", int, lambda v: v >= 1, "a positive integer"),
         preprocessing=field("preprocessing", str, bool, "a preprocessing name"),
         exclude=tuple(exclude) if exclude is not None else None,
+        ema=_flag(item.get("ema"), f"{where}: ema"),
         sha256=field("sha256", str, _SHA256.match, "64 lowercase hex digits or null"),
         size=field("size", int, lambda v: v >= 0, "a byte count or null"),
         source=(source,) if isinstance(source, str) else tuple(source or ()))
+
+
+def _flag(value, where):
+    if value is not None and not isinstance(value, bool):
+        raise FormatError(f"{where} must be true, false or null, got {value!r}")
+    return value
+
+
+def pretrained_ema(checkpoint):
+    """Whether `checkpoint` is a pretrained:NAME whose entry says to restore its EMA shadows
+    (the published MobileNet and NASNet checkpoints were evaluated with them)."""
+    text = str(checkpoint or "")
+    if not text.startswith(PREFIX):
+        return False
+    try:
+        return bool(entry(text[len(PREFIX):]).ema)
+    except CkptError:
+        return False        # the path's own error comes where it is opened
 
 
 def _relative(path):
