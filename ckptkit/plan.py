@@ -51,7 +51,7 @@ from .paths import open_checkpoint
 from .scopes import MATCH_MODES, RenameRule, closest_scopes, compile_pattern, role
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
-CLASSIFIER = "default: a new head replaces the net's classifier"
+CLASSIFIER = "the new head (default)"     # why a net's classifier stays out
 _LISTED = 10            # problems named in one error message before "... and N more"
 
 

@@ -66,3 +66,23 @@ def test_the_installed_command_works_anywhere_without_tensorflow(installed, tmp_
     assert [v["name"] for v in json.loads(inspected.stdout)["variables"]] == ["net/w"]
     no_tf = _run(installed / "python", "-c", "import tensorflow", cwd=elsewhere, env=env)
     assert no_tf.returncode != 0 and "No module named 'tensorflow'" in no_tf.stderr
+
+
+def test_an_added_checkpoint_resolves_by_name_from_anywhere(installed, tmp_path):
+    """`pretrained add` in the wheel install: the files go to the per-user folder
+    ($CKPTKIT_HOME here) and `pretrained:NAME` resolves from any working directory."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CKPTKIT_", "PYTHONPATH", "VIRTUAL_ENV"))}
+    env["CKPTKIT_HOME"] = str(tmp_path / "home")
+    prefix = write_bundle(tmp_path / "run" / "model.ckpt",
+                          {"net/w": np.ones((2, 3), np.float32)}).prefix
+    added = _run(installed / "ckptkit", "pretrained", "add", "mine", prefix, "--net", "lenet",
+                 cwd=tmp_path, env=env)
+    assert added.returncode == 0, added.stderr
+    for cwd in (tmp_path / "home", tmp_path / "run", Path("/")):
+        inspected = _run(installed / "ckptkit", "inspect", "pretrained:mine", "--json",
+                         cwd=cwd, env=env)
+        assert inspected.returncode == 0, inspected.stderr
+        assert json.loads(inspected.stdout)["path"] == str(
+            tmp_path / "home" / "pretrained" / "mine" / "model.ckpt")
+

@@ -209,9 +209,12 @@ def test_shipped_registry_entries_agree_with_the_nets_registry():
         assert entry.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", entry.sha256)
         assert all(s in data["sources"] for s in entry.source), entry.name
         if entry.url:
-            assert re.fullmatch(r"https?://\S+\.tar\.gz", entry.url), entry.name
+            assert re.fullmatch(r"https?://\S+\.(tar\.gz|tgz)", entry.url), entry.name
             assert entry.member.endswith(".ckpt") and entry.source, entry.name
             assert (entry.size is None) == (entry.sha256 is None), entry.name
+            net = NETS[entry.net]
+            assert (entry.num_classes, entry.label_offset, entry.exclude) == \
+                (net.num_classes, net.label_offset, net.classifier_scopes), entry.name
         if entry.name in imagenet:
             net = NETS[entry.net]
             assert entry.url and entry.net == entry.name

@@ -14,6 +14,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from helpers.runs import decayed
 
 from ckptkit.errors import CkptError
 from ckptkit.scopes import compile_pattern
@@ -68,21 +69,10 @@ def built(tf, nets):
                 trainable = set(tf.trainable_variables())
                 variables = [(v.op.name, tuple(v.shape.as_list()), v.dtype.base_dtype.name,
                               v in trainable) for v in tf.global_variables()]
-                decayed = _decayed(tf)
+                decayed = decayed(tf.get_default_graph())
             cache[kind, name] = variables, logits.shape.as_list(), decayed
         return cache[kind, name]
     return get
-
-
-def _decayed(tf):
-    """Names of the variables a regularization loss reads."""
-    names, todo = set(), [loss.op for loss in tf.losses.get_regularization_losses()]
-    while todo:
-        op = todo.pop()
-        if op.type == "VarHandleOp":
-            names.add(op.name)
-        todo.extend(t.op for t in op.inputs)
-    return names
 
 
 def _in(scopes, name):
@@ -120,6 +110,24 @@ def test_keep_head_is_tf_slims_net(nets, built, name):
     keep_vars, logits, decayed = built("keep", name)
     assert (keep_vars, decayed) == (built("slim", name)[0], built("slim", name)[2])
     assert logits == [1, get_net(name).num_classes]
+
+
+def test_vgg_16_has_the_published_checkpoint_s_variables(built):
+    """/work/shared/nets/vgg_16.json: vgg_16_2016_08_28's 34 tensors, i.e. the 32 weights and
+    biases of the net, and `vgg_16/mean_rgb` and `global_step`, which no graph variable holds
+    (a plan leaves them unused)."""
+    import json
+
+    from conftest import ROOT
+
+    listing = ROOT.parent / "shared" / "nets" / "vgg_16.json"
+    if not listing.is_file():
+        pytest.skip(f"no published listing at {listing}")
+    published = {(name, tuple(shape), dtype)
+                 for name, shape, dtype in json.loads(listing.read_text())["variables"]}
+    ours = {(name, tuple(shape), dtype) for name, shape, dtype, _ in built("keep", "vgg_16")[0]}
+    assert published - ours == {("vgg_16/mean_rgb", (3,), "float32"), ("global_step", (), "int64")}
+    assert ours <= published
 
 
 def test_design_facts(built):

@@ -16,7 +16,7 @@ def test_registry_loads_no_tensorflow():
             "('tensorflow', 'tf_slim', 'tf_keras', 'keras')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
-    assert out.split() == ["14", "[]"]
+    assert out.split() == ["31", "[]"]
 
 
 @pytest.mark.parametrize("name", sorted(NETS))
@@ -38,6 +38,11 @@ def test_record_is_consistent(name):
     ("vgg_19", 1000, 0, 224, "vgg", ("vgg_19/fc8",)),
     ("lenet", 10, 0, 28, "lenet", ("LeNet/fc4",)),
     ("cifarnet", 10, 0, 32, "cifarnet", ("CifarNet/logits",)),
+    ("mobilenet_v2_140", 1001, 1, 224, "inception", ("MobilenetV2/Logits",)),
+    ("inception_resnet_v2", 1001, 1, 299, "inception",
+     ("InceptionResnetV2/Logits", "InceptionResnetV2/AuxLogits")),
+    ("overfeat", 1000, 0, 231, "vgg", ("overfeat/fc8",)),
+    ("nasnet_mobile", 1001, 1, 224, "inception", ("/final_layer", "/aux_7")),
 ])
 def test_record_facts(name, classes, offset, size, preprocessing, logits):
     r = get_net(name)
@@ -46,7 +51,11 @@ def test_record_facts(name, classes, offset, size, preprocessing, logits):
 
 
 def test_unknown_net_names_the_known_ones():
-    known = ("alexnet_v2, cifarnet, inception_v1, inception_v2, inception_v3, lenet, "
+    known = ("alexnet_v2, cifarnet, inception_resnet_v2, inception_v1, inception_v2, "
+             "inception_v3, inception_v4, lenet, mobilenet_v1, mobilenet_v1_025, "
+             "mobilenet_v1_050, mobilenet_v1_075, mobilenet_v2, mobilenet_v2_035, "
+             "mobilenet_v2_050, mobilenet_v2_075, mobilenet_v2_130, mobilenet_v2_140, "
+             "mobilenet_v3_large, mobilenet_v3_small, nasnet_mobile, overfeat, pnasnet_mobile, "
              "resnet_v1_101, resnet_v1_152, resnet_v1_50, resnet_v2_101, resnet_v2_152, "
              "resnet_v2_50, vgg_16, vgg_19")
     with pytest.raises(CkptError) as e:

@@ -17,8 +17,9 @@ def plan_model(checkpoint, model, options):
     plan = plan_checkpoint(checkpoint, model.variables(), options,
                            label_offset=model.record.label_offset, classifier=classifier)
     if any(reason == CLASSIFIER for _, reason in plan.dropped):
+        net = model.record.name.rpartition(":")[2]      # a user's net: its function's name
         plan.notes.append(
-            f"{model.net}'s classifier ({', '.join(classifier)}) is not restored: a new "
+            f"{net}'s classifier ({', '.join(classifier)}) is not restored: a new "
             f"{model.num_classes}-class head replaces it (--keep-head keeps it)")
     return plan
 

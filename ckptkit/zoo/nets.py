@@ -84,8 +84,30 @@ NETS = {net.name: net for net in [
     *[_net(f"vgg_{d}", f"vgg_{d}", 224, "vgg", [f"vgg_{d}/fc8"], 1000,
            f"{_SLIM}vgg:vgg_{d}", _SLIM + "vgg:vgg_arg_scope") for d in (16, 19)],
     # mobilenet v1/v2/v3
+    *[_net(f"mobilenet_{v}{width}", f"Mobilenet{v.upper()}", 224, "inception",
+           [f"Mobilenet{v.upper()}/Logits"], 1001,
+           f"ckptkit.train.architectures.mobilenet_{v}:mobilenet_{v}{width}",
+           f"ckptkit.train.architectures.mobilenet_{v}:mobilenet_{v}_arg_scope")
+      for v, widths in (("v1", ("", "_075", "_050", "_025")),
+                        ("v2", ("", "_140", "_130", "_075", "_050", "_035")),
+                        ("v3", ("_large", "_small")))
+      for width in widths],
     # inception_v4, inception_resnet_v2, overfeat
+    *[_net(name, scope, 299, "inception", [f"{scope}/Logits", f"{scope}/AuxLogits"], 1001,
+           f"ckptkit.train.architectures.{name}:{name}",
+           f"ckptkit.train.architectures.{name}:{name}_arg_scope")
+      for name, scope in (("inception_v4", "InceptionV4"),
+                          ("inception_resnet_v2", "InceptionResnetV2"))],
+    _net("overfeat", "overfeat", 231, "vgg", ["overfeat/fc8"], 1000,
+         "ckptkit.train.architectures.overfeat:overfeat",
+         "ckptkit.train.architectures.overfeat:overfeat_arg_scope"),
     # nasnet, pnasnet
+    # no enclosing scope in their checkpoints (conv0/..., cell_0/..., final_layer/FC/...):
+    # scope "", classifier scopes anchored at the top
+    *[_net(f"{n}_mobile", "", 224, "inception", ["/final_layer", f"/aux_{aux}"], 1001,
+           f"ckptkit.train.architectures.nasnet:{n}_mobile",
+           f"ckptkit.train.architectures.nasnet:{n}_mobile_arg_scope")
+      for n, aux in (("nasnet", 7), ("pnasnet", 5))],
 ]}
 
 

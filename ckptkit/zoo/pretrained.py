@@ -3,7 +3,7 @@ record, where its files are once fetched, and whether they are still what was fe
 
 The registry (registry.json in this package, whose source is pretrain/registry.json; or
 $CKPTKIT_PRETRAIN_REGISTRY) lists entries; each names a net (a zoo.nets record), either an
-archive (`url` of a .tar.gz and the `member` inside it: the .ckpt file or V2 prefix) or a
+archive (`url` of a .tar.gz or .tgz and the `member` inside it: the .ckpt file or V2 prefix) or a
 `local` checkpoint (a path under the download directory, made by the command in `made_by`),
 and what its checkpoint differs in from the net's record (num_classes, label_offset,
 image_size, preprocessing, exclude; null: the record's): Entry.record is the one place those
@@ -47,7 +47,7 @@ CHUNK = 1 << 20
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")   # a pretrained name
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_URL = re.compile(r"^https?://[^\s/]+/\S*\.tar\.gz$")
+_URL = re.compile(r"^https?://[^\s/]+/\S*\.(tar\.gz|tgz)$")
 _FIELDS = {"name", "net", "url", "member", "local", "made_by", "added", "num_classes",
            "label_offset", "image_size", "preprocessing", "exclude", "ema", "sha256", "size",
            "source"}
@@ -187,7 +187,7 @@ def _entry(item, where):
     net = field("net", str, bool, "a ckptkit net name")
     if net is None:
         raise FormatError(f"{where}: net is required (a ckptkit.train.nets name)")
-    url = field("url", str, _URL.match, "an http(s) URL of a .tar.gz")
+    url = field("url", str, _URL.match, "an http(s) URL of a .tar.gz or .tgz")
     member = field("member", str, _relative, "a relative path inside the archive")
     local = field("local", str, bool, "a path")
     added = field("added", str, bool, "a path")
