@@ -1,11 +1,13 @@
-"""Fetching pretrained checkpoints: downloads that resume, archives checked and unpacked safely,
-and which entries of the registry are here.
+"""Fetching pretrained checkpoints: downloads that resume, archives checked and unpacked safely
+(a download, `get --from` a file already here, or `add` of the user's own checkpoint), and
+which entries of the registry are here.
 
 On disk, under the download directory (zoo.pretrained.directory_path):
 - `.download/FILE.part`: an archive being downloaded; a later `get` resumes it with an HTTP
   Range request (If-Range on the validator in `FILE.part.json`, so a changed file restarts).
-- `NAME/`: the unpacked archive, renamed into place only once complete and verified, with
-  its SHA256 record (zoo/pretrained.py says what it holds).
+- `NAME/`: the unpacked archive (or the added checkpoint's files), renamed into place only
+  once complete and verified, with its SHA256 record (zoo/pretrained.py says what it holds).
+- `added.json`: the entries `add` made, merged into the registry (zoo.pretrained.load_registry).
 
 Notes
 - The archive is checked before anything is unpacked: a size or sha256 that disagrees with the

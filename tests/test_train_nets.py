@@ -69,8 +69,8 @@ def built(tf, nets):
                 trainable = set(tf.trainable_variables())
                 variables = [(v.op.name, tuple(v.shape.as_list()), v.dtype.base_dtype.name,
                               v in trainable) for v in tf.global_variables()]
-                decayed = decayed(tf.get_default_graph())
-            cache[kind, name] = variables, logits.shape.as_list(), decayed
+                reached = decayed(tf.get_default_graph())
+            cache[kind, name] = variables, logits.shape.as_list(), reached
         return cache[kind, name]
     return get
 

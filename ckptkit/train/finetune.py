@@ -154,9 +154,10 @@ def _train(s, run, model, dataset, note, resuming, restart, log, progress, on_ep
     session_config(s.device, s.gpus)        # the check that needs TF (--gpus)
     run_stages = stages(s, model)
     plans = [_plan(s, stage, model) for stage in run_stages]    # errors first
-    for line in [note] + plans[0].notes if plans else [note]:
-        if line:
-            log(line)
+    if note:
+        log(note)
+    for line in plans[0].notes:                 # how the checkpoint resolved, the head
+        log(f"note: {line}")
     arrays = None
     if s.mode == "features":
         path = features.cache_path(s.cache_dir, s.checkpoint, plans[0], model, dataset)
