@@ -31,7 +31,7 @@ from click.testing import CliRunner
 from conftest import ROOT
 
 from helpers.images import digits_folder
-from helpers.runs import decayed, serve
+from helpers.runs import decayed, serve, values
 
 from ckptkit.scopes import compile_pattern
 from ckptkit.zoo.nets import get_net
@@ -356,11 +356,6 @@ def runs(tf, keep, tmp_path_factory):
     return done
 
 
-def _tensors(tf, prefix):
-    reader = tf.train.load_checkpoint(str(prefix))
-    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()}
-
-
 def _backbone(keep):
     record = get_net("inception_v4")
     return sorted(v[0] for v in keep("inception_v4")["variables"]
@@ -374,8 +369,8 @@ def test_features_run_restores_and_keeps_the_whole_backbone(tf, keep, runs):
     plan = json.loads((run / "plan.json").read_text())
     assert sorted(plan["restore"]) == backbone and len(backbone) == V4_CONVS * 4
     assert plan["trainable"] == ["Logits/weights", "Logits/biases"]
-    before = _tensors(tf, keep("inception_v4")["checkpoint"])
-    after = _tensors(tf, json.loads(out)["checkpoint"])
+    before = values(tf, keep("inception_v4")["checkpoint"])
+    after = values(tf, json.loads(out)["checkpoint"])
     for name in backbone:               # moving statistics included
         assert np.array_equal(after[name], before[name]), name
     assert after["Logits/weights"].shape == (1, 1, 1536, 5)
@@ -388,8 +383,8 @@ def test_finetune_run_restores_and_trains_the_backbone(tf, keep, runs):
     plan = json.loads((run / "plan.json").read_text())
     assert sorted(plan["restore"]) == backbone
     assert set(plan["trainable"]) >= {n for n in backbone if "/moving_" not in n}
-    before = _tensors(tf, keep("inception_v4")["checkpoint"])
-    after = _tensors(tf, json.loads(out)["checkpoint"])
+    before = values(tf, keep("inception_v4")["checkpoint"])
+    after = values(tf, json.loads(out)["checkpoint"])
     assert not np.array_equal(after["InceptionV4/Conv2d_1a_3x3/weights"],
                               before["InceptionV4/Conv2d_1a_3x3/weights"])
 

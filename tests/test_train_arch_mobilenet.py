@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.runs import serve
+from helpers.runs import finetune_modes, serve, values
 
 from ckptkit.scopes import compile_pattern
 from ckptkit.zoo.nets import get_net
@@ -294,25 +294,9 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(checkpoint, data, tmp_path_factory):
-    """`ckptkit finetune --json` of E2E from its keep-head checkpoint, one epoch, in
-    features and in finetune mode: {mode: (exit code, stdout, stderr, train dir)}."""
-    from click.testing import CliRunner
-
-    from ckptkit.cli import cli
-
-    root, found = tmp_path_factory.mktemp("runs"), {}
-    for mode in ("features", "finetune"):
-        args = ["finetune", "--net", E2E, "--checkpoint", checkpoint(E2E), "--data", data,
-                "--mode", mode, "--epochs", "1", "--batch-size", "4", "--image-size", "32",
-                "--cache-dir", root / "cache", "--train-dir", root / mode, "--json"]
-        result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="ckptkit")
-        found[mode] = result.exit_code, result.stdout, result.stderr, root / mode
-    return found
-
-
-def _values(tf, prefix):
-    reader = tf.train.load_checkpoint(str(prefix))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    """One epoch of E2E from its keep-head checkpoint in features and in finetune mode."""
+    return finetune_modes(E2E, checkpoint(E2E), data, tmp_path_factory.mktemp("runs"),
+                          {"features": [], "finetune": []})
 
 
 @pytest.mark.parametrize("mode", ["features", "finetune"])
@@ -321,7 +305,7 @@ def test_finetune_restores_the_whole_backbone(tf, built, checkpoint, runs, mode)
     assert code == 0, err
     backbone = [n for n, *_ in built(E2E).variables if not _in_classifier(E2E, n)]
     assert sorted(json.loads((run / "plan.json").read_text())["restore"]) == sorted(backbone)
-    before, after = _values(tf, checkpoint(E2E)), _values(tf, json.loads(out)["checkpoint"])
+    before, after = values(tf, checkpoint(E2E)), values(tf, json.loads(out)["checkpoint"])
     changed = [n for n in backbone if not np.array_equal(after[n], before[n])]
     # features mode trains the head on cached features: the backbone, batch-norm statistics
     # included, comes out bit-identical; finetune mode trains it

@@ -42,7 +42,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from helpers.runs import decayed, serve
+from helpers.runs import decayed, finetune_modes, serve, values
 
 from ckptkit.scopes import compile_pattern
 from ckptkit.zoo.nets import get_net
@@ -236,26 +236,10 @@ TRAIN_FROM = "cell_7"       # finetune mode trains cell_7, cell_8 and the head
 
 @pytest.fixture(scope="module")
 def runs(checkpoint, data, tmp_path_factory):
-    """`ckptkit finetune --json` of E2E from its keep-head checkpoint, one epoch at 32x32, in
-    features mode and in finetune mode from TRAIN_FROM: {mode: (code, stdout, stderr, dir)}."""
-    from click.testing import CliRunner
-
-    from ckptkit.cli import cli
-
-    root, found = tmp_path_factory.mktemp("runs"), {}
-    for mode, extra in (("features", []), ("finetune", ["--train-from", TRAIN_FROM])):
-        args = ["finetune", "--net", E2E, "--checkpoint", checkpoint(E2E), "--data", data,
-                "--mode", mode, *extra, "--epochs", "1", "--batch-size", "4",
-                "--image-size", "32", "--cache-dir", root / "cache", "--train-dir", root / mode,
-                "--json"]
-        result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="ckptkit")
-        found[mode] = result.exit_code, result.stdout, result.stderr, root / mode
-    return found
-
-
-def _values(tf, prefix):
-    reader = tf.train.load_checkpoint(str(prefix))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    """One epoch of E2E from its keep-head checkpoint in features mode and in finetune mode
+    from TRAIN_FROM."""
+    return finetune_modes(E2E, checkpoint(E2E), data, tmp_path_factory.mktemp("runs"),
+                          {"features": [], "finetune": ["--train-from", TRAIN_FROM]})
 
 
 @pytest.mark.parametrize("mode", ["features", "finetune"])
@@ -266,7 +250,7 @@ def test_finetune_restores_the_backbone_and_keeps_what_it_froze(tf, built, check
     record = get_net(E2E)
     backbone = [n for n, *_ in built(E2E, "keep")[0] if not _in(record.classifier_scopes, n)]
     assert sorted(json.loads((run / "plan.json").read_text())["restore"]) == sorted(backbone)
-    before, after = _values(tf, checkpoint(E2E)), _values(tf, json.loads(out)["checkpoint"])
+    before, after = values(tf, checkpoint(E2E)), values(tf, json.loads(out)["checkpoint"])
     changed = {n for n in backbone if not np.array_equal(after[n], before[n])}
     trained = ("cell_7/", "cell_8/")
     # features mode: the whole backbone, batch-norm statistics included, comes out

@@ -1,5 +1,6 @@
-"""Checks every net's tests share: which variables a graph's weight decay reaches, and that a
-fine-tuned run evaluates, predicts and exports."""
+"""What every net's tests share: which variables a graph's weight decay reaches, short
+fine-tuning runs in two modes, a checkpoint's values, and that a fine-tuned run evaluates,
+predicts and exports."""
 import json
 
 
@@ -27,3 +28,27 @@ def serve(ckptkit, run, images, out):
     assert (out / "frozen_graph.pb").stat().st_size > 0
     return (json.loads(evaluated), json.loads(predicted),
             json.loads((out / "export.json").read_text()))
+
+
+def finetune_modes(net, checkpoint, data, root, modes):
+    """`ckptkit finetune --json` of `net` from `checkpoint`, one epoch on 32x32 `data`, for each
+    {mode: extra arguments}: {mode: (exit code, stdout, stderr, train dir)}."""
+    from click.testing import CliRunner
+
+    from ckptkit.cli import cli
+
+    found = {}
+    for mode, extra in modes.items():
+        args = ["finetune", "--net", net, "--checkpoint", checkpoint, "--data", data,
+                "--mode", mode, *extra, "--epochs", "1", "--batch-size", "4",
+                "--image-size", "32", "--cache-dir", root / "cache", "--train-dir", root / mode,
+                "--json"]
+        result = CliRunner().invoke(cli, [str(a) for a in args], prog_name="ckptkit")
+        found[mode] = result.exit_code, result.stdout, result.stderr, root / mode
+    return found
+
+
+def values(tf, prefix):
+    """{name: value} of every tensor of the checkpoint at `prefix`, as TensorFlow reads it."""
+    reader = tf.train.load_checkpoint(str(prefix))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
