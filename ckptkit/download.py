@@ -120,8 +120,9 @@ def get(name, directory=None, progress=None, *, registry=None, force=False, time
     """
     item = entry(name, registry, directory)
     base = directory_path(directory)
-    if item.added:
-        return resolve_added(item, directory)
+    if item.added:       # locate says so when its files are gone; _here checks them once
+        resolve_pretrained(item.name, directory, verify=False)
+        return _here(item, os.path.join(base, item.name), directory)
     if item.local:
         if source is not None:
             raise CkptError(f"{item.name} is made locally ({item.made_by}), not unpacked from "
@@ -375,7 +376,6 @@ def add(name, source, net, directory=None, *, registry=None, force=False):
     folder = os.path.join(base, name)
     missing = _missing_parents(base)
     try:
-        _makedirs(base)
         with output_lock(folder, wait=True):
             if os.path.isfile(source) and tarfile.is_tarfile(source):
                 digest = sha256_file(source)
@@ -398,14 +398,6 @@ def add(name, source, net, directory=None, *, registry=None, force=False):
         for leftover in missing:
             _rmdir_if_empty(leftover)
     return Fetched(name, path, True, digest, "added", net=record.name)
-
-
-def resolve_added(item, directory):
-    """The Fetched of an added entry, its files checked."""
-    path = resolve_pretrained(item.name, directory).path
-    archive_sha, trust = check_folder(item, os.path.join(directory_path(directory),
-                                                         item.name), directory)
-    return Fetched(item.name, path, False, archive_sha, trust, net=item.net)
 
 
 def _checkpoint_files(source):

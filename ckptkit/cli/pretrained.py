@@ -67,14 +67,12 @@ def pretrained_get(name, directory, force, source):
       ckptkit pretrained get resnet_v1_50 --from ~/Downloads/resnet_v1_50_2016_08_28.tar.gz
     """
     from ..download import get
-    from ..zoo.pretrained import directory_path
 
     with render.byte_progress(f"downloading {name}") as progress:
         fetched = get(name, directory, progress, force=force, source=source)
     if fetched.note:
         click.echo(f"note: {fetched.note}", err=True)
-    named = os.path.realpath(directory_path(directory)) == os.path.realpath(directory_path())
-    click.echo("\n".join(render.fetched_lines(fetched, named)))
+    click.echo("\n".join(render.fetched_lines(fetched, _by_name(directory))))
     return 0
 
 
@@ -98,9 +96,14 @@ def pretrained_add(name, path, net, directory, force):
           --net resnet_v1_50
     """
     from ..download import add
-    from ..zoo.pretrained import directory_path
 
     added = add(name, path, net, directory, force=force)
-    named = os.path.realpath(directory_path(directory)) == os.path.realpath(directory_path())
-    click.echo("\n".join(render.fetched_lines(added, named)))
+    click.echo("\n".join(render.fetched_lines(added, _by_name(directory))))
     return 0
+
+
+def _by_name(directory):
+    """Whether pretrained:NAME finds what went into `directory` (the default folder)."""
+    from ..zoo.pretrained import directory_path
+
+    return os.path.realpath(directory_path(directory)) == os.path.realpath(directory_path())

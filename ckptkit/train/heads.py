@@ -76,6 +76,11 @@ class _BatchNorm:
         return slim.arg_scope(ops, normalizer_fn=self.layer)
 
 
+def _net_arg_scope(record):
+    """The net's own arg_scope (a user's net may have none)."""
+    return slim.arg_scope(resolve(record.arg_scope)() if record.arg_scope else {})
+
+
 def _inside(scope):
     """`scope` inside the current variable scope."""
     outer = tf.get_variable_scope().name
@@ -88,8 +93,7 @@ def build(record, images, num_classes, *, head, head_scope, hidden, dropout, is_
     bn = _BatchNorm(is_training, frozen)
     before = {v.op.name for v in tf.global_variables()}
     # entered in order: normalizer_scope() reads the net's arg_scope
-    with slim.arg_scope(resolve(record.arg_scope)() if record.arg_scope else {}), \
-            bn.normalizer_scope(), \
+    with _net_arg_scope(record), bn.normalizer_scope(), \
             slim.arg_scope([slim.batch_norm, slim.dropout], is_training=is_training):
         if head == "keep":
             logits, end_points = _net(record, images, num_classes, is_training, bn)
@@ -181,7 +185,7 @@ def head_only(record, features, num_classes, *, head_scope, hidden, dropout, is_
     """The new head alone on pooled `features` (end_points["PreLogits"] of a build), with the
     variables a build makes: created by the first call in a graph, shared after (with a build
     or an earlier call). Features mode trains it on cached features."""
-    with slim.arg_scope(resolve(record.arg_scope)() if record.arg_scope else {}), \
+    with _net_arg_scope(record), \
             tf.variable_scope(tf.get_variable_scope(), reuse=tf.AUTO_REUSE):
         return _new_head(features, num_classes, head_scope, hidden, dropout, is_training)
 

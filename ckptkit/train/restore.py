@@ -2,7 +2,7 @@
 every stage of `finetune` make their plan with plan_model, so what `plan` shows is what gets
 restored."""
 from ..errors import PlanError
-from ..paths import PRETRAINED, open_checkpoint
+from ..paths import open_checkpoint
 from ..plan import CLASSIFIER, plan_checkpoint
 from ..zoo import pretrained
 from ..tfcompat import tf
@@ -27,11 +27,9 @@ def plan_model(checkpoint, model, options):
 def classifier_scopes(checkpoint, model):
     """The checkpoint scopes a new head replaces: the pretrained entry's for
     `pretrained:NAME` of this net, else the net record's."""
-    text = str(checkpoint)
-    if text.startswith(PRETRAINED):
-        found = pretrained.entry(text[len(PRETRAINED):])
-        if found.net == model.record.name:
-            return found.exclude_scopes
+    found = pretrained.named_entry(checkpoint)
+    if found is not None and found.net == model.record.name:
+        return found.exclude_scopes
     return model.record.classifier_scopes
 
 

@@ -224,16 +224,23 @@ def _flag(value, where):
     return value
 
 
-def pretrained_ema(checkpoint):
-    """Whether `checkpoint` is a pretrained:NAME whose entry says to restore its EMA shadows
-    (the published MobileNet and NASNet checkpoints were evaluated with them)."""
+def named_entry(checkpoint):
+    """The Entry a `pretrained:NAME` checkpoint path names, else None (an unknown name too:
+    the path's own error comes where it is opened)."""
     text = str(checkpoint or "")
     if not text.startswith(PREFIX):
-        return False
+        return None
     try:
-        return bool(entry(text[len(PREFIX):]).ema)
+        return entry(text[len(PREFIX):])
     except CkptError:
-        return False        # the path's own error comes where it is opened
+        return None
+
+
+def pretrained_ema(checkpoint):
+    """Whether `checkpoint` is a pretrained:NAME whose entry says to restore its EMA shadows
+    (the published MobileNet v2 checkpoints were evaluated with them)."""
+    item = named_entry(checkpoint)
+    return bool(item and item.ema)
 
 
 def _relative(path):
