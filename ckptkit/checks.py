@@ -32,10 +32,10 @@ def select(reader, pattern=None, no_optimizer=False):
         regex = re.compile(pattern) if pattern else None
     except re.error as e:
         raise CkptError(f"bad --filter regex {pattern!r}: {e}") from None
-    matched = [v for v in reader if regex is None or regex.search(v.name)]
+    matched = [v for v in reader if regex.search(v.name)] if regex else list(reader)
     if regex is not None and not matched:
         raise CkptError(f"--filter {pattern!r} matches no tensor in {reader.path}")
-    chosen = [v for v in matched if not (no_optimizer and role(v.name) != "model")]
+    chosen = [v for v in matched if role(v.name) == "model"] if no_optimizer else matched
     return chosen, len(matched) - len(chosen)
 
 
@@ -72,7 +72,7 @@ def verify(path, progress=None):
                             leftovers)
 
 
-@dataclass(frozen=True)
+@dataclass   # not frozen: a frozen dataclass takes 4x as long to make, 300,000 times
 class Stats:
     min: float
     max: float
@@ -154,7 +154,8 @@ _SMALL = 4096   # elements of a tensor summarised in a batch
 
 def _flush(batch, progress):
     """tensor_stats of many small real tensors at once: one float64 array, reduced per
-    tensor with ufunc.reduceat (same two scaled passes)."""
+    tensor with ufunc.reduceat (same two scaled passes); the Stats made from whole columns
+    (tolist), not element by element."""
     import numpy as np
 
     if not batch:
@@ -162,7 +163,7 @@ def _flush(batch, progress):
     sizes = np.array([a.size for _, a in batch])
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     with np.errstate(all="ignore"):
-        x = np.concatenate([a.reshape(-1).astype(np.float64) for _, a in batch])
+        x = np.concatenate([a for _, a in batch], axis=None, dtype=np.float64, casting="unsafe")
         finite = np.isfinite(x)
         nan = np.add.reduceat(np.isnan(x), starts)
         count = np.add.reduceat(finite, starts)
@@ -176,13 +177,11 @@ def _flush(batch, progress):
         spread = np.maximum(np.add.reduceat(scaled * scaled, starts) / count - mean * mean, 0)
         mean = np.minimum(np.maximum(mean * scale, lo), hi)
         std = np.sqrt(spread) * scale
-    nothing = float("nan")
-    for i, (var, _) in enumerate(batch):
-        if count[i]:
-            yield var, Stats(float(lo[i]), float(hi[i]), float(mean[i]), float(std[i]),
-                             int(nan[i]), int(inf[i]))
-        else:
-            yield var, Stats(nothing, nothing, nothing, nothing, int(nan[i]), int(inf[i]))
+    for column in (lo, hi, mean, std):   # nothing finite: NaN, as tensor_stats gives it
+        column[count == 0] = np.nan
+    for (var, _), st in zip(batch, map(Stats, lo.tolist(), hi.tolist(), mean.tolist(),
+                                       std.tolist(), nan.tolist(), inf.tolist())):
+        yield var, st
         if progress:
             progress(var.nbytes)
 

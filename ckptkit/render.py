@@ -4,7 +4,9 @@ import json
 import math
 import os
 import sys
+from operator import attrgetter
 from shlex import quote
+from types import SimpleNamespace
 
 import click
 
@@ -51,16 +53,15 @@ def _strict(obj):
 
 
 def table(rows, align=None):
-    """Rows of strings as aligned columns; `align` is a string of 'l'/'r' per column."""
+    """Rows of strings, all of one length, as aligned columns; `align` is a string of 'l'/'r'
+    per column. Each line is one printf-style format (%-Ns pads as ljust, %Ns as rjust), so
+    300,000 rows take a fraction of a second."""
     if not rows:
         return []
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    align = align or "l" * len(widths)
-    out = []
-    for r in rows:
-        cells = [c.rjust(w) if a == "r" else c.ljust(w) for c, w, a in zip(r, widths, align)]
-        out.append("  ".join(cells).rstrip())
-    return out
+    widths = [max(map(len, column)) for column in zip(*rows)]
+    line = "  ".join(("%s" if not w else f"%{w}s" if a == "r" else f"%-{w}s")
+                     for w, a in zip(widths, align or "l" * len(widths)))
+    return [(line % tuple(r)).rstrip() for r in rows]
 
 
 def _label(v):
@@ -301,13 +302,32 @@ def json_values(value):
 
 
 def stats_table(pairs):
-    """`inspect --stats`: (Variable, Stats or None) pairs as a table."""
-    rows = [["name", "shape", "dtype", "min", "max", "mean", "std", "nan", "inf"]]
-    for v, st in pairs:
-        cells = [f"{x:.4g}" for x in (st.min, st.max, st.mean, st.std)] + \
-            [str(st.nan), str(st.inf)] if st else ["-"] * 6
-        rows.append([v.name, shape(v.shape), v.dtype, *cells])
-    return table(rows, "lllrrrrrr")
+    """`inspect --stats`: (Variable, Stats or None) pairs as a table, built a column at a
+    time: each number column is one printf call over all its values, each distinct shape
+    is formatted once."""
+    variables = [v for v, _ in pairs]
+    known = [st or _NO_STATS for _, st in pairs]
+    columns = [_column(spec, map(attrgetter(name), known)) for spec, name in (
+        ("%.4g", "min"), ("%.4g", "max"), ("%.4g", "mean"), ("%.4g", "std"), ("%d", "nan"),
+        ("%d", "inf"))]
+    for i, (_, st) in enumerate(pairs):
+        if st is None:
+            for column in columns:
+                column[i] = "-"
+    shapes = {s: shape(s) for s in {v.shape for v in variables}}
+    rows = list(zip([v.name for v in variables], [shapes[v.shape] for v in variables],
+                    [v.dtype for v in variables], *columns))
+    return table([("name", "shape", "dtype", "min", "max", "mean", "std", "nan", "inf")] + rows,
+                 "lllrrrrrr")
+
+
+_NO_STATS = SimpleNamespace(min=0.0, max=0.0, mean=0.0, std=0.0, nan=0, inf=0)   # shown as -
+
+
+def _column(spec, values):
+    """printf `spec` applied to every value: one call for the whole column."""
+    values = tuple(values)
+    return (f"{spec}\n" * len(values) % values).split("\n")[:-1]
 
 
 def objects_table(attrs):
@@ -429,14 +449,20 @@ def prediction_lines(results):
 
 
 def export_lines(written):
-    frozen, saved = written["frozen_graph"], written["saved_model"]
-    return [f"exported {written['checkpoint']} ({written['net']}, {written['num_classes']} "
-            f"classes) to {written['out_dir']}",
-            f"  {saved['dir']}/  tags {','.join(saved['tags'])}, signatures "
-            f"{', '.join(saved['signatures'])}",
-            f"  {frozen['file']}  input {frozen['input']} ({frozen['input_format']}), "
-            f"outputs {', '.join(frozen['outputs'].values())}",
-            "  export.json  tensor names, labels, preprocessing"]
+    lines = [f"exported {written['checkpoint']} ({written['net']}, {written['num_classes']} "
+             f"classes) to {written['out_dir']}"]
+    if "saved_model" in written:
+        saved = written["saved_model"]
+        lines.append(f"  {saved['dir']}/  tags {','.join(saved['tags'])}, signatures "
+                     f"{', '.join(saved['signatures'])}")
+    for kind in ("frozen_graph", "onnx"):
+        if kind in written:
+            model = written[kind]
+            outputs = model["outputs"]
+            outputs = outputs.values() if isinstance(outputs, dict) else outputs
+            lines.append(f"  {model['file']}  input {model['input']} "
+                         f"({model['input_format']}), outputs {', '.join(outputs)}")
+    return lines + ["  export.json  tensor names, labels, preprocessing"]
 
 
 # --- search ----------------------------------------------------------------------------------

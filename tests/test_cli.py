@@ -381,17 +381,47 @@ def test_a_tensor_with_a_flipped_byte_is_an_error_naming_crc32c(ckptkit, ckpts, 
     assert ckptkit("inspect", prefix, "--tensor", "odd") == (0, ODD_TEXT, "")
 
 
+STATS_TEXT = """\
+name                                        shape      dtype      min  max    mean     std  nan  inf
+beta1_power                                 []         float32    0.9  0.9     0.9       0    0    0
+global_step                                 []         int64        7    7       7       0    0    0
+half                                        [2]        bfloat16    -2  1.5   -0.25    1.75    0    0
+ids                                         [3]        int32        1    3       2  0.8165    0    0
+net/conv1/biases                            [2]        float32   -0.5  0.5       0     0.5    0    0
+net/conv1/weights                           [3,3,1,2]  float32      0  1.7    0.85  0.5188    0    0
+net/conv1/weights/Adam                      [3,3,1,2]  float32      0    0       0       0    0    0
+net/conv1/weights/Adam_1                    [3,3,1,2]  float32      1    1       1       0    0    0
+net/logits/biases                           [5]        float32      0    0       0       0    0    0
+net/logits/biases/ExponentialMovingAverage  [5]        float32      0    0       0       0    0    0
+net/logits/weights                          [2,5]      float32      0    9     4.5   2.872    0    0
+odd                                         [6]        float32     -2    3  0.6667   2.055    1    2
+vocab                                       [2]        string       -    -       -       -    -    -
+"""
+# extremes of the %.4g columns: NaN when nothing is finite, signed zero, subnormals, the
+# largest float64, integers past 2**53
+EXTREMES_TEXT = """\
+name       shape  dtype           min         max        mean         std  nan  inf
+big        [2]    float64     -1e+300  1.798e+308  8.988e+307  8.988e+307    0    0
+huge_ints  [2]    int64            -3   4.612e+18   2.306e+18   2.306e+18    0    0
+none       [2]    float32         nan         nan         nan         nan    1    1
+tiny       [2]    float64  4.941e-324    1.5e-310    7.5e-311    7.5e-311    0    0
+zero       [1]    float32          -0          -0          -0           0    0    0
+"""
+
+
 def test_inspect_stats_table(ckptkit, ckpts):
-    code, out, err = ckptkit("inspect", ckpts["model"], "--stats")
-    assert (code, err) == (0, "")
-    head, *rows = [line.split() for line in out.splitlines()]
-    assert head == ["name", "shape", "dtype", "min", "max", "mean", "std", "nan", "inf"]
-    table = {row[0]: row[1:] for row in rows}
-    assert list(table) == sorted(MODEL)
-    assert table["odd"] == ["[6]", "float32", "-2", "3", "0.6667", "2.055", "1", "2"]
-    assert table["half"] == ["[2]", "bfloat16", "-2", "1.5", "-0.25", "1.75", "0", "0"]
-    assert table["ids"] == ["[3]", "int32", "1", "3", "2", "0.8165", "0", "0"]
-    assert table["vocab"] == ["[2]", "string"] + ["-"] * 6
+    assert ckptkit("inspect", ckpts["model"], "--stats") == (0, STATS_TEXT, "")
+
+
+def test_inspect_stats_table_extremes(ckptkit, tmp_path):
+    prefix = write_bundle(tmp_path / "model.ckpt", {
+        "big": np.array([1.7976931348623157e308, -1e300]),
+        "huge_ints": np.array([2 ** 62 + 1, -3], np.int64),
+        "none": np.array([np.nan, np.inf], np.float32),
+        "tiny": np.array([5e-324, 1.5e-310]),
+        "zero": np.array([-0.0], np.float32),
+    }).prefix
+    assert ckptkit("inspect", prefix, "--stats") == (0, EXTREMES_TEXT, "")
 
 
 def test_inspect_stats_json(ckptkit, ckpts):

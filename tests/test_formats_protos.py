@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ckptkit
-from ckptkit.formats.protos import BUNDLE_ENTRY, SHAPE, TENSOR, decode, message
+from ckptkit.formats.protos import BUNDLE_ENTRY, SHAPE, TENSOR, decode, decode_entry, message
 from ckptkit.formats.tf_object import objects
 from ckptkit.formats import slices
 from helpers.bundle_writer import pb_bytes, pb_int, varint, write_bundle, write_table
@@ -41,6 +41,57 @@ def test_bundle_entry():
 def test_negative_int64_is_ten_bytes_twos_complement():
     assert decode(field(1, (1 << 64) - 1), SHAPE | message({1: ("x", "int")})) == {"x": -1}
     assert decode(field(2, field(1, (1 << 64) - 5)), SHAPE) == {"dim": [{"size": -5}]}
+
+
+# --- decode_entry: every index entry of a V2 bundle -------------------------------------------
+
+def tf_entry(dtype, shape, shard=0, offset=0, size=0, crc=0, after=b""):
+    """A BundleEntryProto laid out as TF's bundle writer lays it out: fields in number order,
+    zeros left out (proto3), the crc32c always there; `after` follows it (slices)."""
+    dims = b"".join(field(2, field(1, d) if d else b"") for d in shape)
+    out = field(1, dtype) + field(2, dims)
+    out += b"".join(field(n, v) for n, v in ((3, shard), (4, offset), (5, size)) if v)
+    return out + fixed32(6, crc) + after
+
+
+ENTRIES = {
+    "tf": tf_entry(1, (3, 3, 4, 4), 0, 80, 576, 0xD0621F83),
+    "scalar": tf_entry(9, (), 0, 0, 8, 1),
+    "empty": tf_entry(1, (0, 5)),
+    "sharded": tf_entry(2, (7,), 3, 1 << 40, 56, 0xFFFFFFFF),
+    "negative-offset": tf_entry(1, (4,), 0, -8, 16, 5),
+    "long-shape": tf_entry(1, (2,) * 70, 0, 12, 4 << 70, 7),
+    "slices": tf_entry(1, (6,), after=field(7, field(1, field(1, 2) + field(2, 3)))),
+    "out-of-order": field(4, 80) + field(1, 1) + field(2, field(2, field(1, 4))) + fixed32(6, 1),
+    "size-twice": tf_entry(1, (4,), 0, 0, 16, 3)[:-5] + field(5, 20) + fixed32(6, 3),
+    "dtype-only": field(1, 19) + fixed32(6, 9),
+}
+
+
+def outcome(decoder, body):
+    try:
+        return decoder(body)
+    except ckptkit.FormatError as e:
+        return type(e), str(e)
+
+
+@pytest.mark.parametrize("body", ENTRIES.values(), ids=ENTRIES)
+def test_decode_entry_is_the_generic_decode(body):
+    expected = decode(body, BUNDLE_ENTRY)
+    assert decode_entry(body) == expected
+    assert decode_entry(memoryview(b"  " + body)[2:]) == expected
+
+
+@pytest.mark.parametrize("name", ["tf", "scalar", "sharded", "slices"])
+def test_decode_entry_of_every_damaged_entry_is_the_generic_decode(name):
+    """Every byte of an entry set to every value, and every truncation: decode_entry gives
+    what the generic walk gives, the same dict or the same error."""
+    body = ENTRIES[name]
+    damaged = [body[:i] for i in range(len(body))] + [
+        body[:i] + bytes([v]) + body[i + 1:] for i in range(len(body)) for v in range(256)]
+    wrong = [d for d in damaged if outcome(decode_entry, d) != outcome(
+        lambda b: decode(b, BUNDLE_ENTRY), d)]
+    assert wrong == []
 
 
 # --- TensorProto value fields, through the V1 reader -------------------------------------------

@@ -8,8 +8,9 @@ import pytest
 
 import ckptkit
 from ckptkit.formats import slices
-from ckptkit.formats.sstable import MAGIC, Table, _unsnappy, is_table, mask_crc, unmask_crc
-from helpers.bundle_writer import varint, write_table
+from ckptkit.formats.sstable import (MAGIC, Table, TableWriter, _unsnappy, is_table, mask_crc,
+                                     unmask_crc)
+from helpers.bundle_writer import build_block, varint, write_table
 from helpers.tf_factories import GOLDEN_SLICES, GOLDEN_V1, GOLDEN_VALUES, assert_same_value, write_golden
 
 # --- slice keys: checkpoint::EncodeTensorNameSlice, as TF wrote them ------------------------
@@ -193,6 +194,26 @@ def test_unknown_compression_type(tmp_path):
         f.write(data)
     with pytest.raises(ckptkit.Unsupported, match="unknown type 2"):
         list(Table(path).items())
+
+
+def test_table_writer_shares_key_prefixes_byte_for_byte(tmp_path):
+    """Keys that share prefixes of every length, one the prefix of the next, 0x00 and 0xff
+    bytes where they differ: TableWriter's data block is the test encoder's, byte for byte."""
+    keys = sorted({b"", b"a", b"a\x00", b"a\x00\xff", b"a\x01", b"ab", b"abc" * 30,
+                   b"abc" * 30 + b"\x00", b"abc" * 29 + b"abd", b"abd", b"b", b"\xff",
+                   b"\xff\xff", b"\xff\xff\x00"} | {b"k" * n for n in range(2, 40)})
+    items = [(key, bytes([i])) for i, key in enumerate(keys)]
+    path = tmp_path / "t"
+    with open(path, "wb") as f:
+        table = TableWriter(f)
+        for key, value in items:
+            table.add(key, value)
+        table.finish()
+    block = build_block(items)
+    assert path.read_bytes()[:len(block)] == block
+    read = Table(str(path))
+    assert list(read.items()) == items
+    read.close()
 
 
 def test_crc_masking():

@@ -7,6 +7,7 @@ from .. import render
 from ..checks import checkpoint_bytes, diff as run_diff, select, stats, tensor_stats
 from ..checks import verify as run_verify
 from ..errors import CkptError
+from ..formats.base import no_cyclic_gc
 from ..paths import open_checkpoint
 
 PRINT_OPTIONS = ("threshold", "precision", "edgeitems", "linewidth", "suppress")
@@ -69,7 +70,7 @@ def inspect(path, flat, depth, pattern, no_optimizer, as_json, tensor, printopti
       ckptkit inspect model.ckpt --tensor resnet_v1_50/logits/biases
       ckptkit inspect model.ckpt --json > vars.json
     """
-    with open_checkpoint(path) as reader:
+    with no_cyclic_gc(), open_checkpoint(path) as reader:   # objects per tensor, no cycles
         note(reader, verbose)
         if tensor is not None:
             var, value = reader.variable(tensor), reader.read(tensor)

@@ -1,6 +1,8 @@
 """What every format reader offers (its variables in name order and lazy values) and what
 every writer does (temp files, fsync, rename: never a half-written checkpoint)."""
+import contextlib
 import difflib
+import gc
 from math import prod
 
 from ..errors import CkptError, NotFound, Unsupported
@@ -135,3 +137,18 @@ def numpy_shape(where, shape, dtype):
     except (ValueError, OverflowError) as e:
         raise Unsupported(f"{where} has shape {list(shape)}, which numpy cannot hold: {e}"
                           ) from None
+
+
+@contextlib.contextmanager
+def no_cyclic_gc():
+    """No cyclic garbage collection inside the block. Making a few small acyclic objects per
+    tensor (index entries, statistics, table rows) sets off full collections that rescan
+    every one made so far: seconds at 300,000 tensors. Reference counting still frees
+    everything (Mercurial's util.nogc)."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()

@@ -209,6 +209,46 @@ OBJECT_GRAPH = message({1: ("nodes[]", message({
 }))})
 
 
+_ENTRY_TAIL = ((0x18, "shard_id"), (0x20, "offset"), (0x28, "size"))   # fields 3-5, varints
+_ENTRY_HEADS = {}   # bytes of an entry's dtype and shape fields -> their decoded dict
+
+
+def decode_entry(buf):
+    """A BundleEntryProto exactly as decode(buf, BUNDLE_ENTRY) gives it. The layout TF writes
+    is read without the generic walk: dtype and shape (decoded once per distinct pair:
+    a checkpoint's shapes repeat), shard_id, offset and size in field order, the crc32c
+    last. Any other layout (slices, fields out of order or repeated, a long shape) walks."""
+    buf = bytes(buf)
+    end = len(buf) - 5
+    if end < 4 or buf[0] != 0x08 or buf[2] != 0x12 or buf[1] > 0x7F or buf[3] > 0x7F or \
+            buf[end] != 0x35:
+        return _decode(buf, BUNDLE_ENTRY)
+    pos = 4 + buf[3]
+    head = _ENTRY_HEADS.get(buf[:pos])
+    if head is None:
+        if pos > end:
+            return _decode(buf, BUNDLE_ENTRY)
+        head = _decode(buf[:pos], BUNDLE_ENTRY)
+        if len(_ENTRY_HEADS) > 100_000:
+            _ENTRY_HEADS.clear()
+        _ENTRY_HEADS[buf[:pos]] = head
+    entry = head.copy()
+    try:
+        for tag, name in _ENTRY_TAIL:
+            if pos < end and buf[pos] == tag:
+                value = buf[pos + 1]
+                pos += 2
+                if value > 0x7F:
+                    value, pos = varint(buf, pos - 1, end)
+                entry[name] = value - (1 << 64) if value >= 1 << 63 else value
+    except FormatError:   # a varint running into the crc32c: not TF's layout
+        pos = -1
+    if pos != end:
+        return _decode(buf, BUNDLE_ENTRY)
+    entry["crc32c"] = int.from_bytes(buf[end + 1:], "little")
+    return entry
+
+
 def tensor_type(dtype_code, shape_msg):
     """(dtype name, bytes per element, shape, element count) from a tensor's DataType enum
     and TensorShapeProto; errors say what is wrong, the caller says which tensor."""
@@ -264,10 +304,19 @@ def _bytes_field(number, data):
 
 
 @functools.lru_cache(maxsize=4096)
-def encode_shape(shape):
-    """TensorShapeProto: one `dim` (field 2) per dimension, its `size` (field 1) inside;
-    remembered, since a checkpoint's shapes repeat."""
-    return b"".join(_bytes_field(2, _int_field(1, d)) for d in shape)
+def _entry_head(dtype_code, shape, shard_id):
+    """An entry's fields before its offset: dtype (1), TensorShapeProto (2: one `dim` per
+    dimension, its `size` as field 1 inside), shard_id (3); remembered, since a checkpoint's
+    shapes repeat."""
+    dims = b"".join(_bytes_field(2, _int_field(1, d)) for d in shape)
+    return _int_field(1, dtype_code) + _bytes_field(2, dims) + _int_field(3, shard_id)
+
+
+@functools.lru_cache(maxsize=4096)
+def _entry_size(size):
+    """An entry's size (field 5) and the tag of its crc32c (field 6, fixed32); remembered,
+    since sizes repeat with shapes."""
+    return _int_field(5, size) + encode_varint(6 << 3 | 5)
 
 
 def encode_header(num_shards, producer=1):
@@ -276,8 +325,7 @@ def encode_header(num_shards, producer=1):
 
 
 def encode_entry(dtype_code, shape, shard_id, offset, size, masked_crc):
-    """BundleEntryProto of one whole (unsliced) tensor; `masked_crc` as stored (field 6,
-    fixed32, always present, as TF writes it)."""
-    return (_int_field(1, dtype_code) + _bytes_field(2, encode_shape(tuple(shape)))
-            + _int_field(3, shard_id) + _int_field(4, offset) + _int_field(5, size)
-            + encode_varint(6 << 3 | 5) + masked_crc.to_bytes(4, "little"))
+    """BundleEntryProto of one whole (unsliced) tensor, fields in number order as TF writes
+    them; `masked_crc` as stored (always present)."""
+    return (_entry_head(dtype_code, tuple(shape), shard_id) + _int_field(4, offset)
+            + _entry_size(size) + masked_crc.to_bytes(4, "little"))

@@ -14,7 +14,7 @@ Index-only checkpoints (data shards absent) list fine; reading a value names the
 Reading a value checks its crc32c, as TF's BundleReader does, so a flipped byte is an error
 rather than a wrong number.
 """
-import gc
+import functools
 import os
 from math import prod
 
@@ -24,12 +24,13 @@ from ..errors import Corrupt, FormatError, NotFound, Unsupported
 from ..fileio import map_file, release_maps, unmap
 from ..variable import Variable, numpy_dtype
 from . import slices
-from .base import Reader, numpy_shape
-from .protos import BUNDLE_ENTRY, BUNDLE_HEADER, decode, raw_extents, tensor_type
+from .base import Reader, no_cyclic_gc, numpy_shape
+from .protos import BUNDLE_HEADER, decode, decode_entry, raw_extents, tensor_type
 from .sstable import Table, unmask_crc
 
 
 GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_NO_SHAPE = {}   # an entry without a shape: a scalar
 
 
 def shard_name(prefix, shard, num_shards):
@@ -45,6 +46,7 @@ class TFV2Reader(Reader):
         self._table = Table(self.index_path)
         self._slice_entries = {}
         self._shards = {}
+        self._holdable_kinds = set()
         entries = self._table.items()
         first = next(entries, None)
         if first is None or first[0] != b"":
@@ -58,32 +60,38 @@ class TFV2Reader(Reader):
                            for i in range(self.num_shards)]
         self.files = [self.index_path] + self.data_paths
         variables = self.variables
-        collecting = gc.isenabled()
-        gc.disable()   # ~a million small objects for a big index, none of them cyclic
-        try:
+        with no_cyclic_gc():   # ~a million small objects for a big index, none of them cyclic
             self._read_entries(entries)
-        finally:
-            if collecting:
-                gc.enable()
         if GRAPH_KEY in variables:
             self.format = "tf-object"   # the object graph is read by tf_object.objects()
 
     def _read_entries(self, entries):
         variables = self.variables
+        types = {}   # (dtype code, id of a shape message) -> tensor_type's answer, the message
         for key, value in entries:
-            entry = decode(value, BUNDLE_ENTRY, f"{self.index_path}: entry {key!r}")
+            try:
+                entry = decode_entry(value)
+            except FormatError as e:
+                raise type(e)(f"{self.index_path}: entry {key!r}: {e}") from None
             if key[:1] == b"\x00":
                 self._slice_entries[key] = entry
                 continue
             name = key.decode("utf-8", "backslashreplace")
-            variables[name] = self._variable(name, entry)
+            variables[name] = self._variable(name, entry, types)
 
-    def _variable(self, name, entry):
-        try:
-            dtype, itemsize, shape, nelem = tensor_type(entry.get("dtype", 0),
-                                                        entry.get("shape", {}))
-        except FormatError as e:
-            raise FormatError(f"{self.index_path}: tensor {name!r} {e}") from None
+    def _variable(self, name, entry, types):
+        """The Variable of one entry; `types` remembers tensor_type per shape message, which
+        decode_entry shares among the entries of one shape (the message held there keeps
+        its id from being reused)."""
+        shape_msg = entry.get("shape", _NO_SHAPE)
+        kind = (entry.get("dtype", 0), id(shape_msg))
+        known = types.get(kind)
+        if known is None:
+            try:
+                known = types[kind] = (*tensor_type(kind[0], shape_msg), shape_msg)
+            except FormatError as e:
+                raise FormatError(f"{self.index_path}: tensor {name!r} {e}") from None
+        dtype, itemsize, shape, nelem, _ = known
         size = entry.get("size", 0)
         if entry.get("slices"):
             raw = tuple(raw_extents(s, len(shape)) for s in entry["slices"])
@@ -115,24 +123,36 @@ class TFV2Reader(Reader):
     def checked_bytes(self, name, dtype, shape, entry):
         """The stored bytes of one entry as (buffer, offset, size), bounds-checked against its
         shard file and crc32c-checked against the entry."""
+        buf, offset, size = self._located(name, entry)
+        self._verify(name, entry, _checksum(name, dtype, shape, buf, offset, size))
+        return buf, offset, size
+
+    def _located(self, name, entry):
+        """(shard map, offset, size) of an entry's bytes, which must lie inside the shard."""
         shard, offset, size = entry.get("shard_id", 0), entry.get("offset", 0), \
             entry.get("size", 0)
         buf = self._shard(shard)
         if offset + size > len(buf):
             raise Corrupt(f"tensor {name!r}: bytes {offset}..{offset + size} lie past the end "
                           f"of {self.data_paths[shard]} ({len(buf)} bytes)")
-        if _checksum(name, dtype, shape, buf, offset, size) != \
-                unmask_crc(entry.get("crc32c", 0)):
-            raise Corrupt(f"{name}: crc32c mismatch: its bytes in {self.data_paths[shard]} "
-                          "are corrupt")
         return buf, offset, size
 
+    def _verify(self, name, entry, crc):
+        if crc != unmask_crc(entry.get("crc32c", 0)):
+            raise Corrupt(f"{name}: crc32c mismatch: its bytes in "
+                          f"{self.data_paths[entry.get('shard_id', 0)]} are corrupt")
+
     def _holdable(self, var):
-        """Unsupported unless numpy can hold the tensor's value."""
+        """Unsupported unless numpy can hold the tensor's value; remembered per shape and
+        dtype, which repeat."""
+        kind = (var.shape, var.dtype)
+        if kind in self._holdable_kinds:
+            return
         if var.dtype in ("resource", "variant"):
             raise Unsupported(f"tensor {var.name!r} is a {var.dtype} tensor, which has no "
                               "portable value")
         numpy_shape(f"{self.path}: tensor {var.name!r}", var.shape, numpy_dtype(var.dtype))
+        self._holdable_kinds.add(kind)
 
     def read(self, name):
         var = self.variable(name)
@@ -148,20 +168,22 @@ class TFV2Reader(Reader):
         return slices.assemble(var.shape, numpy_dtype(var.dtype), pieces, name)
 
     def _array(self, name, dtype, shape, entry):
+        """One stored piece as an array viewing the shard map; the crc32c is taken over that
+        array's own bytes, not over a second view of them."""
         import numpy as np
 
-        buf, offset, size = self.checked_bytes(name, dtype, shape, entry)
         if dtype == "string":
+            buf, offset, size = self.checked_bytes(name, dtype, shape, entry)
             return _strings(name, buf[offset:offset + size], shape)
-        npd = numpy_dtype(dtype)
-        count = size // npd.itemsize
-        if count * npd.itemsize != size or count != prod(shape):
+        npd = _stored_dtype(dtype, self.big_endian)
+        buf, offset, size = self._located(name, entry)
+        count, rest = divmod(size, npd.itemsize)
+        if rest or count != prod(shape):
+            self.checked_bytes(name, dtype, shape, entry)   # a bad crc32c is named first
             raise Corrupt(f"tensor {name!r}: {size} bytes do not hold shape {list(shape)}")
-        if count == 0:
-            return np.empty(shape, dtype=npd)
-        if self.big_endian:
-            npd = npd.newbyteorder(">")
-        return np.frombuffer(buf, dtype=npd, count=count, offset=offset).reshape(shape)
+        values = np.frombuffer(buf, npd, count, offset)
+        self._verify(name, entry, google_crc32c.value(values))
+        return values.reshape(shape) if count else np.empty(shape, numpy_dtype(dtype))
 
     def _pieces(self, var):
         """(entry or None, shape) for each stored piece of a variable."""
@@ -233,15 +255,27 @@ def _strings(name, data, shape):
     return out.reshape(shape)
 
 
+@functools.lru_cache(maxsize=None)
+def _stored_dtype(dtype, big_endian):
+    """The numpy dtype of a tensor's stored bytes."""
+    npd = numpy_dtype(dtype)
+    return npd.newbyteorder(">") if big_endian else npd
+
+
+_COPIED = 64 << 10   # bytes up to which a checksum reads a copy rather than a numpy view
+
+
 def _checksum(name, dtype, shape, buf, offset, size):
     """crc32c as TF computes it: the raw bytes, except that a string tensor's lengths count as
-    uint32 little-endian, not as the varints stored. The bytes are a numpy view of the map,
-    never copied (~2 GB/s)."""
-    import numpy as np
-
+    uint32 little-endian, not as the varints stored. Large bytes are a numpy view of the map,
+    never copied (~2 GB/s); small ones are sliced out, which costs less than making a view."""
     crc, end = 0, offset + size
     if dtype == "string":
         lengths, pos = _string_lengths(name, buf[offset:end], prod(shape))
         packed = b"".join(min(n, 0xFFFFFFFF).to_bytes(4, "little") for n in lengths)
         crc, offset = google_crc32c.value(packed), offset + pos
+    if end - offset <= _COPIED:
+        return google_crc32c.extend(crc, buf[offset:end])
+    import numpy as np
+
     return google_crc32c.extend(crc, np.frombuffer(buf, np.uint8, end - offset, offset))
