@@ -1,7 +1,8 @@
 """NASNet-A Mobile and PNASNet-5 Mobile (ckptkit/train/architectures/nasnet.py) against
-published facts, then the plan restores a keep-head checkpoint whole, and PNASNet runs
-finetune (features mode, and finetune mode with the lower cells frozen), eval, predict and
-export end to end.
+published facts, a new head kept out of their top-level scopes (they have no enclosing
+one), then the plan restores a keep-head checkpoint whole, and PNASNet runs finetune
+(features mode, and finetune mode with the lower cells frozen), eval, predict and export end
+to end.
 
 No listing of the published checkpoints' variables exists (/work/shared/nets has none), so
 the builds are checked against what these sources state (tensorflow/models unless named):
@@ -38,6 +39,7 @@ built once per head: the build `ckptkit plan` makes itself (nets.model_variables
 per process), captured with its end points, so the plans below reuse it.
 """
 import json
+import re
 from unittest import mock
 
 import numpy as np
@@ -197,6 +199,20 @@ def test_new_head_replaces_final_layer_and_aux_head(built, name):
     assert new[-2:] == [("Logits/weights", (1, 1, depth, 5), "float32", True),
                         ("Logits/biases", (5,), "float32", True)]
     assert sorted(new[:-2]) == sorted(v for v in keep if not _in(record.classifier_scopes, v[0]))
+
+
+@pytest.mark.parametrize("scope, taken", [("cell_0", "cell_0/path1_conv/weights"),
+                                          ("conv0/head", "conv0/weights")])
+def test_a_new_head_cannot_share_a_top_level_scope_of_the_net(tf, nets, scope, taken):
+    """Their variables are top-level: a head in cell_0 would add cell_0/weights beside the
+    cell's own (and --train cell_0 would train both), one in conv0 failed inside TF."""
+    from ckptkit.errors import CkptError
+
+    top = scope.split("/")[0]
+    message = (f"head scope '{scope}' must be a scope of its own: '{top}' is {E2E}'s "
+               f"({taken}); e.g. 'Logits'")
+    with tf.Graph().as_default(), pytest.raises(CkptError, match=f"^{re.escape(message)}$"):
+        nets.build(E2E, tf.placeholder(tf.float32, [1, 32, 32, 3]), 5, head_scope=scope)
 
 
 # --- plans and fine-tuning --------------------------------------------------------------------

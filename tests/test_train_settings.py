@@ -2,6 +2,7 @@
 and the stages they make."""
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 from ckptkit.errors import CkptError
 from ckptkit.plan import RestoreOptions
 from ckptkit.train.settings import (RESUMABLE, Settings, changes, check, flag, from_json,
-                                    stages)
+                                    resolved, stages)
 
 
 def _settings(**kwargs):
@@ -107,3 +108,15 @@ def test_run_json_settings_read_back_with_defaults_for_what_they_predate():
     assert changes(from_json(saved), s) == []
     with pytest.raises(CkptError, match=r"^run\.json: bad settings entry"):
         from_json(None)
+
+
+def test_resolved_makes_the_data_paths_absolute_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    here = os.getcwd()
+    s = resolved(_settings(data="digits", val_data="../val", checkpoint="pretrained:lenet",
+                           cache_dir="cache"))
+    assert (s.data, s.val_data, s.checkpoint, s.cache_dir, s.train_dir) == (
+        os.path.join(here, "digits"), os.path.join(os.path.dirname(here), "val"),
+        "pretrained:lenet", "cache", "run")
+    assert resolved(_settings()).val_data is None
+    assert changes(_settings(), resolved(_settings())) == []

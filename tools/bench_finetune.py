@@ -6,19 +6,25 @@ restore timing. Run by tools/bench with the venv's Python; each subcommand is on
         finetune` reads: OUT_DIR/train/<digit>/*.png and OUT_DIR/val/<digit>/*.png, 10 classes.
         Skipped when OUT_DIR already holds exactly these images (a stamp file records them).
 
-    python tools/bench_finetune.py baseline --data DIR --checkpoint CKPT --image-size S \\
-            --batch-size B --epochs E --out FILE
-        The baseline of the throughput figure: a minimal tf_slim training loop on DIR/train/
-        with no ckptkit code in it but the import shim (ckptkit.tfcompat, which makes tf_slim
-        import on TF 2.21 and turns on graph mode): tf_slim resnet_v1_50 with num_classes
-        (global pool + 1x1 logits conv, squeezed) under resnet_arg_scope, the backbone
-        restored with a tf.train.Saver, a plain tf.data pipeline (read_file, decode_png, VGG
-        eval-style resize and central crop, mean subtraction, shuffle, batch, prefetch),
-        cross-entropy plus the arg_scope's weight decay, MomentumOptimizer(0.01, 0.9) on every
-        trainable variable with the UPDATE_OPS as control dependencies. Like ckptkit, an
-        epoch's time is the sum of its sess.run calls (the iterator's initialisation included,
-        in the first); FILE gets one JSON line per epoch: epoch, images, seconds,
-        images_per_sec.
+    python tools/bench_finetune.py baseline --net NET --data DIR --checkpoint CKPT \
+            --image-size S --batch-size B --epochs E --out FILE
+        The baseline of the throughput figures: a minimal tf_slim training loop on DIR/train/.
+        NET is resnet_v1_50 (the default; tf_slim's), mobilenet_v1 or inception_resnet_v2:
+        tf_slim ships no MobileNet and no Inception-ResNet-v2, so those two come from
+        ckptkit.train.architectures (the net function and its arg_scope, the definition
+        ckptkit's zoo builds); nothing else of ckptkit runs here but the import shim
+        (ckptkit.tfcompat, which makes tf_slim import on TF 2.21 and turns on graph mode). The
+        loop: the net's features (num_classes=None) under its arg_scope, then a head written
+        here, global average pool + a 1x1 convolution to the classes, squeezed (what tf_slim's
+        resnet_v1 logits are); the net's variables restored from CKPT with a tf.train.Saver; a
+        plain tf.data pipeline (read_file, decode_png, the net's eval-style preprocessing as
+        ckptkit's: VGG resize, central crop and mean subtraction for resnet_v1_50, Inception
+        central 87.5% crop, resize and scaling to [-1, 1] for the others; shuffle, batch,
+        prefetch); cross-entropy plus the arg_scope's weight decay, MomentumOptimizer(0.01,
+        0.9) on every trainable variable with the UPDATE_OPS as control dependencies. Like
+        ckptkit, an epoch's time is the sum of its sess.run calls (the iterator's
+        initialisation included, in the first); FILE gets one JSON line per epoch: epoch,
+        images, seconds, images_per_sec.
 
     python tools/bench_finetune.py restore --checkpoint CKPT --runs N --out FILE
         The restore figure, in this one process: resnet_v1_50 with a new 5-class head
@@ -89,14 +95,32 @@ def _image_folder(root):
 
 # --- the baseline training loop -----------------------------------------------------------
 
+# the baseline's nets: the module, its net function and arg_scope function (tf_slim's
+# resnet_v1_50; ckptkit's definitions of the two nets tf_slim lacks), the net function's
+# keyword arguments, the preprocessing
+BASELINE_NETS = {
+    "resnet_v1_50": ("tf_slim.nets.resnet_v1", "resnet_v1_50", "resnet_arg_scope",
+                     {"global_pool": True}, "vgg"),
+    "mobilenet_v1": ("ckptkit.train.architectures.mobilenet_v1", "mobilenet_v1",
+                     "mobilenet_v1_arg_scope", {}, "inception"),
+    "inception_resnet_v2": ("ckptkit.train.architectures.inception_resnet_v2",
+                            "inception_resnet_v2", "inception_resnet_v2_arg_scope", {},
+                            "inception"),
+}
+
+
 def baseline(args):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import warnings
 
     warnings.filterwarnings("ignore")
-    from ckptkit.tfcompat import slim, tf  # noqa: I001  (graph mode + tf_slim import shim)
-    from tf_slim.nets import resnet_v1
+    import importlib
 
+    from ckptkit.tfcompat import slim, tf  # noqa: I001  (graph mode + tf_slim import shim)
+
+    module, net_fn, arg_scope, kwargs, preprocessing = BASELINE_NETS[args.net]
+    module = importlib.import_module(module)
+    net_fn, arg_scope = getattr(module, net_fn), getattr(module, arg_scope)
     paths, labels, classes = _image_folder(os.path.join(args.data, "train"))
     size, batch = args.image_size, args.batch_size
     side = size * 256 // 224
@@ -104,12 +128,16 @@ def baseline(args):
 
     def load(path, label):
         image = tf.cast(tf.io.decode_png(tf.io.read_file(path), channels=3), tf.float32)
-        hw = tf.cast(tf.shape(image)[:2], tf.float32)
-        scaled = tf.cast(tf.round(hw * (side / tf.reduce_min(hw))), tf.int32)
-        image = tf.image.resize(image, tf.maximum(scaled, side))
-        hw = tf.shape(image)[:2]
-        top, left = (hw[0] - size) // 2, (hw[1] - size) // 2
-        image = image[top:top + size, left:left + size] - tf.constant(VGG_MEANS)
+        if preprocessing == "inception":
+            image = tf.image.resize(tf.image.central_crop(image, 0.875), [size, size])
+            image = image / 127.5 - 1.0
+        else:
+            hw = tf.cast(tf.shape(image)[:2], tf.float32)
+            scaled = tf.cast(tf.round(hw * (side / tf.reduce_min(hw))), tf.int32)
+            image = tf.image.resize(image, tf.maximum(scaled, side))
+            hw = tf.shape(image)[:2]
+            top, left = (hw[0] - size) // 2, (hw[1] - size) // 2
+            image = image[top:top + size, left:left + size] - tf.constant(VGG_MEANS)
         image.set_shape([size, size, 3])
         return image, label
 
@@ -119,17 +147,18 @@ def baseline(args):
     iterator = tf.data.make_initializable_iterator(
         dataset.batch(batch).prefetch(tf.data.experimental.AUTOTUNE))
     images, targets = iterator.get_next()
-    with slim.arg_scope(resnet_v1.resnet_arg_scope()):
-        logits, _ = resnet_v1.resnet_v1_50(images, num_classes=len(classes), is_training=True,
-                                           global_pool=True, scope="resnet_v1_50")
-    logits = tf.squeeze(logits, [1, 2])     # tf_slim 1.1's resnet_v1 keeps [batch, 1, 1, n]
+    with slim.arg_scope(arg_scope()):
+        features, _ = net_fn(images, num_classes=None, is_training=True, **kwargs)
+        backbone = tf.global_variables()
+        pooled = tf.reduce_mean(features, [1, 2], keepdims=True)
+        logits = slim.conv2d(pooled, len(classes), [1, 1], activation_fn=None,
+                             normalizer_fn=None, scope="logits")
+    logits = tf.squeeze(logits, [1, 2])
     loss = tf.losses.sparse_softmax_cross_entropy(targets, logits)
     loss += tf.losses.get_regularization_loss()
     step = tf.train.get_or_create_global_step()
     with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
         train_op = tf.train.MomentumOptimizer(0.01, 0.9).minimize(loss, global_step=step)
-    backbone = [v for v in slim.get_model_variables("resnet_v1_50")
-                if not v.op.name.startswith("resnet_v1_50/logits")]
     saver = tf.train.Saver(backbone)
 
     rows = []
@@ -229,6 +258,7 @@ def main(argv):
     p.add_argument("--per-class", type=int, default=16)
     p.add_argument("--val-per-class", type=int, default=2)
     p = sub.add_parser("baseline")
+    p.add_argument("--net", choices=sorted(BASELINE_NETS), default="resnet_v1_50")
     for name in ("--data", "--checkpoint", "--out"):
         p.add_argument(name, required=True)
     for name in ("--image-size", "--batch-size", "--epochs"):

@@ -4,11 +4,16 @@ written by TensorFlow itself, and skip those already there:
 - resnet_v1_50/model.ckpt  tf_slim resnet_v1_50 (1000 classes, resnet_arg_scope), random
                            init, tf.train.Saver V2: 267 variables, ~100 MB.
 - resnet_v1_152/model.ckpt the same for resnet_v1_152: 777 variables, ~240 MB.
+- mobilenet_v1/model.ckpt  the net as ckptkit's zoo builds it (ckptkit.train.architectures:
+                           the net function, 1001 classes, its arg_scope, its image size 224),
+                           random init, Saver V2: 137 variables, ~17 MB.
+- inception_resnet_v2/model.ckpt  the same at 299 px: 908 variables (AuxLogits included),
+                           ~237 MB.
 - big/model.ckpt           ~700 MB: five 128 MiB float32 variables plus 300 small ones.
 - many/model.ckpt          exactly 100,000 small variables with scoped names such as
                            net/block_0042/unit_3/conv/weights.
 
-Each one is made in its own subprocess: resnet needs graph mode (ckptkit.tfcompat), while
+Each one is made in its own subprocess: the nets need graph mode (ckptkit.tfcompat), while
 big and many save from eager mode with tf.raw_ops.SaveV2 (the kernel every TF V2 save uses),
 which takes seconds where 100,000 graph-mode variables would take many minutes. Every new
 checkpoint is read back with tf.train.load_checkpoint and its key count checked.
@@ -21,6 +26,9 @@ import sys
 import time
 
 RESNET_VARIABLES = {50: 267, 152: 777}   # with resnet_arg_scope, 1000 classes
+# image size, variables with the arg_scope and 1001 classes: tests/test_train_arch_mobilenet.py's
+# 137; tests/test_train_arch_inception.py's 896 outside the classifiers + Logits 2 + AuxLogits 10
+ZOO_NETS = {"mobilenet_v1": (224, 137), "inception_resnet_v2": (299, 908)}
 BIG_LARGE = 5                    # large float32 tensors ...
 BIG_LARGE_ELEMENTS = 32 << 20    # ... of 128 MiB each
 BIG_SMALL = 300
@@ -65,27 +73,42 @@ def _check(prefix, expected=None, min_bytes=0):
           "tf.train.load_checkpoint)", file=sys.stderr)
 
 
-def make_resnet(prefix, depth=50):
+def _save_net(prefix, module, name, arg_scope, size, num_classes, expected):
+    """Build module.name's graph under module.arg_scope() at `size` px, initialise it (seed 0)
+    and save every variable with a V2 Saver; `expected` is its variable count."""
+    import importlib
     import warnings
 
     warnings.filterwarnings("ignore", message=".*layer.apply.*")   # tf_slim's, harmless
     # tfcompat first (it makes tf_slim importable and turns on graph mode)
-    from ckptkit.tfcompat import slim, tf  # noqa: I001
-    from tf_slim.nets import resnet_v1
+    from ckptkit.tfcompat import slim, tf
 
+    module = importlib.import_module(module)
     tf.set_random_seed(0)
-    images = tf.placeholder(tf.float32, [None, 224, 224, 3])
-    with slim.arg_scope(resnet_v1.resnet_arg_scope()):
-        getattr(resnet_v1, f"resnet_v1_{depth}")(images, num_classes=1000, is_training=False)
+    images = tf.placeholder(tf.float32, [None, size, size, 3])
+    with slim.arg_scope(getattr(module, arg_scope)()):
+        getattr(module, name)(images, num_classes=num_classes, is_training=False)
     variables = tf.global_variables()
-    if len(variables) != RESNET_VARIABLES[depth]:
-        sys.exit(f"resnet_v1_{depth} built {len(variables)} variables, expected "
-                 f"{RESNET_VARIABLES[depth]}")
+    if len(variables) != expected:
+        sys.exit(f"{name} built {len(variables)} variables, expected {expected}")
     with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())
         tf.train.Saver(variables, write_version=tf.train.SaverDef.V2).save(
             sess, prefix, write_meta_graph=False)
-    _check(prefix, RESNET_VARIABLES[depth])
+    _check(prefix, expected)
+
+
+def make_resnet(prefix, depth=50):
+    _save_net(prefix, "tf_slim.nets.resnet_v1", f"resnet_v1_{depth}", "resnet_arg_scope", 224,
+              1000, RESNET_VARIABLES[depth])
+
+
+def make_zoo_net(prefix, name):
+    """`name` as ckptkit's zoo builds it (ckptkit.train.architectures.NAME), at its image
+    size."""
+    size, expected = ZOO_NETS[name]
+    _save_net(prefix, f"ckptkit.train.architectures.{name}", name, f"{name}_arg_scope", size,
+              1001, expected)
 
 
 def _save_v2(prefix, named):
@@ -139,6 +162,8 @@ def _tf_log_line(line):
 
 
 MAKERS = {"resnet_v1_50": make_resnet, "resnet_v1_152": lambda p: make_resnet(p, 152),
+          "mobilenet_v1": lambda p: make_zoo_net(p, "mobilenet_v1"),
+          "inception_resnet_v2": lambda p: make_zoo_net(p, "inception_resnet_v2"),
           "big": make_big, "many": make_many,
           "many300k": lambda p: make_many(p, MANY_300K)}
 

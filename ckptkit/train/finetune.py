@@ -47,7 +47,7 @@ from . import data, features, plots
 from .devices import session_config
 from .nets import Model
 from .rundir import COMPARE, CURVES, RUN, SCRATCH, RunDir, epochs_since_best
-from .settings import RESUMABLE, changes, check, flag, from_json, stages
+from .settings import RESUMABLE, changes, check, flag, from_json, resolved, stages
 
 
 def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None, curves=True,
@@ -58,8 +58,11 @@ def finetune(settings, *, log=lambda line: None, progress=None, on_epoch=None, c
 
     on_epoch(row), when given, is called with each epoch's metrics row once its checkpoints
     are saved; an exception it raises (e.g. optuna.TrialPruned) ends the run there and
-    propagates, the train dir left complete up to that epoch."""
-    s = settings
+    propagates, the train dir left complete up to that epoch.
+
+    run.json keeps the data paths absolute (settings.resolved): eval and a resume find the
+    data from any working directory."""
+    s = resolved(settings)
     check(s)
     if curves or s.compare_scratch:
         plots.require()

@@ -102,6 +102,7 @@ def build(record, images, num_classes, *, head, head_scope, hidden, dropout, is_
                 end_points["AuxLogits"] = _flat(end_points["AuxLogits"])
         else:
             features, end_points = _net(record, images, None, is_training, bn)
+            _check_head_scope(record, head_scope, before)
             end_points["PreLogits"] = features
             logits = _new_head(features, num_classes, head_scope, hidden, dropout, is_training)
     end_points["Logits"] = logits
@@ -109,6 +110,18 @@ def build(record, images, num_classes, *, head, head_scope, hidden, dropout, is_
     # what this build created; all the graph's when it reused every variable (replicas)
     _check_frozen(record, bn, [n for n in names if n not in before] or names)
     return logits, end_points
+
+
+def _check_head_scope(record, head_scope, before):
+    """The new head's top-level scope holds none of the variables the backbone created (those
+    not in `before`): NASNet's and PNASNet's are top-level (cell_0/...), and a head in one of
+    their scopes would share it in --train, the plan's exclusions and frozen patterns."""
+    top = _inside(head_scope.split("/")[0])
+    taken = next((v.op.name for v in tf.global_variables() if v.op.name not in before and
+                  v.op.name.startswith(top + "/")), None)
+    if taken:
+        raise CkptError(f"head scope {head_scope!r} must be a scope of its own: {top!r} is "
+                        f"{record.name}'s ({taken}); e.g. 'Logits'")
 
 
 def _net(record, images, num_classes, is_training, bn):

@@ -14,6 +14,14 @@ trains, when it stops early, how it saves and where it computes, never what an e
     --num-classes      only checks the data's class count
     --compare-scratch  trains the twin in TRAIN_DIR/scratch, a train dir of its own
 Any other difference refuses the resume (finetune names each changed setting).
+
+Paths: a run stores --data and --val-data absolute (`resolved`), as --net stores a user net's
+file (zoo.nets.canonical), so `eval` and a resume find them from any working directory. A rerun
+compares every path setting as an absolute path: the same relative path from the same
+directory is no change. A run.json of an older ckptkit may hold a relative path; it is read
+as it always was, relative to the current directory (the train dir's parent would be a guess:
+the path was typed relative to wherever finetune ran), and a missing one is the same error as
+a missing --data.
 """
 import dataclasses
 import json
@@ -29,9 +37,12 @@ from .nets import Model
 MODES = ("head", "features", "finetune", "two-stage")
 OPTIMIZERS = ("sgd", "momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
+ENGINES = ("auto", "onnx", "tf")            # what predict and eval run on (onnx_engine)
+EXPORT_FORMATS = ("tf", "onnx", "all")      # what export writes (export.FORMATS)
 RESUMABLE = ("epochs", "patience", "save_every", "keep", "device", "gpus", "devices",
              "cache_dir", "num_classes", "compare_scratch")
 _PATHS = ("data", "val_data", "checkpoint", "cache_dir")
+_DATA_PATHS = ("data", "val_data")     # stored absolute; checkpoint may be pretrained:NAME
 _FLAGS = {"hidden": "--head", "lr_mults": "--lr-mult", "maps": "--map",
           "augment": "--no-augment"}
 
@@ -141,6 +152,12 @@ def check(s):
                         f"{', '.join(OPTIMIZERS)}")
     if s.schedule not in SCHEDULES:
         raise CkptError(f"unknown schedule {s.schedule!r}; use one of {', '.join(SCHEDULES)}")
+
+
+def resolved(s):
+    """Settings `s` with its data paths absolute: what a run stores (module notes)."""
+    return dataclasses.replace(s, **{name: os.path.abspath(getattr(s, name))
+                                     for name in _DATA_PATHS if getattr(s, name)})
 
 
 def head_stage_epochs(s):
