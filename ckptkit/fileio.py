@@ -10,10 +10,12 @@ of what a map already holds.
   folder removes those of dead writers on this machine (stale_temps lists them).
 - output_lock: one writer per output at a time (an flock on a lock file beside it that names
   the holder's pid; the file goes when the lock does).
-- atomic_file / write_atomic: one file replaced that way (run.json, metrics, plots, caches).
+- atomic_file / write_atomic: one file replaced that way (run.json, metrics, plots, caches);
+  link_or_copy: one file put in place as a hard link to another (best/, a run's onnx/).
 - map_file / unmap / release_maps: read-only memory maps of whole files, and giving their
   resident pages back while the map stays usable.
 - The `checkpoint` state file TF's Saver keeps beside V2 prefixes: read_state, write_state.
+- quiet_stderr: file descriptor 2 held while TensorFlow's C++ code logs to it.
 """
 import contextlib
 import errno
@@ -23,8 +25,11 @@ import mmap
 import os
 import re
 import secrets
+import shutil
 import socket
 import stat
+import sys
+import tempfile
 
 from .errors import CkptError, FormatError
 
@@ -57,8 +62,7 @@ class AtomicFiles:
         os.makedirs(folder, exist_ok=True)
         if not any(os.path.dirname(t) == folder for t, _ in self.order):
             remove_stale_temps(folder)
-        temp = os.path.join(folder, f".{base}{TEMP_MARK}{_HOST}-{os.getpid()}-"
-                                    f"{secrets.token_hex(4)}")
+        temp = _temp_name(final)
         f = open(temp, "xb", buffering=buffering)
         self.order.append((temp, final))
         self._open.append(f)
@@ -179,6 +183,50 @@ def fsync_dir(folder):
         os.close(fd)
 
 
+def _temp_name(final):
+    """A new temp name beside `final`, marked with its writer (see the module notes)."""
+    folder, base = os.path.split(os.path.abspath(final))
+    return os.path.join(folder, f".{base}{TEMP_MARK}{_HOST}-{os.getpid()}-"
+                                f"{secrets.token_hex(4)}")
+
+
+def link_or_copy(source, target):
+    """`target` as a hard link to `source` (a copy where the file system refuses links),
+    replacing what is there in one rename: the same bytes without writing them again."""
+    temp = _temp_name(target)
+    try:
+        try:
+            os.link(source, temp)
+        except OSError:
+            shutil.copyfile(source, temp)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Hold file descriptor 2 in a temporary file; replay it if the block fails. TF's C++
+    logs print there before (or outside) its logging setup: importing it, tf2onnx's import
+    and conversion (export.py)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode("utf-8", "replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 @contextlib.contextmanager
 def atomic_file(path):
     """An open binary temp file beside `path` that becomes `path` (fsynced, renamed) when the
@@ -262,11 +310,11 @@ def read_state(directory):
     return _unquote(m.group(1)) if m else None
 
 
-def write_state(directory, prefix):
+def write_state(directory, prefix, keep_listed=True):
     """Point `directory/checkpoint` at `prefix` (a basename there), keeping the paths it
-    already lists; written atomically, after the checkpoint itself."""
+    already lists (unless not keep_listed); written atomically, after the checkpoint."""
     state = os.path.join(directory, STATE_FILE)
-    text = _read_state_text(state) if os.path.isfile(state) else None
+    text = _read_state_text(state) if keep_listed and os.path.isfile(state) else None
     old = []
     if text:
         old = _STATE_PATHS.findall(text) or _STATE_PATH.findall(text)[:1]

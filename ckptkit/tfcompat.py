@@ -10,36 +10,16 @@ layer utilities (batch norm of 2-D inputs).
 TF 2.21 prints C++ log lines (oneDNN, CUDA probing) before its logging can be configured;
 they are kept off the terminal while TF loads, and shown if loading fails.
 """
-import contextlib
 import importlib
 import os
 import pkgutil
 import sys
-import tempfile
 import warnings
 
 from .errors import CkptError
+from .fileio import quiet_stderr
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Hold file descriptor 2 in a temporary file; replay it if the block fails."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            os.dup2(saved, 2)
-            held.seek(0)
-            sys.stderr.write(held.read().decode("utf-8", "replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _alias_framework_tensor():
@@ -67,7 +47,7 @@ def _alias_legacy_layers():
 
 
 try:
-    with _quiet_stderr():
+    with quiet_stderr():
         import tensorflow.compat.v1 as tf
 
         _alias_legacy_layers()

@@ -3,6 +3,7 @@ demo's run (once per session)."""
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -61,6 +62,29 @@ def ckptkit(runner):
         return result.exit_code, result.stdout, result.stderr
     return invoke
 
+
+@pytest.fixture(scope="session")
+def without(tmp_path_factory):
+    """without(modules, *args) -> CompletedProcess of `ckptkit ARGS` in a process that cannot
+    import any of `modules` (a module of that name raising ModuleNotFoundError first on its
+    path, as an absent one would)."""
+    def run(modules, *args):
+        folder = tmp_path_factory.mktemp("without")
+        for name in modules:
+            (folder / f"{name}.py").write_text(
+                f"raise ModuleNotFoundError(\"No module named '{name}'\", name={name!r})\n")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(folder), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        return subprocess.run([sys.executable, "-c", "from ckptkit.cli import main; main()",
+                               *map(str, args)], capture_output=True, text=True, env=env,
+                              timeout=120)
+    return run
+
+
+@pytest.fixture(scope="session")
+def no_tf(without):
+    """run(*args): `ckptkit ARGS` where importing TensorFlow fails (see without)."""
+    return lambda *args: without(("tensorflow",), *args)
 
 # --- training: real digit images and a LeNet pretrained on them ------------------------------
 

@@ -150,7 +150,7 @@ def test_eval_table(ckptkit, trained):
     best = max(r["val_accuracy"] for r in _metrics(run))
     (run / "confusion.png").unlink(missing_ok=True)
     code, out, err = ckptkit("eval", "--train-dir", run)
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, "engine: TensorFlow\n")
     lines = out.splitlines()
     assert re.fullmatch(rf"{re.escape(str(run))}/best/model\.ckpt-\d+ on \S+ "
                         r"\(validation split\): 40 images", lines[0])
@@ -172,7 +172,7 @@ def test_eval_json_matches_the_best_val_accuracy(ckptkit, trained):
     *_, run = trained
     best = max(r["val_accuracy"] for r in _metrics(run))
     code, out, err = ckptkit("eval", "--train-dir", run, "--json")
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, "engine: TensorFlow\n")
     result = json.loads(out)
     assert result["count"] == 40
     assert result["accuracy"] == pytest.approx(best, abs=1e-9)
@@ -188,7 +188,7 @@ def test_eval_last_and_other_data(ckptkit, trained, target):
     *_, run = trained
     code, out, err = ckptkit("eval", "--train-dir", run, "--last", "--data", target / "val",
                              "--json")
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, "engine: TensorFlow\n")
     result = json.loads(out)
     assert result["checkpoint"] == str(run / "model.ckpt-8")
     assert result["count"] == 40 and result["data"] == str(target / "val")
@@ -205,7 +205,8 @@ def test_eval_on_other_data_warns_of_unreadable_images_and_keeps_the_run_s_matri
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     code, out, err = ckptkit("eval", "--train-dir", run, "--data", test, "--json")
     assert code == 0
-    assert err == f"warning: skipping unreadable image {broken} (truncated PNG)\n"
+    assert err == (f"warning: skipping unreadable image {broken} (truncated PNG)\n"
+                   "engine: TensorFlow\n")
     result = json.loads(out)
     assert result["count"] == 40
     assert result["confusion_png"] == str(run / "confusion-test.png")
@@ -222,7 +223,7 @@ def test_predict_files_and_a_folder(ckptkit, trained, target):
     files = sorted((target / "val" / "7").glob("*.png"))[:2]
     code, out, err = ckptkit("predict", "--train-dir", run, *files, target / "val" / "9",
                              "--top-k", "3")
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, "engine: TensorFlow\n")
     lines = out.splitlines()
     nines = sorted((target / "val" / "9").glob("*.png"))
     assert [line.partition(": ")[0] for line in lines] == [str(p) for p in files + nines]
@@ -242,7 +243,7 @@ def test_predict_a_folder_skips_hidden_files_and_folders(ckptkit, trained, targe
     (folder / "eights" / "._0001.png").write_bytes(b"AppleDouble junk")
     (folder / "notes.txt").write_text("not an image\n")
     code, out, err = ckptkit("predict", "--train-dir", run, folder, "--json")
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, "engine: TensorFlow\n")
     paths = [item["path"] for item in json.loads(out)]
     assert paths == sorted(str(p) for p in (folder / "eights").glob("[!.]*.png"))
     assert len(paths) == 8
@@ -252,7 +253,7 @@ def test_predict_json_top_k_is_sorted(ckptkit, trained, target):
     *_, run = trained
     code, out, err = ckptkit("predict", "--train-dir", run, target / "val" / "5", "--json",
                              "--top-k", "9")
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, "engine: TensorFlow\n")
     results = json.loads(out)
     assert len(results) == 8
     for item in results:
@@ -276,7 +277,7 @@ def test_predict_a_corrupt_file_is_an_error_line_and_the_others_are_classified(
     empty.write_bytes(b"")
     code, out, err = ckptkit("predict", "--train-dir", run, good[0], broken, empty, good[1],
                              "--top-k", "1")
-    assert code == 1 and err == ""
+    assert code == 1 and err == "engine: TensorFlow\n"
     lines = out.splitlines()
     assert len(lines) == 4
     assert re.fullmatch(rf"{re.escape(str(good[0]))}: \d \d\.\d{{3}}", lines[0])
@@ -299,7 +300,7 @@ def test_predict_a_missing_file_among_others_is_an_error_line_and_the_rest_are_c
     text.write_text("shopping list\n")
     code, out, err = ckptkit("predict", "--train-dir", run, good[0], missing, text, good[1],
                              "--top-k", "1")
-    assert code == 1 and err == ""
+    assert code == 1 and err == "engine: TensorFlow\n"
     lines = out.splitlines()
     assert len(lines) == 4
     assert re.fullmatch(rf"{re.escape(str(good[0]))}: \d \d\.\d{{3}}", lines[0])
@@ -547,7 +548,7 @@ def test_eval_on_data_of_one_known_class(ckptkit, trained, tmp_path):
     *_, run = trained
     data = digits_folder(tmp_path / "sevens", [7], 6, offset=30)
     code, out, err = ckptkit("eval", "--train-dir", run, "--data", data, "--json")
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, "engine: TensorFlow\n")
     result = json.loads(out)
     assert result["count"] == 6
     assert [c["count"] for c in result["per_class"]] == [0, 0, 6, 0, 0]

@@ -4,6 +4,7 @@ changed in the checkpoints."""
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -340,6 +341,60 @@ def test_a_resume_applies_the_settings_it_may_change_and_says_so(
                                     patience=5))
 
 
+def _in_a(tmp_path, target, monkeypatch):
+    """Work in tmp_path/a, which holds the target data as digits/; its absolute path."""
+    shutil.copytree(target, tmp_path / "a" / "digits")
+    monkeypatch.chdir(tmp_path / "a")
+    return os.path.join(os.getcwd(), "digits")
+
+
+def test_a_relative_data_path_is_stored_absolute_so_eval_and_resume_work_from_elsewhere(
+        finetune, tmp_path, target, pretrained, monkeypatch):
+    from ckptkit.train.evaluate import evaluate
+
+    data, run, steps = _in_a(tmp_path, target, monkeypatch), tmp_path / "run", -(-150 // 16)
+    finetune.finetune(_settings(tmp_path, "digits", pretrained, epochs=1))
+    saved = json.loads((run / "run.json").read_text())
+    assert (saved["settings"]["data"], saved["data"]["source"]) == (data, data)
+    elsewhere = tmp_path / "b" / "deeper"       # where digits/ is not
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    assert evaluate(str(run))["data"] == f"{data} (validation split)"
+    # the same data by another relative path: only --epochs changes
+    lines = []
+    finetune.finetune(_settings(tmp_path, os.path.relpath(data), pretrained, epochs=2),
+                      log=lines.append)
+    assert lines[0] == f"resuming from {run}/model.ckpt-{steps} with --epochs 1 -> 2"
+    monkeypatch.chdir(tmp_path / "a")           # the first relative path, from where it was
+    lines = []
+    summary = finetune.finetune(_settings(tmp_path, "digits", pretrained, epochs=2),
+                                log=lines.append)
+    assert lines == [f"{run}: complete, 2 of 2 epochs; more --epochs trains on, --restart "
+                     "starts over"]
+    assert summary["step"] == 2 * steps
+
+
+def test_an_older_run_json_s_relative_data_path_is_read_from_the_current_directory(
+        finetune, tmp_path, target, pretrained, monkeypatch):
+    from ckptkit.errors import NotFound
+    from ckptkit.train.evaluate import evaluate
+
+    _in_a(tmp_path, target, monkeypatch)
+    run = tmp_path / "run"
+    finetune.finetune(_settings(tmp_path, "digits", pretrained, epochs=1))
+    saved = json.loads((run / "run.json").read_text())
+    saved["settings"]["data"] = "digits"        # as ckptkit wrote it before
+    (run / "run.json").write_text(json.dumps(saved))
+    assert evaluate(str(run))["data"] == "digits (validation split)"
+    lines = []
+    finetune.finetune(_settings(tmp_path, "digits", pretrained, epochs=1), log=lines.append)
+    assert lines == [f"{run}: complete, 1 of 1 epochs; more --epochs trains on, --restart "
+                     "starts over"]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NotFound, match=r"^no data at digits$"):
+        evaluate(str(run))
+
+
 def test_restart_discards_the_old_run_and_nothing_else(finetune, tmp_path, target,
                                                        pretrained):
     run = tmp_path / "run"
@@ -485,3 +540,28 @@ def test_resnet_v1_50_end_to_end_on_tiny_images(tf, finetune, tmp_path, resnet_v
     assert len(backbone) == 265
     for name in backbone:
         assert np.array_equal(after[name], before[name]), name
+
+
+def test_best_is_the_best_epochs_checkpoint_linked_not_saved_again(tf, pretrained, tmp_path):
+    """best/ holds the files of the best epoch's rolling checkpoint (hard links: the same
+    bytes, no second save); they outlive the rolling checkpoint's deletion (--keep)."""
+    rows = [json.loads(line) for line in (pretrained / "metrics.jsonl").read_text().splitlines()]
+    step = max(rows, key=lambda r: r["val_accuracy"])["step"]
+    files = sorted(p.name for p in (pretrained / "best").glob("model.ckpt-*"))
+    assert files == [f"model.ckpt-{step}.data-00000-of-00001", f"model.ckpt-{step}.index",
+                     f"model.ckpt-{step}.meta"]
+    for name in files:
+        assert os.path.samefile(pretrained / "best" / name, pretrained / name)
+    assert (pretrained / "best" / "checkpoint").read_text() == (
+        f'model_checkpoint_path: "model.ckpt-{step}"\n'
+        f'all_model_checkpoint_paths: "model.ckpt-{step}"\n')
+    expected = _values(tf, pretrained / f"model.ckpt-{step}")
+    copy = tmp_path / "run"
+    shutil.copytree(pretrained, copy)           # copies: links do not survive copytree
+    for name in files:
+        os.remove(copy / name)                  # what the rolling saver's --keep does
+    assert tf.train.latest_checkpoint(str(copy / "best")) == str(copy / "best" /
+                                                                   f"model.ckpt-{step}")
+    got = _values(tf, copy / "best" / f"model.ckpt-{step}")
+    assert sorted(got) == sorted(expected)
+    assert all(np.array_equal(got[k], expected[k]) for k in got)

@@ -6,8 +6,10 @@ stable names ("input", "logits", "probabilities", "classes", inside `scope` when
 frozen graph can be fed by name. Building it twice in one graph shares the variables.
 
 Classifier restores a train dir's best checkpoint (else its latest) into its own graph and
-session; image_files turns `predict`'s arguments into the image files to classify. Importing
-this module does not load TensorFlow, and neither do the checks of a train dir and of the
+session; it shares ImageClassifier (batching, reading files, top classes) with the
+onnxruntime engine (onnx_engine.OnnxClassifier; onnx_engine.open_classifier picks one).
+image_files turns `predict`'s arguments into the image files to classify. Importing this
+module does not load TensorFlow, and neither do the checks of a train dir and of the
 images, which run first.
 """
 import contextlib
@@ -44,24 +46,20 @@ def inference_graph(model, *, inputs="bytes", scope="", labels=None):
     record = model.record
     size, channels = record.image_size, record.channels
 
-    def prepare(image):
-        """uint8 [h, w, C] -> float32 [size, size, channels]; gray + alpha -> gray."""
-        image = tf.cond(tf.equal(tf.shape(image)[2], 2), lambda: image[:, :, :1],
-                        lambda: image)
-        return preprocess(record, image, is_training=False)
-
     with (tf.name_scope(scope) if scope else contextlib.nullcontext()):
         if inputs == "bytes":
             placeholder = tf.placeholder(tf.string, [None], name="input")
 
             def decode(contents):
                 image = tf.io.decode_image(contents, channels=0, expand_animations=False)
-                return prepare(tf.ensure_shape(image, [None, None, None]))
-        else:
+                return preprocess(record, tf.ensure_shape(image, [None, None, None]),
+                                  is_training=False)
+
+            images = tf.map_fn(decode, placeholder, dtype=tf.float32, back_prop=False,
+                               name="preprocess")
+        else:       # one batch of one size: no per-image loop (tf2onnx converts it)
             placeholder = tf.placeholder(tf.uint8, [None, None, None, None], name="input")
-            decode = prepare
-        images = tf.map_fn(decode, placeholder, dtype=tf.float32, back_prop=False,
-                           name="preprocess")
+            images = preprocess(record, placeholder, is_training=False)
         images = tf.ensure_shape(images, [None, size, size, channels], name="images")
         # ops under "model/" (TF names are unique ignoring case: a head scope "Logits" would
         # push "logits" to "logits_1"); variables keep their own names
@@ -122,13 +120,104 @@ def first_line(error):
     return lines[0] if lines else type(error).__name__
 
 
-class Classifier:
+class ImageClassifier:
+    """What every engine's classifier shares: batching images of one size, reading image
+    files, the top classes. An engine supplies labels, `_run(batch, output)` (a uint8 batch
+    of one size -> its "probabilities" or "logits") and classify_contents."""
+
+    engine = None
+
+    @property
+    def num_classes(self):
+        return len(self.labels)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def probabilities(self, images_uint8, batch_size=BATCH, output="probabilities"):
+        """Class probabilities (or `output="logits"`) [n, num_classes] of uint8 images: an
+        array [n, h, w, C], or a list of [h, w, C] (or [h, w] grayscale) arrays of any sizes;
+        C is 1, 2, 3 or 4."""
+        if isinstance(images_uint8, np.ndarray) and images_uint8.ndim == 4:
+            groups = [images_uint8]
+        else:
+            groups = [_image(a)[None] for a in images_uint8]
+        for group in groups:
+            if group.dtype != np.uint8:
+                raise CkptError(f"images must be uint8, got {group.dtype}")
+            if group.ndim != 4 or group.shape[-1] not in (1, 2, 3, 4):
+                raise CkptError("images must be [n, height, width, channels] with 1-4 "
+                                f"channels, got shape {list(group.shape)}")
+        # consecutive images of one shape run together, batch_size at a time
+        batches, pending = [], []
+        for group in groups:
+            if pending and pending[-1].shape[1:] != group.shape[1:]:
+                batches.append(np.concatenate(pending))
+                pending = []
+            pending.append(group)
+        if pending:
+            batches.append(np.concatenate(pending))
+        out = [np.zeros([0, self.num_classes], np.float32)]
+        for batch in batches:
+            for start in range(0, len(batch), batch_size):
+                out.append(self._run(batch[start:start + batch_size], output))
+        return np.concatenate(out)
+
+    def classify_contents(self, contents):
+        """Per encoded image (bytes): its probability row, or why it cannot be decoded."""
+        raise NotImplementedError
+
+    def predict_files(self, paths, top_k=5, batch_size=BATCH):
+        """One entry per path, in order: {"path", "top": [{"label", "index", "probability"}]}
+        with the top_k classes (clipped to num_classes), most probable first; a file that
+        cannot be read or decoded gives {"path", "error"} instead, the error saying why
+        (cannot read, empty file, not an image, truncated PNG, ...)."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise CkptError(f"top_k must be a positive integer, got {top_k!r}")
+        top_k = min(top_k, self.num_classes)
+        paths = [os.fspath(p) for p in paths]
+        results = [None] * len(paths)
+        readable = []       # (index, contents)
+        for i, path in enumerate(paths):
+            try:
+                with open(path, "rb") as f:
+                    contents = f.read()
+            except OSError as e:
+                results[i] = {"path": path, "error": f"cannot read: {e.strerror or e}"}
+                continue
+            if not contents:
+                results[i] = {"path": path, "error": "empty file"}
+                continue
+            readable.append((i, contents))
+        for start in range(0, len(readable), batch_size):
+            chunk = readable[start:start + batch_size]
+            for (i, _), p in zip(chunk, self.classify_contents([c for _, c in chunk])):
+                if isinstance(p, str):
+                    results[i] = {"path": paths[i], "error": p}
+                else:
+                    results[i] = {"path": paths[i], "top": self.top(p, top_k)}
+        return results
+
+    def top(self, probabilities, top_k=5):
+        """[{"label", "index", "probability"}] of the top_k classes of one probability row,
+        most probable first (ties: lower index first)."""
+        order = np.argsort(-np.asarray(probabilities), kind="stable")[:top_k]
+        return [{"label": self.labels[i], "index": int(i),
+                 "probability": float(probabilities[i])} for i in order]
+
+
+class Classifier(ImageClassifier):
     """The classifier of a train dir, restored into its own graph and session.
 
     checkpoint: an explicit checkpoint (prefix, file or dir) instead of the train dir's own;
     best: prefer the best checkpoint (best/) over the latest. Use as a context manager, or
     call close().
     """
+
+    engine = "tf"
 
     def __init__(self, train_dir, *, checkpoint=None, best=True):
         run = RunDir(train_dir)
@@ -150,16 +239,6 @@ class Classifier:
             self.close()
             raise
 
-    @property
-    def num_classes(self):
-        return self.model.num_classes
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def close(self):
         if self.session is not None:
             self.session.close()
@@ -167,49 +246,21 @@ class Classifier:
 
     def _session(self):
         if self.session is None:
-            raise CkptError("this Classifier is closed")
+            raise CkptError("this classifier is closed")
         return self.session
 
-    def probabilities(self, images_uint8, batch_size=BATCH):
-        """Class probabilities [n, num_classes] of uint8 images: an array [n, h, w, C], or a
-        list of [h, w, C] (or [h, w] grayscale) arrays of any sizes; C is 1, 2, 3 or 4."""
+    def _run(self, batch, output="probabilities"):
         from ..tfcompat import tf
 
         session = self._session()
         if self._arrays is None:
             with self.graph.as_default():
                 self._arrays = inference_graph(self.model, inputs="arrays", scope="arrays")
-        if isinstance(images_uint8, np.ndarray) and images_uint8.ndim == 4:
-            groups = [images_uint8]
-        else:
-            groups = [_image(a) for a in images_uint8]
-            groups = [g[None] for g in groups]
-        for group in groups:
-            if group.dtype != np.uint8:
-                raise CkptError(f"images must be uint8, got {group.dtype}")
-            if group.ndim != 4 or group.shape[-1] not in (1, 2, 3, 4):
-                raise CkptError("images must be [n, height, width, channels] with 1-4 "
-                                f"channels, got shape {list(group.shape)}")
-        # consecutive images of one shape run together, batch_size at a time
-        batches, pending = [], []
-        for group in groups:
-            if pending and pending[-1].shape[1:] != group.shape[1:]:
-                batches.append(np.concatenate(pending))
-                pending = []
-            pending.append(group)
-        if pending:
-            batches.append(np.concatenate(pending))
-        out = [np.zeros([0, self.num_classes], np.float32)]
-        for batch in batches:
-            for start in range(0, len(batch), batch_size):
-                try:
-                    out.append(session.run(
-                        self._arrays["probabilities"],
-                        {self._arrays["input"]: batch[start:start + batch_size]}))
-                except tf.errors.OpError as e:
-                    raise CkptError(f"cannot classify images of shape {list(batch.shape[1:])}"
-                                    f": {first_line(e)}") from None
-        return np.concatenate(out)
+        try:
+            return session.run(self._arrays[output], {self._arrays["input"]: batch})
+        except tf.errors.OpError as e:
+            raise CkptError(f"cannot classify images of shape {list(batch.shape[1:])}: "
+                            f"{first_line(e)}") from None
 
     def probabilities_of_bytes(self, contents):
         """Class probabilities [n, num_classes] of encoded images (bytes); a TF error for the
@@ -220,54 +271,19 @@ class Classifier:
         return session.run(self._bytes["probabilities"],
                            {self._bytes["input"]: np.array(list(contents), dtype=object)})
 
-    def predict_files(self, paths, top_k=5, batch_size=BATCH):
-        """One entry per path, in order: {"path", "top": [{"label", "index", "probability"}]}
-        with the top_k classes (clipped to num_classes), most probable first; a file that
-        cannot be read or decoded gives {"path", "error"} instead, the error saying why
-        (cannot read, empty file, not an image, truncated PNG, ...)."""
+    def classify_contents(self, contents):
         from ..tfcompat import tf
 
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise CkptError(f"top_k must be a positive integer, got {top_k!r}")
-        top_k = min(top_k, self.num_classes)
-        paths = [os.fspath(p) for p in paths]
-        results = [None] * len(paths)
-        readable = []       # (index, contents)
-        for i, path in enumerate(paths):
-            try:
-                with open(path, "rb") as f:
-                    contents = f.read()
-            except OSError as e:
-                results[i] = {"path": path, "error": f"cannot read: {e.strerror or e}"}
-                continue
-            if not contents:
-                results[i] = {"path": path, "error": "empty file"}
-                continue
-            readable.append((i, contents))
-        for start in range(0, len(readable), batch_size):
-            chunk = readable[start:start + batch_size]
-            try:
-                probs = list(self.probabilities_of_bytes([c for _, c in chunk]))
-            except tf.errors.OpError:
-                probs = []      # one bad file fails the batch: find it, file by file
-                for _, contents in chunk:
-                    try:
-                        probs.append(self.probabilities_of_bytes([contents])[0])
-                    except tf.errors.OpError as e:
-                        probs.append(f"cannot decode: {undecodable(contents, first_line(e))}")
-            for (i, _), p in zip(chunk, probs):
-                if isinstance(p, str):
-                    results[i] = {"path": paths[i], "error": p}
-                else:
-                    results[i] = {"path": paths[i], "top": self.top(p, top_k)}
-        return results
-
-    def top(self, probabilities, top_k=5):
-        """[{"label", "index", "probability"}] of the top_k classes of one probability row,
-        most probable first (ties: lower index first)."""
-        order = np.argsort(-np.asarray(probabilities), kind="stable")[:top_k]
-        return [{"label": self.labels[i], "index": int(i),
-                 "probability": float(probabilities[i])} for i in order]
+        try:
+            return list(self.probabilities_of_bytes(contents))
+        except tf.errors.OpError:
+            rows = []       # one bad file fails the batch: find it, file by file
+            for one in contents:
+                try:
+                    rows.append(self.probabilities_of_bytes([one])[0])
+                except tf.errors.OpError as e:
+                    rows.append(f"cannot decode: {undecodable(one, first_line(e))}")
+            return rows
 
 
 def _image(array):

@@ -5,9 +5,12 @@ finish, save a checkpoint and return stopped (the same command resumes).
 """
 import contextlib
 import math
+import os
+import re
 import signal
 import time
 
+from ..fileio import link_or_copy, write_state
 from ..paths import open_checkpoint
 from ..tfcompat import tf
 from .devices import session_config, strategy
@@ -70,7 +73,8 @@ def _restore_present(sess, prefix):
 class Checkpoints:
     """The checkpoints of one stage: the rolling ones (what a resume starts from) and best/.
 
-    Image modes save both after every epoch. Features mode defers them: an epoch on cached
+    Image modes save the rolling checkpoint after every epoch, and best/ is that checkpoint's
+    files hard-linked (copied where links fail), not a second save. Features mode defers both: an epoch on cached
     features takes milliseconds while every save rewrites the whole backbone, so the best
     epoch's changing variables (all but the declared backbone) are kept in memory and both
     are written when the stage ends or stops (a signal, early stopping, an on_epoch hook
@@ -103,7 +107,7 @@ class Checkpoints:
         if not self.deferred:
             self.save(step)
             if improved:
-                self._save_best(step)
+                self._link_best(step)
             return
         if improved:
             self.best = step, self.sess.run(self.changing)
@@ -125,6 +129,21 @@ class Checkpoints:
     def _save_best(self, step):
         self.best_saver.save(self.sess, self.run_dir.file(f"{BEST}/model.ckpt"),
                              global_step=step, write_meta_graph=self.meta)
+
+    def _link_best(self, step):
+        """best/ as the rolling checkpoint of `step`: its files linked in, the state file
+        pointed at them (atomically), then the previous best's files removed."""
+        name = f"{os.path.basename(self.run_dir.prefix)}-{step}"
+        best = self.run_dir.file(BEST)
+        os.makedirs(best, exist_ok=True)
+        ours = re.compile(re.escape(os.path.basename(self.run_dir.prefix)) + r"-\d+\.")
+        for file in os.listdir(self.run_dir.path):
+            if file.startswith(name + "."):
+                link_or_copy(self.run_dir.file(file), os.path.join(best, file))
+        write_state(best, name, keep_listed=False)
+        for file in os.listdir(best):
+            if ours.match(file) and not file.startswith(name + "."):
+                os.remove(os.path.join(best, file))
 
     def _load(self, values):
         for var, value in zip(self.changing, values):

@@ -122,7 +122,8 @@ def _model_variables(record, num_classes, kwargs):
 
 def preprocess(net, image, is_training):
     """A uint8 [h, w, C] image (C = 1, 3 or 4) as the float32 [size, size, channels] input
-    `net` was trained on.
+    `net` was trained on; for evaluation also a batch [n, h, w, C] of one size, with no
+    per-image loop (what an ONNX export can hold).
 
     vgg: train: random resized crop + horizontal flip; eval: aspect-preserving resize (shorter
       side size * 256/224) + central crop; then the ImageNet RGB means are subtracted.
@@ -139,9 +140,12 @@ def preprocess(net, image, is_training):
     image = tf.convert_to_tensor(image)
     if image.dtype != tf.uint8:
         raise CkptError(f"preprocess expects a uint8 image, got {image.dtype.name}")
-    if image.shape.ndims not in (None, 3):
-        raise CkptError(f"preprocess expects one [height, width, channels] image, got shape "
-                        f"{image.shape.as_list()}")
+    if image.shape.ndims is None:
+        image = tf.ensure_shape(image, [None, None, None])
+    if image.shape.ndims not in ((3,) if is_training else (3, 4)):
+        raise CkptError(f"preprocess expects one [height, width, channels] image"
+                        f"{'' if is_training else ' or a [n, height, width, channels] batch'}"
+                        f", got shape {image.shape.as_list()}")
     size, kind = record.image_size, record.preprocessing
     with tf.name_scope("preprocess"):
         image = _channels(tf, tf.cast(image, tf.float32), record.channels)
@@ -167,29 +171,24 @@ def preprocess(net, image, is_training):
                     image = tf.image.random_crop(image, [size, size, record.channels])
                     image = tf.image.random_flip_left_right(image)
                 image = tf.image.per_image_standardization(image)
-        image = tf.ensure_shape(image, [size, size, record.channels])
+        image = tf.ensure_shape(image, image.shape[:-3].as_list() +
+                                [size, size, record.channels])
     return image
 
 
 def _channels(tf, image, channels):
-    """float [h, w, C] -> [h, w, channels]; C: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA. Gray
-    becomes RGB by copying, RGB gray by luma; alpha is dropped; gray stays exact for gray."""
-    def gray():
-        return image[:, :, :1]
-
-    def rgb():
-        return image[:, :, :3]
-
+    """float [..., h, w, C] -> [..., h, w, channels]; C: 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA.
+    Gray becomes RGB by copying, RGB gray by luma; alpha is dropped; gray stays exact."""
     def convert(colour):
         if channels == 1:
-            return tf.image.rgb_to_grayscale(rgb()) if colour else gray()
-        return rgb() if colour else tf.tile(gray(), [1, 1, 3])
+            return tf.image.rgb_to_grayscale(image[..., :3]) if colour else image[..., :1]
+        return image[..., :3] if colour else tf.concat([image[..., :1]] * 3, axis=-1)
 
-    have = image.shape[-1] if image.shape.ndims == 3 else None
+    have = image.shape[-1]
     if have is not None:
         return convert(have >= 3)
-    converted = tf.cond(tf.shape(image)[2] >= 3, lambda: convert(True), lambda: convert(False))
-    return tf.ensure_shape(converted, [None, None, channels])
+    converted = tf.cond(tf.shape(image)[-1] >= 3, lambda: convert(True), lambda: convert(False))
+    return tf.ensure_shape(converted, image.shape[:-1].as_list() + [channels])
 
 
 def _random_resized_crop(tf, image, size):
@@ -201,15 +200,15 @@ def _random_resized_crop(tf, image, size):
 
 
 def _resize_shorter_side(tf, image, side):
-    hw = tf.cast(tf.shape(image)[:2], tf.float32)
+    hw = tf.cast(tf.shape(image)[-3:-1], tf.float32)
     scaled = tf.cast(tf.round(hw * (side / tf.reduce_min(hw))), tf.int32)
     return tf.image.resize(image, tf.maximum(scaled, side))
 
 
 def _central_crop(tf, image, size):
-    hw = tf.shape(image)[:2]
+    hw = tf.shape(image)[-3:-1]
     top, left = (hw[0] - size) // 2, (hw[1] - size) // 2
-    return image[top:top + size, left:left + size]
+    return image[..., top:top + size, left:left + size, :]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """A train dir: what `finetune` leaves behind and `eval`, `predict` and `export` read.
 
-    run.json        the classifier (Model), every setting, versions, the data's fingerprint
+    run.json        the classifier (Model), every setting (data paths absolute: settings.py),
+                    versions, the data's fingerprint
     labels.txt      class names, one `index:name` per line (tf-slim's labels file format)
     plan.json       the restore plan applied at the start
     metrics.jsonl   one JSON object per epoch
@@ -12,12 +13,15 @@
     scratch/        --compare-scratch: the same model trained from random initialisation,
                     a train dir of its own; compare.png draws both runs on one figure
     dropped.txt     why the checkpoints are gone (a search keeps its best trials' only)
+    onnx/           the run's ONNX export (export --format onnx): model.onnx, export.json,
+                    labels.txt; predict and eval run on it without TensorFlow
 
 No TensorFlow here: Model.build (nets.py) loads it only when a graph is built.
 """
 import contextlib
 import json
 import os
+import shutil
 
 from ..errors import CkptError, NotFound
 from ..fileio import TEMP_MARK, write_atomic
@@ -26,6 +30,7 @@ from .nets import Model
 RUN, LABELS, PLAN, METRICS, CURVES, CONFUSION, BEST, SCRATCH, COMPARE, DROPPED = (
     "run.json", "labels.txt", "plan.json", "metrics.jsonl", "curves.png", "confusion.png",
     "best", "scratch", "compare.png", "dropped.txt")
+RUN_ONNX = "onnx"
 # what finetune and eval write into a train dir, by name and by prefix: all --restart removes
 _OURS = {RUN, LABELS, PLAN, METRICS, CURVES, CONFUSION, COMPARE, DROPPED, "checkpoint"}
 _OURS_PREFIXES = ("model.ckpt", "events.out.tfevents.", "confusion-")
@@ -96,6 +101,7 @@ class RunDir:
                      TEMP_MARK in name)
         with contextlib.suppress(OSError):
             os.rmdir(self.file(SCRATCH))
+        shutil.rmtree(self.file(RUN_ONNX), ignore_errors=True)
         return True
 
     def _remove(self, ours):
