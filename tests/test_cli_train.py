@@ -4,7 +4,6 @@ bad input each must turn into one line `ckptkit: error: ...`, exit 2, leaving no
 
 Small on purpose: 100 target images, one or two epochs, one shared fine-tuned train dir."""
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -571,22 +570,6 @@ def test_a_truncated_checkpoint_in_the_train_dir_is_one_error_line(
 
 
 # ---------------------------------------------------------------- without TensorFlow
-
-@pytest.fixture(scope="module")
-def no_tf(tmp_path_factory):
-    """run(*args) -> CompletedProcess of `ckptkit ARGS` in a process that cannot import
-    TensorFlow (a tensorflow.py raising ImportError first on its path)."""
-    folder = tmp_path_factory.mktemp("no_tf")
-    (folder / "tensorflow.py").write_text("raise ImportError('no TensorFlow in this test')\n")
-
-    def run(*args):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(folder), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        return subprocess.run([sys.executable, "-c", "from ckptkit.cli import main; main()",
-                               *map(str, args)], capture_output=True, text=True, env=env,
-                              timeout=60)
-    return run
-
 
 def _copy(source, tmp):
     shutil.copytree(source, tmp / "run")
