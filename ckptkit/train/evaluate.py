@@ -24,7 +24,7 @@ def evaluate(train_dir, *, data_path=None, best=True, batch_size=64, device="aut
     """Evaluate the best (else latest) checkpoint of `train_dir`; returns a dict with
     accuracy, top5, loss, count, per_class [{label, accuracy, count}], confusion (rows:
     true class, columns: predicted), labels, checkpoint, data, engine ("onnx" or "tf", see
-    infer.onnx_export; TFRecord data runs on TF) and confusion_png (the matrix drawn). Images
+    onnx_engine.onnx_export; TFRecord data runs on TF) and confusion_png (the matrix drawn). Images
     that do not decode are left out, each with a warning to `log`."""
     run = RunDir(train_dir)
     model, labels = run.model(), run.labels()

@@ -148,7 +148,8 @@ def write_export(model, labels, checkpoint, out_dir, *, format, restorer):
 
 def _share(out_dir, run_onnx):
     """Put the ONNX export of `out_dir` into the train dir's onnx/ (hard links where the file
-    system allows, else copies), replacing the one there in one rename."""
+    system allows, else copies): built beside it, the old one renamed aside, the new one
+    renamed in, the old one removed (between the renames predict finds none: TF runs)."""
     parent = os.path.dirname(run_onnx)
     tmp = tempfile.mkdtemp(prefix=f".{RUN_ONNX}.tmp-", dir=parent)
     old = None

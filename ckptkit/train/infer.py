@@ -109,6 +109,12 @@ def restore(session, prefix):
             from None
 
 
+def cannot_classify(batch, error):
+    """The CkptError of an engine that failed on `batch`, in one line."""
+    return CkptError(f"cannot classify images of shape {list(batch.shape[1:])}: "
+                     f"{first_line(error)}")
+
+
 def first_line(error):
     """The gist of a TF error's message in one line: what follows the graph context TF 2
     puts first ("Graph execution error:", where the failing node was defined)."""
@@ -259,8 +265,7 @@ class Classifier(ImageClassifier):
         try:
             return session.run(self._arrays[output], {self._arrays["input"]: batch})
         except tf.errors.OpError as e:
-            raise CkptError(f"cannot classify images of shape {list(batch.shape[1:])}: "
-                            f"{first_line(e)}") from None
+            raise cannot_classify(batch, e) from None
 
     def probabilities_of_bytes(self, contents):
         """Class probabilities [n, num_classes] of encoded images (bytes); a TF error for the

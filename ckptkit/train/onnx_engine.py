@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import CkptError
 from .data import undecodable
-from .infer import Classifier, ImageClassifier, checkpoint_of
+from .infer import Classifier, ImageClassifier, cannot_classify, checkpoint_of, first_line
 from .rundir import RUN_ONNX, RunDir
 from .settings import ENGINES
 
@@ -68,8 +68,7 @@ class OnnxClassifier(ImageClassifier):
                                                 providers=ort.get_available_providers())
         except Exception as e:      # onnxruntime raises its own exception types
             raise CkptError(f"{os.path.join(self.folder, MODEL)}: onnxruntime cannot load "
-                            f"it ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                            ) from None
+                            f"it ({first_line(e)})") from None
         self.input = info["onnx"].get("input", "images")
 
     def close(self):
@@ -81,14 +80,12 @@ class OnnxClassifier(ImageClassifier):
         try:
             return self.session.run([output], {self.input: batch})[0]
         except Exception as e:      # onnxruntime's own exception types
-            raise CkptError(f"cannot classify images of shape {list(batch.shape[1:])}: "
-                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                            ) from None
+            raise cannot_classify(batch, e) from None
 
     def classify_contents(self, contents):
         decoded = [decode(c) for c in contents]
         arrays = [d for d in decoded if not isinstance(d, str)]
-        probabilities = iter(self.probabilities(arrays)) if arrays else iter(())
+        probabilities = iter(self.probabilities(arrays))
         return [d if isinstance(d, str) else next(probabilities) for d in decoded]
 
 
