@@ -4,7 +4,7 @@ import json
 import math
 import os
 import sys
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from shlex import quote
 from types import SimpleNamespace
 
@@ -58,10 +58,10 @@ def table(rows, align=None):
     300,000 rows take a fraction of a second."""
     if not rows:
         return []
-    widths = [max(map(len, column)) for column in zip(*rows)]
+    widths = [max(map(len, map(itemgetter(i), rows))) for i in range(len(rows[0]))]
     line = "  ".join(("%s" if not w else f"%{w}s" if a == "r" else f"%-{w}s")
                      for w, a in zip(widths, align or "l" * len(widths)))
-    return [(line % tuple(r)).rstrip() for r in rows]
+    return list(map(str.rstrip, map(line.__mod__, map(tuple, rows))))
 
 
 def _label(v):

@@ -24,8 +24,10 @@ from math import prod
 
 from .errors import CkptError, NotFound, PlanError
 from .fileio import STATE_FILE, output_lock, write_state
+from .formats.base import no_cyclic_gc
 from .formats.tf_v1 import SHARD_SUFFIX
 from .scopes import RenameRule, closest_scopes, compile_pattern, role
+from .variable import ITEMSIZE, Variable
 
 CAST_TARGETS = ("float16", "bfloat16", "float32")
 FLOATING = ("float16", "bfloat16", "float32", "float64")
@@ -54,8 +56,6 @@ class Entry:
 
     @property
     def nbytes(self):
-        from .variable import ITEMSIZE
-
         size = ITEMSIZE.get(self.dtype, 0)
         return prod(self.shape) * size if size else self.var.nbytes
 
@@ -166,8 +166,6 @@ def plan_surgery(variables, *, other=(), prefer=None, use_moving_averages=False,
     for name, (path, shape, dtype) in (set_values or {}).items():
         e = renamed.get(name)
         if e is None:
-            from .variable import Variable
-
             e = renamed[name] = Entry(name, Variable(name, (), dtype, 0), "set")
             e.notes.append("new")
         e.value_file, e.shape, e.dtype = path, tuple(shape), dtype
@@ -390,30 +388,31 @@ def run_surgery(in_path, out_path, *, merge=None, set_values=(), shards=1, dry_r
     complete."""
     from .paths import open_checkpoint
 
-    readers = {"input": open_checkpoint(in_path)}
-    try:
-        if merge:
-            readers["other"] = open_checkpoint(merge)
-        values = _npy_specs(set_values)
-        plan = plan_surgery(list(readers["input"]),
-                            other=list(readers["other"]) if merge else (),
-                            set_values=values, **ops)
-        inputs = [f for r in readers.values() for f in r.files] + \
-            [path for path, _, _ in values.values()]
+    with no_cyclic_gc():   # a plan holds a few small objects per tensor, none of them cyclic
+        readers = {"input": open_checkpoint(in_path)}
+        try:
+            if merge:
+                readers["other"] = open_checkpoint(merge)
+            values = _npy_specs(set_values)
+            plan = plan_surgery(list(readers["input"]),
+                                other=list(readers["other"]) if merge else (),
+                                set_values=values, **ops)
+            inputs = [f for r in readers.values() for f in r.files] + \
+                [path for path, _, _ in values.values()]
 
-        def target():
-            return output_target(out_path, readers["input"], inputs, overwrite=overwrite,
-                                 in_place=in_place)
+            def target():
+                return output_target(out_path, readers["input"], inputs, overwrite=overwrite,
+                                     in_place=in_place)
 
-        if dry_run:
-            return Result(plan, target())
-        with output_lock(_lock_path(out_path)):
-            result = Result(plan, target())
-            _write(result, readers, shards, progress)
-        return result
-    finally:
-        for reader in readers.values():
-            reader.close()
+            if dry_run:
+                return Result(plan, target())
+            with output_lock(_lock_path(out_path)):
+                result = Result(plan, target())
+                _write(result, readers, shards, progress)
+            return result
+        finally:
+            for reader in readers.values():
+                reader.close()
 
 
 def _write(result, readers, shards, progress):

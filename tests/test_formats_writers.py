@@ -1,6 +1,7 @@
 """The writers (formats/*: TFV2Writer, NpzWriter, SafetensorsWriter, KerasH5Writer) and the
 table/proto encoders: round trips through our readers, exact bytes against what TF and the
 safetensors library write, atomicity (no temp files, nothing visible before commit)."""
+import gc
 import os
 
 import ml_dtypes
@@ -10,6 +11,7 @@ import pytest
 import ckptkit
 from ckptkit.errors import FormatError, Unsupported
 from ckptkit.formats import open_writer
+from ckptkit.formats.base import no_cyclic_gc
 from ckptkit.formats.protos import (BUNDLE_ENTRY, BUNDLE_HEADER, decode, encode_entry,
                                     encode_header, encode_varint, varint)
 from ckptkit.formats.sstable import Table, TableWriter, mask_crc
@@ -127,6 +129,52 @@ def test_v2_copy_reuses_bytes_and_crc(tmp_path):
                 copied = out.variable("new/" + var.name)
                 assert copied.where[0]["crc32c"] == var.where[0]["crc32c"]
                 same(out.read(copied.name), src.read(var.name))
+
+
+def test_v2_copy_joins_adjacent_bytes_into_runs(tmp_path, monkeypatch):
+    """Tensors whose stored bytes follow each other are copied with one copy_file_range per
+    run; an add, or bytes out of order, end a run; the output is the same either way."""
+    tensors = values()
+    write(str(tmp_path / "a"), tensors)
+    calls = []
+    real = os.copy_file_range
+    monkeypatch.setattr(os, "copy_file_range", lambda *a: calls.append(a[2]) or real(*a))
+    with TFV2Reader(str(tmp_path / "a")) as src, TFV2Writer(str(tmp_path / "b")) as w:
+        stored = [v for v in src if v.nbytes]
+        first, rest = stored[:5], stored[5:]
+        for var in first:                   # one run
+            assert w.copy(src, var, var.name)
+        w.add("added", np.arange(3, dtype=np.int32))
+        for var in reversed(rest):          # each tensor a run of its own
+            assert w.copy(src, var, var.name)
+        w.commit()
+        assert calls == [sum(v.where[0]["size"] for v in first)] + \
+            [v.where[0]["size"] for v in reversed(rest)]
+        with TFV2Reader(str(tmp_path / "b")) as out:
+            assert list(out.problems()) == []
+            same(out.read("added"), np.arange(3, dtype=np.int32))
+            for var in stored:
+                same(out.read(var.name), src.read(var.name))
+
+
+def test_opening_leaves_its_objects_to_the_oldest_gc_generation(tmp_path):
+    """The reader makes its records with the cyclic GC off (base.no_cyclic_gc); after that
+    they sit in the oldest generation, so the next young collection does not walk them all,
+    and the GC is on again. Objects someone else froze stay frozen."""
+    write(str(tmp_path / "a"), values())
+    assert gc.isenabled()
+    with TFV2Reader(str(tmp_path / "a")) as r:
+        assert gc.isenabled()
+        oldest = {id(o) for o in gc.get_objects(generation=2)}
+        assert all(id(v) in oldest for v in r)
+        gc.freeze()
+        try:
+            frozen = gc.get_freeze_count()
+            with no_cyclic_gc():
+                assert not gc.isenabled()
+            assert gc.isenabled() and gc.get_freeze_count() == frozen
+        finally:
+            gc.unfreeze()
 
 
 def test_v2_copy_declines_what_it_cannot_copy(tmp_path):

@@ -144,11 +144,16 @@ def no_cyclic_gc():
     """No cyclic garbage collection inside the block. Making a few small acyclic objects per
     tensor (index entries, statistics, table rows) sets off full collections that rescan
     every one made so far: seconds at 300,000 tensors. Reference counting still frees
-    everything (Mercurial's util.nogc)."""
+    everything (Mercurial's util.nogc). On the way out, what the block made moves to the
+    oldest generation as it is (gc.freeze + gc.unfreeze, no traversal), else the first
+    young-generation collection after it would walk all of it at once."""
     collecting = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if collecting:
+            if not gc.get_freeze_count():   # nobody else's frozen objects to thaw
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()

@@ -46,6 +46,7 @@ class TFV2Reader(Reader):
         self._table = Table(self.index_path)
         self._slice_entries = {}
         self._shards = {}
+        self._views = {}   # (id of a shard map, dtype, offset % item size) -> typed view
         self._holdable_kinds = set()
         entries = self._table.items()
         first = next(entries, None)
@@ -110,37 +111,38 @@ class TFV2Reader(Reader):
                               f"{self.num_shards} shards")
         return Variable(name, shape, dtype, size, (), (entry, None))
 
-    def _shard(self, shard):
-        buf = self._shards.get(shard)
-        if buf is None:
-            path = self.data_paths[shard] if shard < len(self.data_paths) else None
-            if path is None or not os.path.isfile(path):
-                raise NotFound(f"data file {path} is missing (the index lists tensors stored "
-                               "there; was only the .index copied?)")
-            buf = self._shards[shard] = map_file(path)
+    def _map_shard(self, shard):
+        """Map data file `shard`, once (_located looks in self._shards first)."""
+        path = self.data_paths[shard] if shard < len(self.data_paths) else None
+        if path is None or not os.path.isfile(path):
+            raise NotFound(f"data file {path} is missing (the index lists tensors stored "
+                           "there; was only the .index copied?)")
+        buf = self._shards[shard] = map_file(path)
         return buf
 
     def checked_bytes(self, name, dtype, shape, entry):
         """The stored bytes of one entry as (buffer, offset, size), bounds-checked against its
         shard file and crc32c-checked against the entry."""
         buf, offset, size = self._located(name, entry)
-        self._verify(name, entry, _checksum(name, dtype, shape, buf, offset, size))
+        if _checksum(name, dtype, shape, buf, offset, size) != unmask_crc(entry.get("crc32c", 0)):
+            self._crc_mismatch(name, entry)
         return buf, offset, size
 
     def _located(self, name, entry):
         """(shard map, offset, size) of an entry's bytes, which must lie inside the shard."""
-        shard, offset, size = entry.get("shard_id", 0), entry.get("offset", 0), \
-            entry.get("size", 0)
-        buf = self._shard(shard)
+        get = entry.get
+        shard, offset, size = get("shard_id", 0), get("offset", 0), get("size", 0)
+        buf = self._shards.get(shard)
+        if buf is None:
+            buf = self._map_shard(shard)
         if offset + size > len(buf):
             raise Corrupt(f"tensor {name!r}: bytes {offset}..{offset + size} lie past the end "
                           f"of {self.data_paths[shard]} ({len(buf)} bytes)")
         return buf, offset, size
 
-    def _verify(self, name, entry, crc):
-        if crc != unmask_crc(entry.get("crc32c", 0)):
-            raise Corrupt(f"{name}: crc32c mismatch: its bytes in "
-                          f"{self.data_paths[entry.get('shard_id', 0)]} are corrupt")
+    def _crc_mismatch(self, name, entry):
+        raise Corrupt(f"{name}: crc32c mismatch: its bytes in "
+                      f"{self.data_paths[entry.get('shard_id', 0)]} are corrupt")
 
     def _holdable(self, var):
         """Unsupported unless numpy can hold the tensor's value; remembered per shape and
@@ -170,8 +172,6 @@ class TFV2Reader(Reader):
     def _array(self, name, dtype, shape, entry):
         """One stored piece as an array viewing the shard map; the crc32c is taken over that
         array's own bytes, not over a second view of them."""
-        import numpy as np
-
         if dtype == "string":
             buf, offset, size = self.checked_bytes(name, dtype, shape, entry)
             return _strings(name, buf[offset:offset + size], shape)
@@ -181,9 +181,28 @@ class TFV2Reader(Reader):
         if rest or count != prod(shape):
             self.checked_bytes(name, dtype, shape, entry)   # a bad crc32c is named first
             raise Corrupt(f"tensor {name!r}: {size} bytes do not hold shape {list(shape)}")
-        values = np.frombuffer(buf, npd, count, offset)
-        self._verify(name, entry, google_crc32c.value(values))
-        return values.reshape(shape) if count else np.empty(shape, numpy_dtype(dtype))
+        values = self._typed(buf, npd, offset, count)
+        if google_crc32c.value(values) != unmask_crc(entry.get("crc32c", 0)):
+            self._crc_mismatch(name, entry)
+        if not count:
+            import numpy as np
+
+            return np.empty(shape, numpy_dtype(dtype))
+        return values.reshape(shape)
+
+    def _typed(self, buf, npd, offset, count):
+        """`count` items of dtype `npd` at byte `offset` of a shard map: a slice of one
+        view of the whole map per dtype and byte skew, which costs a fraction of a
+        frombuffer per tensor (the maps, and so their ids, last as long as the reader)."""
+        start, skew = divmod(offset, npd.itemsize)
+        key = (id(buf), npd, skew)
+        whole = self._views.get(key)
+        if whole is None:
+            import numpy as np
+
+            whole = self._views[key] = np.frombuffer(buf, npd, (len(buf) - skew) //
+                                                     npd.itemsize, skew)
+        return whole[start:start + count]
 
     def _pieces(self, var):
         """(entry or None, shape) for each stored piece of a variable."""
@@ -218,6 +237,7 @@ class TFV2Reader(Reader):
 
     def close(self):
         self._table.close()
+        self._views.clear()   # they hold the maps open
         for buf in self._shards.values():
             unmap(buf)
 

@@ -41,13 +41,15 @@ class TFV2Writer(Writer):
         self._sizes = [0] * shards
         self._entries = {}   # key bytes -> BundleEntryProto bytes
         self._sources = {}   # source data file -> fd
+        self._run = None     # [source fd, start, end, shard]: copied bytes not yet written
 
     def _slot(self, name, nbytes):
         key = name.encode("utf-8")
         if key in self._entries or not key:
             raise FormatError(f"tensor name {name!r} is empty or written twice")
-        shard = min(range(self.num_shards), key=self._sizes.__getitem__)
-        return key, shard
+        if self.num_shards == 1:
+            return key, 0
+        return key, min(range(self.num_shards), key=self._sizes.__getitem__)
 
     def _record(self, key, dtype, shape, shard, size, crc):
         self._entries[key] = encode_entry(TF_CODES[dtype], shape, shard, self._sizes[shard],
@@ -61,6 +63,7 @@ class TFV2Writer(Writer):
         if dtype not in TF_CODES or dtype in ("resource", "variant"):
             raise Unsupported(f"tensor {name!r}: a V2 bundle cannot hold dtype {array.dtype}")
         key, shard = self._slot(name, array.nbytes)
+        self._copy_run()
         f = self._data[shard]
         if dtype == "string":
             data, crc = string_bytes(array)
@@ -81,7 +84,9 @@ class TFV2Writer(Writer):
 
     def copy(self, reader, var, name):
         """The stored bytes of an unsliced little-endian V2 tensor, with its crc32c (checked
-        first: corrupt bytes are not passed on as a sound tensor)."""
+        first: corrupt bytes are not passed on as a sound tensor). Bytes that continue the
+        previous copy's, from the same file into the same shard, join its run: one
+        copy_file_range per run, not per tensor."""
         if not isinstance(reader, TFV2Reader) or var.slices or reader.big_endian or \
                 var.dtype not in TF_CODES or var.dtype in ("resource", "variant"):
             return False
@@ -92,25 +97,36 @@ class TFV2Writer(Writer):
         fd = self._sources.get(source)
         if fd is None:
             fd = self._sources[source] = open_regular(source)
-        _copy_range(fd, self._data[shard].fileno(), offset, size)
+        run = self._run
+        if run is not None and run[0] == fd and run[2] == offset and run[3] == shard:
+            run[2] += size
+        else:
+            self._copy_run()
+            self._run = [fd, offset, offset + size, shard]
         self._record(key, var.dtype, var.shape, shard, size, entry.get("crc32c", 0))
         return True
 
+    def _copy_run(self):
+        """Write the pending run of copied bytes to its shard."""
+        if self._run is not None:
+            fd, start, end, shard = self._run
+            self._run = None
+            _copy_range(fd, self._data[shard].fileno(), start, end - start)
+
     def finish(self):
+        self._copy_run()
+        self._close_sources()
         index = self.temp(self.path + ".index")
         table = TableWriter(index)
         table.add(b"", encode_header(self.num_shards))
-        for key in sorted(self._entries):
-            table.add(key, self._entries[key])
+        entries = self._entries
+        table.extend((key, entries[key]) for key in sorted(entries))
         table.finish()
 
     def abort(self):
+        self._run = None
         self._close_sources()
         super().abort()
-
-    def commit(self):
-        self._close_sources()
-        return super().commit()
 
     def _close_sources(self):
         for fd in self._sources.values():
