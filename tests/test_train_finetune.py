@@ -1,6 +1,7 @@
 """The fine-tuning session on real images (scikit-learn's digits): a LeNet pretrained here on
 digits 0-4 is fine-tuned on digits 5-9, with TensorFlow's own reader as the oracle of what
 changed in the checkpoints."""
+import contextlib
 import dataclasses
 import json
 import os
@@ -120,6 +121,63 @@ def test_resume_continues_global_step_and_matches_an_uninterrupted_run(
         np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-5, err_msg=name)
     assert resumed["final"]["val_accuracy"] == pytest.approx(whole["final"]["val_accuracy"],
                                                              abs=0.02)
+
+
+def _interrupt_at(step):
+    """A progress callback that sends this process SIGINT when the run reaches `step`: the
+    loop's Ctrl-C, at an exact step."""
+    done = [0]
+
+    @contextlib.contextmanager
+    def progress(total, label):
+        def advance(n, **fields):
+            done[0] += n
+            if done[0] == step:
+                os.kill(os.getpid(), signal.SIGINT)
+        yield advance
+    return progress
+
+
+@pytest.mark.parametrize("stop_at", [4, 10], ids=["mid-epoch", "between-epochs"])
+def test_a_stopped_run_resumes_to_what_an_uninterrupted_one_gives(
+        tf, finetune, tmp_path, target, pretrained, stop_at):
+    """Ctrl-C in step 4 of epoch 1, or in its last step (10): the checkpoint is that step,
+    epoch 1's row is written only when the epoch ended, and the resumed run ends where the
+    uninterrupted one does."""
+    whole = finetune.finetune(_settings(tmp_path / "a", target, pretrained, epochs=2))
+    s = _settings(tmp_path / "b", target, pretrained, epochs=2)
+    stopped = finetune.finetune(s, progress=_interrupt_at(stop_at))
+    assert stopped["stopped"] and stopped["checkpoint"].endswith(f"model.ckpt-{stop_at}")
+    assert stopped["epochs"] == (1 if stop_at == 10 else 0)
+    resumed = finetune.finetune(s)
+    assert not resumed["stopped"] and resumed["step"] == whole["step"] == 20
+    a, b = _values(tf, whole["checkpoint"]), _values(tf, resumed["checkpoint"])
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    rows = [json.loads(line) for line in (tmp_path / "b/run/metrics.jsonl").read_text()
+            .splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert resumed["final"]["val_loss"] == pytest.approx(whole["final"]["val_loss"], rel=1e-4)
+
+
+def test_image_modes_save_at_the_best_epoch_and_the_last_within_save_every(
+        tf, finetune, tmp_path, target, pretrained):
+    """At a learning rate too small to change a prediction, only epoch 1 is the best: with
+    --save-every 600 the rolling checkpoints are epoch 1's (best/ links it) and the last."""
+    steps = -(-150 // 16)
+    summary = finetune.finetune(_settings(tmp_path, target, pretrained, epochs=4, lr=1e-12),
+                                curves=False)
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [steps, 2 * steps, 3 * steps, 4 * steps]
+    assert len({r["val_accuracy"] for r in rows}) == 1
+    assert sorted(p.name for p in run.glob("model.ckpt-*.index")) == \
+        [f"model.ckpt-{steps}.index", f"model.ckpt-{4 * steps}.index"]
+    assert [p.name for p in (run / "best").glob("*.index")] == [f"model.ckpt-{steps}.index"]
+    assert os.path.samefile(run / "best" / f"model.ckpt-{steps}.index",
+                            run / f"model.ckpt-{steps}.index")
+    assert summary["checkpoint"] == str(run / f"model.ckpt-{4 * steps}")
 
 
 def test_features_mode_trains_the_head_as_head_mode_does_and_reuses_its_cache(
@@ -460,7 +518,7 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path, target, pretrained
     assert b"run the same command to resume" in err
     state = (tmp_path / "run" / "checkpoint").read_text()
     stopped_at = int(state.split('"')[1].rpartition("-")[2])
-    assert stopped_at > 38                      # at least one epoch of 38 steps
+    assert stopped_at >= 38                     # at least one epoch of 38 steps
     epochs = stopped_at // 38 + 1
     args[args.index("--epochs") + 1] = str(epochs)
     done = subprocess.run(args + ["--json"], capture_output=True, timeout=300)

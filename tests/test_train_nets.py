@@ -8,7 +8,9 @@ builder, ckptkit's ResNet v2 blocks, an Inception base); the others are checked 
 building (resnet_v1 depths are tf_slim's own builders, ResNet v2 block tables equal tf_slim's,
 every Inception base exists). CKPTKIT_TEST_ALL_NETS=1 builds every net (about 3 minutes).
 """
+import json
 import os
+import subprocess
 import sys
 from unittest import mock
 
@@ -164,6 +166,35 @@ def test_model_variables_records(nets):
         ("Logits/biases", (3,), "float32", True)]
     from ckptkit.plan import ModelVar
     assert all(isinstance(v, ModelVar) for v in variables)
+
+
+STORED = """
+import json, sys
+if sys.argv[1] == "without-tf":
+    sys.modules["tensorflow"] = None        # importing it fails: nothing can be built
+from ckptkit.train.nets import model_variables
+print(json.dumps({name: [[v.name, list(v.shape), v.dtype, v.trainable]
+                         for v in model_variables(name, 5)] for name in sys.argv[2:]}))
+"""
+
+
+def test_variable_lists_are_built_once_and_read_back_without_tensorflow(built, tmp_path):
+    """A first process builds each net's list and stores it under $CKPTKIT_CACHE/variables;
+    a second one, which cannot import TensorFlow, reads the same lists back. Both equal the
+    graph nets.build makes (what finetune trains and `plan --net` plans)."""
+    env = {**os.environ, "CKPTKIT_CACHE": str(tmp_path)}
+    lists = []
+    for how in ("build", "without-tf"):
+        done = subprocess.run([sys.executable, "-c", STORED, how, *BUILT], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        lists.append(json.loads(done.stdout.splitlines()[-1]))
+    stored, read = lists
+    assert read == stored
+    for name in BUILT:
+        assert [tuple(v[:1]) + (tuple(v[1]),) + tuple(v[2:]) for v in stored[name]] == \
+            built("new", name)[0], name
+    assert len(list((tmp_path / "variables").glob("*.json"))) == len(BUILT)
 
 
 def test_hidden_layers_and_head_scope(nets):

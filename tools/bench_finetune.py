@@ -7,7 +7,7 @@ restore timing. Run by tools/bench with the venv's Python; each subcommand is on
         Skipped when OUT_DIR already holds exactly these images (a stamp file records them).
 
     python tools/bench_finetune.py baseline --net NET --data DIR --checkpoint CKPT \
-            --image-size S --batch-size B --epochs E --out FILE
+            --image-size S --batch-size B --epochs E --out FILE [--first-step-out FILE]
         The baseline of the throughput figures: a minimal tf_slim training loop on DIR/train/.
         NET is resnet_v1_50 (the default; tf_slim's), mobilenet_v1 or inception_resnet_v2:
         tf_slim ships no MobileNet and no Inception-ResNet-v2, so those two come from
@@ -25,6 +25,21 @@ restore timing. Run by tools/bench with the venv's Python; each subcommand is on
         ckptkit, an epoch's time is the sum of its sess.run calls (the iterator's
         initialisation included, in the first); FILE gets one JSON line per epoch: epoch,
         images, seconds, images_per_sec.
+
+    python tools/bench_finetune.py overheads --net NET --data DIR --checkpoint CKPT \
+            --image-size S --batch-size B --epochs E --train-dir RUN \
+            [--mode MODE] [--save-every SECONDS] --out FILE
+        The overheads figure (issue 20): `ckptkit finetune --mode MODE` (default finetune)
+        of NET restored from CKPT with --exclude Logits and --no-augment, run in this process
+        through the library call the command makes (finetune.finetune, curves.png
+        included), with a progress callback and an on_epoch hook that note the time since
+        this process started (since_start). FILE gets one JSON object: first_step
+        (seconds to the end of the first training step), finished, and per epoch: epoch,
+        step, images_per_sec (metrics.jsonl's: its images / the seconds of its training
+        steps), first_step and last_step (when they ended), ended (its on_epoch call:
+        evaluation and checkpoints done) and saved (whether the rolling checkpoint of its
+        step was on disk then).
+        The baseline's --first-step-out FILE writes {"first_step": seconds} the same way.
 
     python tools/bench_finetune.py restore --checkpoint CKPT --runs N --out FILE
         The restore figure, in this one process: resnet_v1_50 with a new 5-class head
@@ -91,6 +106,21 @@ def _image_folder(root):
             paths.append(os.path.join(root, name, image))
             labels.append(label)
     return paths, labels, classes
+
+
+def since_start():
+    """Seconds since this process started: /proc/self/stat's start time (clock ticks since
+    boot, 10 ms resolution) against the boot-time clock, so a figure includes the
+    interpreter's start-up and imports as a whole-process wall time does."""
+    with open("/proc/self/stat") as f:
+        started = int(f.read().rpartition(")")[2].split()[19])
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - started / os.sysconf("SC_CLK_TCK")
+
+
+def _write_json(path, value):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(value, f)
 
 
 # --- the baseline training loop -----------------------------------------------------------
@@ -161,7 +191,7 @@ def baseline(args):
         train_op = tf.train.MomentumOptimizer(0.01, 0.9).minimize(loss, global_step=step)
     saver = tf.train.Saver(backbone)
 
-    rows = []
+    rows, first_step_out = [], args.first_step_out
     with tf.Session() as sess:
         sess.run(tf.global_variables_initializer())
         saver.restore(sess, args.checkpoint)
@@ -173,11 +203,56 @@ def baseline(args):
                 sess.run([train_op, loss])
                 seconds += time.perf_counter() - begun
                 begun = time.perf_counter()
+                if first_step_out:
+                    _write_json(first_step_out, {"first_step": since_start()})
+                    first_step_out = None
             rows.append({"epoch": epoch + 1, "images": len(paths), "seconds": seconds,
                          "images_per_sec": len(paths) / seconds})
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
+    return 0
+
+
+# --- overheads ----------------------------------------------------------------------------
+
+def overheads(args):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import contextlib
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from ckptkit.plan import RestoreOptions
+    from ckptkit.train.finetune import finetune
+    from ckptkit.train.settings import Settings
+
+    marks, epoch = {"first_step": None, "epochs": []}, {}
+
+    @contextlib.contextmanager
+    def progress(total, label):
+        def advance(n, **fields):
+            now = since_start()
+            marks["first_step"] = marks["first_step"] or now
+            epoch.setdefault("first_step", now)
+            epoch["last_step"] = now
+        yield advance
+
+    def on_epoch(row):
+        ended = since_start()
+        saved = os.path.isfile(os.path.join(args.train_dir, f"model.ckpt-{row['step']}.index"))
+        marks["epochs"].append({"epoch": row["epoch"], "step": row["step"],
+                                "images_per_sec": row["images_per_sec"], **epoch,
+                                "ended": ended, "saved": saved})
+        epoch.clear()
+
+    settings = Settings(
+        net=args.net, checkpoint=args.checkpoint, data=args.data, train_dir=args.train_dir,
+        image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
+        mode=args.mode, augment=False, save_every=args.save_every,
+        restore=RestoreOptions(exclude=("Logits",)))
+    finetune(settings, progress=progress, on_epoch=on_epoch)
+    marks["finished"] = since_start()
+    _write_json(args.out, marks)
     return 0
 
 
@@ -263,6 +338,15 @@ def main(argv):
         p.add_argument(name, required=True)
     for name in ("--image-size", "--batch-size", "--epochs"):
         p.add_argument(name, type=int, required=True)
+    p.add_argument("--first-step-out")
+    p = sub.add_parser("overheads")
+    p.add_argument("--net", default="resnet_v1_50")
+    p.add_argument("--mode", default="finetune")
+    p.add_argument("--save-every", type=float, default=600.0)
+    for name in ("--data", "--checkpoint", "--train-dir", "--out"):
+        p.add_argument(name, required=True)
+    for name in ("--image-size", "--batch-size", "--epochs"):
+        p.add_argument(name, type=int, required=True)
     p = sub.add_parser("restore")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True)
@@ -270,7 +354,7 @@ def main(argv):
     args = parser.parse_args(argv)
     if args.command == "data":
         return make_data(args.out, args.size, args.per_class, args.val_per_class)
-    return {"baseline": baseline, "restore": restore}[args.command](args)
+    return {"baseline": baseline, "overheads": overheads, "restore": restore}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ training_options = bundle(
     click.option("--keep", type=click.IntRange(1), default=3, show_default=True,
                  help="Checkpoints to keep."),
     click.option("--save-every", type=click.FloatRange(1), default=600.0, show_default=True,
-                 help="Seconds between checkpoints within an epoch."),
+                 help="Seconds between checkpoints, besides the best epoch's and the last one."),
     click.option("--patience", type=click.IntRange(0), default=0,
                  help="Stop after this many epochs without a better val accuracy (0: never)."),
     click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),

@@ -552,12 +552,17 @@ class Input:
 
     Paths, labels and arrays are fed at start(), not held as graph constants: 100k paths or
     a big array would otherwise be copied into every checkpoint's .meta file.
+    repeat=True (evaluation only): the passes follow each other in one iterator, so it is
+    started once and each pass takes `steps` batches; nothing is fed or rebuilt per pass.
+    tf.data's autotuning is off: its thread sleeps in doubling periods (up to a minute) and
+    re-initialising an iterator waited for it to wake (20 s at a training epoch's start);
+    parallel maps still use every core and prefetching still grows its buffer.
     With a tf.distribute `strategy`, `iterator` (for strategy.experimental_run) replaces
     images and labels.
     """
 
     def __init__(self, split, record, *, batch_size, training, augment=True, seed=0,
-                 name="input", strategy=None):
+                 name="input", strategy=None, repeat=False):
         from ..tfcompat import tf
         from ..zoo.nets import get_net
         from .nets import preprocess
@@ -596,8 +601,11 @@ class Input:
                 image, label = load(item)
                 return preprocess(record, image, is_training=distort), label
 
-            batches = dataset.map(example, num_parallel_calls=autotune) \
-                .batch(batch_size).prefetch(autotune)
+            batches = dataset.map(example, num_parallel_calls=autotune).batch(batch_size)
+            options = tf.data.Options()
+            options.autotune.enabled = False
+            batches = (batches.repeat() if repeat else batches).prefetch(autotune) \
+                .with_options(options)
             if strategy is None:
                 iterator = tf.data.make_initializable_iterator(batches)
                 self.images, self.labels = iterator.get_next()

@@ -20,17 +20,14 @@ import numpy as np
 
 from ..fileio import atomic_file
 from ..paths import resolve
+from .nets import cache_root
 
 _ARRAYS = ("train_x", "train_y", "dropped")
 
 
 def cache_dir(explicit=None):
-    """`explicit`, else $CKPTKIT_CACHE/features, else ~/.cache/ckptkit/features."""
-    if explicit:
-        return explicit
-    base = os.environ.get("CKPTKIT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ckptkit")
-    return os.path.join(base, "features")
+    """`explicit`, else nets.cache_root()/features."""
+    return explicit or os.path.join(cache_root(), "features")
 
 
 def checkpoint_identity(checkpoint):

@@ -73,12 +73,16 @@ def _restore_present(sess, prefix):
 class Checkpoints:
     """The checkpoints of one stage: the rolling ones (what a resume starts from) and best/.
 
-    Image modes save the rolling checkpoint after every epoch, and best/ is that checkpoint's
-    files hard-linked (copied where links fail), not a second save. Features mode defers both: an epoch on cached
-    features takes milliseconds while every save rewrites the whole backbone, so the best
-    epoch's changing variables (all but the declared backbone) are kept in memory and both
-    are written when the stage ends or stops (a signal, early stopping, an on_epoch hook
-    raising) and every save_every seconds; a killed run then redoes at most that much."""
+    Image modes write the rolling checkpoint at the end of an epoch that is the best so far
+    (best/ is then its files hard-linked, copied where links fail: not a second save) or
+    that ends --save-every seconds or more after the last save; inside an epoch once those
+    seconds pass; and when the stage ends or stops (a signal, early stopping, an on_epoch hook
+    raising). A killed run loses at most --save-every seconds: a resume drops the metrics of
+    the epochs after its checkpoint and trains them again, in the same order.
+    Features mode saves no epoch's end: an epoch on cached features takes milliseconds while
+    every save rewrites the whole backbone, so the best epoch's changing variables (all but
+    the declared backbone) are kept in memory, and both are written when the stage ends or
+    stops and every --save-every seconds."""
 
     def __init__(self, s, stage, run, fixed):
         self.s, self.run_dir, self.sess = s, run, None
@@ -105,7 +109,8 @@ class Checkpoints:
 
     def epoch_end(self, step, improved):
         if not self.deferred:
-            self.save(step)
+            if (improved or self.due()) and self.saved_step != step:
+                self.save(step)
             if improved:
                 self._link_best(step)
             return
@@ -209,6 +214,8 @@ class Loop:
         train_seconds = 0.0
         with _progress(self.progress, per_epoch - skip,
                        f"epoch {epoch + 1}/{self.s.epochs}") as advance:
+            if stop():          # came while the last epoch was evaluated or saved
+                return None, step
             steps = self.trainer.train_epoch(self.sess, epoch, skip)
             while True:
                 begun = time.perf_counter()
@@ -224,7 +231,7 @@ class Loop:
                         ips=seen / max(train_seconds, 1e-9))
                 if step % _SUMMARY_EVERY == 0:
                     self.scalars(step, {"train/batch_loss": float(xent), "train/lr": lr})
-                if stop():
+                if stop() and step % per_epoch:     # in an epoch's last step: it ends first
                     return None, step
                 if self.checkpoints.due():
                     self.checkpoints.save(step)

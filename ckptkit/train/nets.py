@@ -6,12 +6,18 @@ ckptkit.tfcompat on first use.
 """
 import dataclasses
 import functools
+import glob
+import hashlib
+import json
+import os
 import re
 from dataclasses import dataclass
+from importlib import metadata
 
 from ..errors import CkptError
+from ..fileio import write_atomic
 from ..scopes import compile_pattern
-from ..zoo.nets import VGG_MEANS, get_net
+from ..zoo.nets import NETS, VGG_MEANS, get_net
 
 
 def build(net, images, num_classes, *, head="new", head_scope="Logits", hidden=(),
@@ -96,9 +102,11 @@ def model_variables(net, num_classes, **build_kwargs):
     ckptkit.plan.ModelVar in graph creation order (built in a fresh graph on one image of the
     net's size).
 
-    Remembered per process (a search lists the same model for every trial, and building a
-    resnet_v1_50 takes seconds); dropout makes no variables, so trials differing in it share
-    one entry."""
+    finetune, features mode and `plan --net` plan from this list before building the graph
+    that trains, or instead of building the backbone at all, and building a resnet_v1_50 takes
+    seconds: the list is remembered per process (a search lists the same model for every
+    trial) and, for the zoo's nets, on disk (_stored). Dropout makes no variables, so models
+    differing in it share one entry."""
     build_kwargs.pop("dropout", None)
     kwargs = tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                           for k, v in build_kwargs.items()))
@@ -107,6 +115,26 @@ def model_variables(net, num_classes, **build_kwargs):
 
 @functools.lru_cache(maxsize=16)
 def _model_variables(record, num_classes, kwargs):
+    from ..plan import ModelVar
+
+    path = _stored(record, num_classes, kwargs)
+    if path and os.path.isfile(path):
+        try:
+            with open(path) as f:
+                return tuple(ModelVar(*entry) for entry in json.load(f))
+        except (OSError, ValueError, TypeError):        # unreadable: built and written anew
+            pass
+    found = _built_variables(record, num_classes, kwargs)
+    if path:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_atomic(path, json.dumps([dataclasses.astuple(v) for v in found]))
+        except OSError:         # a cache that cannot be written is no error
+            pass
+    return found
+
+
+def _built_variables(record, num_classes, kwargs):
     from ..plan import ModelVar
     from ..tfcompat import tf
 
@@ -118,6 +146,44 @@ def _model_variables(record, num_classes, kwargs):
         trainable = {v.op.name for v in tf.trainable_variables()}
         return tuple(ModelVar(v.op.name, tuple(v.shape.as_list()), v.dtype.base_dtype.name,
                               v.op.name in trainable) for v in tf.global_variables())
+
+
+def cache_root():
+    """$CKPTKIT_CACHE, else ~/.cache/ckptkit: variables/ (the zoo's variable lists, _stored)
+    and features/ (features.cache_dir) are under it."""
+    return os.environ.get("CKPTKIT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ckptkit")
+
+
+def _stored(record, num_classes, kwargs):
+    """The file of a zoo net's variable list under cache_root(), named by a digest of
+    everything the list depends on: the record, the class count, the build arguments, the
+    versions of ckptkit, TensorFlow and tf_slim, and the source of ckptkit's net code (an
+    edited head or architecture is another entry); None for a user's net, whose code
+    ckptkit cannot vouch for."""
+    from .. import __version__
+
+    zoo = NETS.get(record.name)
+    if zoo is None or dataclasses.replace(zoo, image_size=record.image_size) != record:
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    versions = [__version__] + [_version(name) for name in
+                                ("tensorflow", "tensorflow-cpu", "tf_slim")]
+    digest = hashlib.sha256(repr((dataclasses.astuple(record), num_classes, kwargs,
+                                  versions)).encode())
+    for source in [os.path.join(here, "nets.py"), os.path.join(here, "heads.py"),
+                   os.path.join(here, os.pardir, "tfcompat.py"),
+                   *sorted(glob.glob(os.path.join(here, "architectures", "*.py")))]:
+        with open(source, "rb") as f:
+            digest.update(f.read())
+    return os.path.join(cache_root(), "variables", digest.hexdigest() + ".json")
+
+
+def _version(distribution):
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def preprocess(net, image, is_training):

@@ -141,7 +141,8 @@ class ImageTrainer:
         self.val_in = None
         if dataset.val is not None:
             self.val_in = data.Input(dataset.val, record, batch_size=s.batch_size,
-                                     training=False, seed=s.seed, name="val")
+                                     training=False, seed=s.seed, name="val", repeat=True)
+            self.val_started = False
             with tf.variable_scope(tf.get_variable_scope(), reuse=True):
                 val_logits, _ = model.build(self.val_in.images, is_training=False)
             self.val_ops = _eval_ops(val_logits, self.val_in.labels, model.num_classes)
@@ -156,7 +157,9 @@ class ImageTrainer:
     def evaluate(self, sess):
         if self.val_in is None:
             return None, None
-        self.val_in.start(sess, 0)
+        if not self.val_started:        # one iterator for every pass (data.Input repeat)
+            self.val_in.start(sess, 0)
+            self.val_started = True
         return _accumulate(sess, self.val_ops, self.val_in.steps)
 
 
