@@ -25,9 +25,12 @@ setup(
                 "matplotlib>=3.6"],
         "demo": ["mlxtend>=0.22"],
         "search": ["optuna>=3.6"],
+        "port": ["keras>=3.0"],
         "onnx": ["tf2onnx>=1.16", "onnx>=1.14", "onnxruntime>=1.16", "Pillow>=9"],
         "dev": ["pytest>=7", "hypothesis>=6", "safetensors>=0.4", "scikit-learn>=1.2",
-                "mlxtend>=0.22", "optuna>=3.6", "pgserver>=0.1", "psycopg[binary]>=3.1"],
+                "mlxtend>=0.22", "optuna>=3.6", "pgserver>=0.1", "psycopg[binary]>=3.1",
+                # Keras 3's other backends, for the port tests (torch: the CPU build)
+                "jax>=0.4", "torch==2.13.0"],
     },
     entry_points={"console_scripts": ["ckptkit=ckptkit.cli:main"]},
 )

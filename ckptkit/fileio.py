@@ -190,6 +190,27 @@ def _temp_name(final):
                                 f"{secrets.token_hex(4)}")
 
 
+def is_one_of(path, files):
+    """Whether `path` is one of `files`, by name or as the same file (a link, a hard link)."""
+    for f in files:
+        if os.path.abspath(path) == os.path.abspath(f):
+            return True
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, f):
+                return True
+    return False
+
+
+def new_output(path, inputs=(), *, overwrite=False):
+    """Refuse to write `path` when it is one of `inputs` (the files a command reads) or,
+    without `overwrite`, when it exists: one rule for every single-file output."""
+    if os.path.exists(path):
+        if is_one_of(path, inputs):
+            raise CkptError(f"{path} is a file this command reads; write elsewhere")
+        if not overwrite:
+            raise CkptError(f"{path} exists; add --overwrite to replace it")
+
+
 def link_or_copy(source, target):
     """`target` as a hard link to `source` (a copy where the file system refuses links),
     replacing what is there in one rename: the same bytes without writing them again."""

@@ -316,7 +316,7 @@ def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=()
     kept_out = {name for name, _ in dropped}
     restorable = [v for v in ckpt if roles[v.name] in ("model", "ema") and
                   v.name not in kept_out]
-    by_name = _rename(restorable, maps)
+    by_name = renamed(restorable, maps)
     pool = {n: v for n, v in by_name.items() if roles[v.name] == "model"}
     shadows = {v.name: v for v in restorable if roles[v.name] == "ema"}
     if match == "suffix":
@@ -502,7 +502,7 @@ def _lr_mults(specs, trainable, names, kind):
     return out
 
 
-def _rename(variables, maps):
+def renamed(variables, maps):
     """{renamed name: Variable} after applying the rules in order."""
     current = [v.name for v in variables]
     for text in [maps] if isinstance(maps, str) else maps or ():

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from math import prod
 
 from .errors import CkptError, NotFound, PlanError
-from .fileio import STATE_FILE, output_lock, write_state
+from .fileio import STATE_FILE, is_one_of, output_lock, write_state
 from .formats.base import no_cyclic_gc
 from .formats.tf_v1 import SHARD_SUFFIX
 from .scopes import RenameRule, closest_scopes, compile_pattern, role
@@ -323,19 +323,19 @@ def output_target(out, reader, inputs=(), *, overwrite=False, in_place=False):
         there = sorted(glob.glob(glob.escape(out) + ".data-*")) + \
             [f for f in [out + ".index"] if os.path.exists(f)]
         if there:
-            what = "the input" if _among(there[-1], inputs) else "an existing"
+            what = "the input" if is_one_of(there[-1], inputs) else "an existing"
             raise CkptError(f"{out} is {what} checkpoint; a V2 prefix's files cannot be "
                             "replaced all at once. Write to a new prefix, or to its directory "
                             "(a new prefix there, then its `checkpoint` state file switches "
                             "to it)")
         return Target(out, kind)
     if in_place:
-        if not (os.path.exists(out) and _among(out, reader.files)):
+        if not (os.path.exists(out) and is_one_of(out, reader.files)):
             raise CkptError(f"--in-place replaces the input, and {out} is not {reader.path}")
         return Target(os.path.realpath(out), kind)
     if os.path.exists(out):
-        if _among(out, inputs):
-            hint = " (add --in-place to replace it)" if _among(out, reader.files) else ""
+        if is_one_of(out, inputs):
+            hint = " (add --in-place to replace it)" if is_one_of(out, reader.files) else ""
             raise CkptError(f"{out} is a file this edit reads; write elsewhere{hint}")
         if not overwrite:
             raise CkptError(f"{out} exists; add --overwrite to replace it")
@@ -346,19 +346,6 @@ _V2_FILE = re.compile(r"\.(index|data-\d{5}-of-\d{5})$")
 _V2_IN_PLACE = ("--in-place replaces a single-file checkpoint (.npz, .safetensors, .h5); a V2 "
                 "checkpoint is never edited in place (its files cannot all be replaced at "
                 "once): write to its directory instead")
-
-
-def _among(path, files):
-    """Whether `path` is one of `files`, by name or as the same file (a link, a hard link)."""
-    for f in files:
-        if os.path.abspath(path) == os.path.abspath(f):
-            return True
-        try:
-            if os.path.samefile(path, f):
-                return True
-        except OSError:
-            continue
-    return False
 
 
 def _lock_path(out):

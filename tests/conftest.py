@@ -22,6 +22,19 @@ def corpus_cases():
     return sorted(json.loads((CORPUS / "oracle.json").read_text()))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The suite's caches (the zoo's variable lists, features) in a folder of its own, for
+    every test and the processes they start: never the user's ~/.cache/ckptkit."""
+    saved = os.environ.get("CKPTKIT_CACHE")
+    os.environ["CKPTKIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if saved is None:
+        os.environ.pop("CKPTKIT_CACHE")
+    else:
+        os.environ["CKPTKIT_CACHE"] = saved
+
+
 @pytest.fixture(scope="session")
 def oracle():
     if not (CORPUS / "oracle.json").is_file():

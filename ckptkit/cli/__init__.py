@@ -16,7 +16,7 @@ COMMANDS = {   # name -> "module:function" in this package
     "legacy": "read:legacy", "plan": "plan:plan", "surgery": "surgery:surgery",
     "convert": "surgery:convert", "finetune": "train:finetune", "eval": "train:evaluate",
     "predict": "train:predict", "export": "train:export", "search": "search:search",
-    "pretrained": "pretrained:pretrained",
+    "pretrained": "pretrained:pretrained", "port": "port:port",
 }
 
 

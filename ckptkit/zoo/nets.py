@@ -54,40 +54,49 @@ class NetRecord:
     channels: int = 3
     builder: str = ""           # "module:function" building the net (tf_slim signature)
     arg_scope: str = ""         # "module:function" returning the net's arg_scope
+    keras: str = ""             # "module:function" building it in Keras 3 (port/nets)
 
 
 def _net(name, scope, size, preprocessing, classifier, classes, builder, arg_scope,
-         channels=3):
+         channels=3, keras=""):
     return NetRecord(name, scope, size, preprocessing, tuple(classifier), classes,
-                     1 if classes == 1001 else 0, channels, builder, arg_scope)
+                     1 if classes == 1001 else 0, channels, builder, arg_scope,
+                     keras and _KERAS + keras)
 
 
 _SLIM = "tf_slim.nets."
 _RESNET_ARGS = _SLIM + "resnet_utils:resnet_arg_scope"
 _SMALL = "ckptkit.train.architectures.small_nets:"
+_KERAS = "ckptkit.port.nets."
 
 NETS = {net.name: net for net in [
     _net("alexnet_v2", "alexnet_v2", 224, "vgg", ["alexnet_v2/fc8"], 1000,
-         _SLIM + "alexnet:alexnet_v2", _SLIM + "alexnet:alexnet_v2_arg_scope"),
+         _SLIM + "alexnet:alexnet_v2", _SLIM + "alexnet:alexnet_v2_arg_scope",
+         keras="vgg:alexnet"),
     _net("cifarnet", "CifarNet", 32, "cifarnet", ["CifarNet/logits"], 10,
-         _SMALL + "cifarnet", _SMALL + "cifarnet_arg_scope"),
+         _SMALL + "cifarnet", _SMALL + "cifarnet_arg_scope", keras="small:cifarnet"),
     *[_net(f"inception_v{v}", f"InceptionV{v}", 299 if v == 3 else 224, "inception",
            [f"InceptionV{v}/Logits"] + (["InceptionV3/AuxLogits"] if v == 3 else []), 1001,
            f"{_SLIM}inception_v{v}:inception_v{v}",
-           f"{_SLIM}inception_v{v}:inception_v{v}_arg_scope") for v in (1, 2, 3)],
+           f"{_SLIM}inception_v{v}:inception_v{v}_arg_scope",
+           keras=f"inception:inception_v{v}") for v in (1, 2, 3)],
     _net("lenet", "LeNet", 28, "lenet", ["LeNet/fc4"], 10,
-         _SMALL + "lenet", _SMALL + "lenet_arg_scope", channels=1),
+         _SMALL + "lenet", _SMALL + "lenet_arg_scope", channels=1, keras="small:lenet"),
     *[_net(f"resnet_v1_{d}", f"resnet_v1_{d}", 224, "vgg", [f"resnet_v1_{d}/logits"], 1000,
-           f"{_SLIM}resnet_v1:resnet_v1_{d}", _RESNET_ARGS) for d in (50, 101, 152)],
+           f"{_SLIM}resnet_v1:resnet_v1_{d}", _RESNET_ARGS, keras="resnet:resnet")
+      for d in (50, 101, 152)],
     *[_net(f"resnet_v2_{d}", f"resnet_v2_{d}", 299, "inception", [f"resnet_v2_{d}/logits"],
-           1001, f"{_SLIM}resnet_v2:resnet_v2_{d}", _RESNET_ARGS) for d in (50, 101, 152)],
+           1001, f"{_SLIM}resnet_v2:resnet_v2_{d}", _RESNET_ARGS, keras="resnet:resnet")
+      for d in (50, 101, 152)],
     *[_net(f"vgg_{d}", f"vgg_{d}", 224, "vgg", [f"vgg_{d}/fc8"], 1000,
-           f"{_SLIM}vgg:vgg_{d}", _SLIM + "vgg:vgg_arg_scope") for d in (16, 19)],
+           f"{_SLIM}vgg:vgg_{d}", _SLIM + "vgg:vgg_arg_scope", keras="vgg:vgg")
+      for d in (16, 19)],
     # mobilenet v1/v2/v3
     *[_net(f"mobilenet_{v}{width}", f"Mobilenet{v.upper()}", 224, "inception",
            [f"Mobilenet{v.upper()}/Logits"], 1001,
            f"ckptkit.train.architectures.mobilenet_{v}:mobilenet_{v}{width}",
-           f"ckptkit.train.architectures.mobilenet_{v}:mobilenet_{v}_arg_scope")
+           f"ckptkit.train.architectures.mobilenet_{v}:mobilenet_{v}_arg_scope",
+           keras=f"mobilenet:mobilenet_{v}")
       for v, widths in (("v1", ("", "_075", "_050", "_025")),
                         ("v2", ("", "_140", "_130", "_075", "_050", "_035")),
                         ("v3", ("_large", "_small")))
@@ -95,18 +104,18 @@ NETS = {net.name: net for net in [
     # inception_v4, inception_resnet_v2, overfeat
     *[_net(name, scope, 299, "inception", [f"{scope}/Logits", f"{scope}/AuxLogits"], 1001,
            f"ckptkit.train.architectures.{name}:{name}",
-           f"ckptkit.train.architectures.{name}:{name}_arg_scope")
+           f"ckptkit.train.architectures.{name}:{name}_arg_scope", keras=f"inception_v4:{name}")
       for name, scope in (("inception_v4", "InceptionV4"),
                           ("inception_resnet_v2", "InceptionResnetV2"))],
     _net("overfeat", "overfeat", 231, "vgg", ["overfeat/fc8"], 1000,
          "ckptkit.train.architectures.overfeat:overfeat",
-         "ckptkit.train.architectures.overfeat:overfeat_arg_scope"),
+         "ckptkit.train.architectures.overfeat:overfeat_arg_scope", keras="vgg:overfeat"),
     # nasnet, pnasnet
     # no enclosing scope in their checkpoints (conv0/..., cell_0/..., final_layer/FC/...):
     # scope "", classifier scopes anchored at the top
     *[_net(f"{n}_mobile", "", 224, "inception", ["/final_layer", f"/aux_{aux}"], 1001,
            f"ckptkit.train.architectures.nasnet:{n}_mobile",
-           f"ckptkit.train.architectures.nasnet:{n}_mobile_arg_scope")
+           f"ckptkit.train.architectures.nasnet:{n}_mobile_arg_scope", keras=f"nasnet:{n}")
       for n, aux in (("nasnet", 7), ("pnasnet", 5))],
 ]}
 
