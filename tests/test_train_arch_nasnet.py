@@ -120,7 +120,9 @@ def built(nets):
             def build(*args, **kwargs):
                 graphs.append(real(*args, **kwargs))
                 return graphs[-1]
-            with mock.patch.object(nets, "build", build):
+            # built here, not read from the list an earlier test stored on disk
+            with mock.patch.object(nets, "build", build), \
+                    mock.patch.object(nets, "_stored", lambda *args: None):
                 variables = nets.model_variables(name, 1001 if head == "keep" else 5,
                                                  head=head, head_scope="Logits", hidden=())
             (logits, end_points), = graphs
