@@ -30,6 +30,7 @@ import socket
 import stat
 import sys
 import tempfile
+import time
 
 from .errors import CkptError, FormatError
 
@@ -153,12 +154,13 @@ def output_lock(path, wait=False):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            holder = _lock_holder(fd)
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
-            raise CkptError(f"{path} is being written by another ckptkit process (pid "
-                            f"{holder}); wait for it to finish, or write elsewhere") from None
+            who = f" (pid {holder})" if holder else ""
+            raise CkptError(f"{path} is being written by another ckptkit process{who}; "
+                            "wait for it to finish, or write elsewhere") from None
         try:   # the file may have been unlinked by its last holder between open and flock
             if os.fstat(fd).st_ino == os.stat(lock).st_ino:
                 break
@@ -173,6 +175,17 @@ def output_lock(path, wait=False):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(lock)
         os.close(fd)
+
+
+def _lock_holder(fd):
+    """The pid the lock's holder wrote, or "" when it has not yet written it: it takes the
+    lock first and writes its pid just after, so a loser may look in between."""
+    for _ in range(20):
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if holder:
+            return holder
+        time.sleep(0.005)
+    return ""
 
 
 def fsync_dir(folder):
