@@ -64,8 +64,9 @@ def table(rows, align=None):
     return list(map(str.rstrip, map(line.__mod__, map(tuple, rows))))
 
 
-def _label(v):
-    """Role (when not a model weight) and, for a partitioned variable, its slice layout."""
+def _label(v, source=None):
+    """Role (when not a model weight), for a partitioned variable its slice layout, and the
+    checkpoint tensor it came from (`<- name`) where the file says (a ported .keras)."""
     r = role(v.name)
     parts = [] if r == "model" else [r]
     if v.slices:
@@ -73,14 +74,25 @@ def _label(v):
             "[" + ",".join(":" if s == 0 and n == d else f"{s}:{s + n}"
                            for (s, n), d in zip(extents, v.shape)) + "]"
             for extents in v.slices))
+    if source:
+        parts.append(f"<- {source}")
     return "  ".join(parts)
 
 
 _TF2_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def tree(variables, depth=None):
-    """Variables grouped by scope, with tensor and parameter counts per scope.
+def header(reader):
+    """`inspect`'s first line: the path, its format and, for a ported .keras, its origin."""
+    origin = reader.origin
+    ported = f"; ported by ckptkit from {origin['checkpoint']} for {origin['net']}" \
+        if origin else ""
+    return f"{reader.path}  ({reader.format}{ported})"
+
+
+def tree(variables, depth=None, sources=None):
+    """Variables grouped by scope, with tensor and parameter counts per scope; `sources`
+    ({name: checkpoint tensor}) labels the tensors a ported .keras took from a checkpoint.
 
     Chains of scopes holding a single scope and no tensor are folded into one line
     (resnet_v1_50/block1/unit_1/bottleneck_v1/ reads better than four nested ones); a
@@ -96,6 +108,7 @@ def tree(variables, depth=None):
             node = node.setdefault(s + "/", {})
         node[leaf] = v
     rows = []
+    sources = sources or {}
 
     def leaves(node):
         for child in node.values():
@@ -148,15 +161,17 @@ def tree(variables, depth=None):
                 extra = folded.get(key + "/")
                 rows.append((indent + key, shape(child.shape), child.dtype,
                              number(child.size),
-                             "+ " + ", ".join(extra) if extra else _label(child)))
+                             "+ " + ", ".join(extra) if extra
+                             else _label(child, sources.get(child.name))))
 
     walk(root, "", 0)
     return table(rows, "lllrl")
 
 
-def flat(variables):
-    return table([(v.name, shape(v.shape), v.dtype, number(v.size), _label(v))
-                  for v in variables], "lllrl")
+def flat(variables, sources=None):
+    sources = sources or {}
+    return table([(v.name, shape(v.shape), v.dtype, number(v.size),
+                   _label(v, sources.get(v.name))) for v in variables], "lllrl")
 
 
 def summary(variables):
@@ -261,11 +276,18 @@ def plan_table(plan, verbose=False):
 # --- the reading commands --------------------------------------------------------------------
 
 def listing_json(reader, variables):
-    """`inspect --json` (DESIGN.md's contract); total_params counts model variables only."""
-    return {"path": reader.path, "format": reader.format,
-            "variables": [v.to_json() for v in variables],
-            "total_params": model_params(variables),
-            "total_bytes": sum(v.nbytes for v in variables)}
+    """`inspect --json` (DESIGN.md's contract); total_params counts model variables only. A
+    ported .keras adds "ported_from" ({"checkpoint", "net"}) and each weight's "source"."""
+    listed = [v.to_json() for v in variables]
+    for item in listed:
+        if item["name"] in reader.sources:
+            item["source"] = reader.sources[item["name"]]
+    out = {"path": reader.path, "format": reader.format, "variables": listed,
+           "total_params": model_params(variables),
+           "total_bytes": sum(v.nbytes for v in variables)}
+    if reader.origin:
+        out["ported_from"] = reader.origin
+    return out
 
 
 def tensor_json(var, value, stats):

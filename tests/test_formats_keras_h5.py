@@ -1,6 +1,14 @@
-"""Keras HDF5 reader against files written with h5py in each Keras layout, and the corpus."""
+"""Keras HDF5 reader against files written with h5py in each Keras layout, and the corpus;
+the checkpoint tensor of each weight of a .keras that `ckptkit port` wrote, against Keras'
+own save and with hostile metadata."""
+import importlib.util
+import json
 import mmap
+import os
 import re
+import stat
+import subprocess
+import sys
 import zipfile
 
 import h5py
@@ -11,6 +19,7 @@ import pytest
 from ckptkit import open_checkpoint
 from ckptkit.errors import CkptError, Corrupt, FormatError, Unsupported
 from ckptkit.formats.keras_h5 import KerasH5Reader
+from ckptkit.formats.keras_meta import snake_case
 
 rng = np.random.default_rng(5)
 LAYOUTS = {
@@ -342,3 +351,177 @@ def test_writer_refuses_names_hdf5_would_change_before_writing(tmp_path, name):
                                               "under another name in HDF5"):
             writer.begin([("w", (1,), "float32"), (name, (1,), "float32")])
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- what a ported .keras came from
+
+# a Conv2D and its BatchNormalization as Keras 3 stores them, as `ckptkit port` describes them
+PORT_DATASETS = {"layers/conv2d/vars/0": (3, 3, 1, 2), "layers/conv2d/vars/1": (2,),
+                 **{f"layers/batch_normalization/vars/{i}": (2,) for i in range(4)}}
+PORT_CONFIG = {"config": {"layers": [
+    {"class_name": "InputLayer", "config": {"name": "images"}},
+    {"class_name": "Conv2D", "config": {"name": "net-c1"}},
+    {"class_name": "BatchNormalization", "config": {"name": "net-c1-BatchNorm"}}]}}
+PORT_SOURCES = {"layers/conv2d/vars/0": ("net-c1/kernel", "net/c1/weights"),
+                "layers/conv2d/vars/1": ("net-c1/bias", "net/c1/biases"),
+                **{f"layers/batch_normalization/vars/{i}": (f"net-c1-BatchNorm/{v}",
+                                                            f"net/c1/BatchNorm/{v}")
+                   for i, v in enumerate(["gamma", "beta", "moving_mean", "moving_variance"])}}
+PORT_WEIGHTS = dict(PORT_SOURCES.values())
+ORIGIN = {"checkpoint": "/ckpts/model.ckpt", "net": "tiny"}
+
+
+def ported_keras(tmp_path, weights=PORT_WEIGHTS, config=PORT_CONFIG, metadata=None,
+                 compression=zipfile.ZIP_STORED, mode=0o600):
+    """A .keras as `ckptkit port` writes it; `metadata` (text) replaces metadata.json, `mode`
+    is its member's file mode (Keras writes permissions only)."""
+    write_h5(tmp_path / "w.h5", {name: np.full(shape, i, np.float32)
+                                 for i, (name, shape) in enumerate(PORT_DATASETS.items())})
+    documents = {"metadata.json": metadata or json.dumps(
+                     {"keras_version": "3.15.1", "ckptkit": {**ORIGIN, "weights": weights}}),
+                 "config.json": json.dumps(config)}
+    path = tmp_path / "ported.keras"
+    with zipfile.ZipFile(path, "w", compression) as zf:
+        for name, text in documents.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr, info.compress_type = \
+                (mode if name == "metadata.json" else 0o600) << 16, compression
+            zf.writestr(info, text)
+        zf.write(tmp_path / "w.h5", "model.weights.h5")
+    return path
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_a_ported_keras_names_each_weights_checkpoint_tensor(tmp_path, compression):
+    with open_checkpoint(ported_keras(tmp_path, compression=compression)) as reader:
+        assert reader.sources == {name: source for name, (_, source) in PORT_SOURCES.items()}
+        assert (reader.origin, reader.warnings) == (ORIGIN, [])
+        assert list(reader.variables) == sorted(PORT_DATASETS)
+        assert reader.read("layers/batch_normalization/vars/3").tolist() == [5.0, 5.0]
+
+
+def test_a_new_heads_weights_have_no_source(tmp_path):
+    weights = {**PORT_WEIGHTS, "net-c1/kernel": None, "net-c1/bias": None}
+    with open_checkpoint(ported_keras(tmp_path, weights)) as reader:
+        assert sorted(reader.sources) == [f"layers/batch_normalization/vars/{i}"
+                                          for i in range(4)]
+        assert reader.warnings == []
+
+
+@pytest.mark.parametrize("section", ["tiny", None], ids=["not-an-object", "absent"])
+def test_a_keras_ckptkit_did_not_port_says_nothing_of_sources(tmp_path, section):
+    metadata = json.dumps({"keras_version": "3.15.1"} if section is None else
+                          {"keras_version": "3.15.1", "ckptkit": section})
+    with open_checkpoint(ported_keras(tmp_path, metadata=metadata)) as reader:
+        assert (reader.sources, reader.origin, reader.warnings) == ({}, None, [])
+        assert list(reader.variables) == sorted(PORT_DATASETS)
+
+
+def _layers(*layers):
+    return {"config": {"layers": list(layers)}}
+
+
+NOT_A_MAPPING = "metadata.json's ckptkit weights are not a mapping of Keras weight paths to " \
+    "checkpoint tensor names"
+HOSTILE_METADATA = [   # (id, ported_keras arguments, the warning's middle, as a regex)
+    ("weights-a-list", dict(weights=list(PORT_WEIGHTS)), re.escape(NOT_A_MAPPING)),
+    ("a-number-for-a-tensor", dict(weights={**PORT_WEIGHTS, "net-c1/bias": 3}),
+     re.escape(NOT_A_MAPPING)),
+    ("an-empty-tensor-name", dict(weights={**PORT_WEIGHTS, "net-c1/bias": ""}),
+     re.escape(NOT_A_MAPPING)),
+    ("a-layer-it-lacks", dict(weights={**PORT_WEIGHTS, "net-c9/kernel": "net/c9/weights"}),
+     re.escape("metadata.json names 1 weight(s) the archive lacks (first 'net-c9/kernel')")),
+    ("a-variable-it-lacks", dict(weights={**PORT_WEIGHTS, "net-c1/extra": "net/c1/extra"}),
+     re.escape("metadata.json names 1 weight(s) the archive lacks (first 'net-c1/extra')")),
+    ("a-variable-left-out", dict(weights={k: v for k, v in PORT_WEIGHTS.items()
+                                          if k != "net-c1/bias"}),
+     re.escape("layer layers/conv2d holds 2 variables, metadata.json names 1")),
+    ("config-without-layers", dict(config={"config": {"layers": "all"}}),
+     re.escape("config.json does not list the model's layers")),
+    ("a-layer-without-a-name", dict(config=_layers({"class_name": "Conv2D", "config": {}})),
+     re.escape("config.json lists a layer without a class name or name")),
+    ("two-layers-of-one-name", dict(config=_layers(
+        *PORT_CONFIG["config"]["layers"], {"class_name": "Dense", "config": {"name": "net-c1"}})),
+     re.escape("config.json names two layers 'net-c1'")),
+    ("metadata-not-json", dict(metadata='{"ckptkit": '), r"metadata\.json is not JSON \(.+\)"),
+    ("metadata-nested-too-deep", dict(metadata="[" * 200_000),
+     r"metadata\.json is not JSON \(.+\)"),
+    ("metadata-a-symlink", dict(mode=stat.S_IFLNK | 0o777),
+     re.escape("metadata.json is not a regular file")),
+    ("metadata-over-8-MiB", dict(metadata=" " * (8 << 20) + "{}",
+                                 compression=zipfile.ZIP_DEFLATED),
+     re.escape(f"metadata.json holds {(8 << 20) + 2} bytes, over the 8 MiB ckptkit reads "
+               "of it")),
+]
+
+
+@pytest.mark.parametrize("case, kwargs, warning", HOSTILE_METADATA,
+                         ids=[row[0] for row in HOSTILE_METADATA])
+def test_hostile_port_metadata_is_set_aside_with_one_warning(tmp_path, case, kwargs, warning):
+    """Never trusted: a mapping that is not one, or that the archive contradicts, is set
+    aside in one line (an unreadable metadata.json takes the origin with it); the weights
+    list and read as always."""
+    path = ported_keras(tmp_path, **kwargs)
+    with open_checkpoint(path) as reader:
+        assert reader.sources == {}
+        assert reader.origin == (None if case.startswith("metadata-") else ORIGIN)
+        assert len(reader.warnings) == 1
+        assert re.fullmatch(re.escape(f"{path}: ") + warning + re.escape(
+            "; the checkpoint tensors of its weights are unknown"), reader.warnings[0])
+        assert list(reader.variables) == sorted(PORT_DATASETS)
+        assert reader.read("layers/conv2d/vars/1").tolist() == [1.0, 1.0]
+
+
+KERAS_SAVE = """
+import json, sys, numpy as np, keras
+from keras.src.utils.naming import to_snake_case
+images = keras.Input((4, 4, 3))
+x = keras.layers.Conv2D(2, 3, padding="same", name="c1")(images)
+x = keras.layers.BatchNormalization(name="c1-BN")(x)
+x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+x = keras.layers.SeparableConv2D(3, 3, padding="same", name="sep")(x)
+x = keras.layers.Conv2D(2, 1, use_bias=False, name="c2")(x)
+x = keras.layers.BatchNormalization(center=False, name="c2-BN")(x)
+inner = keras.Model(images, keras.layers.Dense(3, name="fc")(keras.layers.Flatten()(x)),
+                    name="inner")
+pixels = keras.Input((4, 4, 3), name="pixels")
+model = keras.Model(pixels, inner(keras.layers.Rescaling(0.5, name="pre")(pixels)))
+weights = {}
+for i, w in enumerate(model.weights):
+    w.assign(np.full(w.shape, i, "float32"))
+    weights[w.path] = f"ckpt/{i}"
+model.save(sys.argv[1])
+print(json.dumps({"weights": weights, "snake": {n: to_snake_case(n) for n in sys.argv[2:]}}))
+"""
+CLASS_NAMES = ["Conv2D", "BatchNormalization", "DepthwiseConv2D", "SeparableConv2D",
+               "ZeroPadding2D", "GlobalAveragePooling2D", "Dense", "InputLayer", "Functional",
+               "Sequential", "ReLU", "PReLU", "Conv2DTranspose", "LayerNormalization",
+               "ABCDef", "aBC"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("keras") is None, reason="needs Keras 3")
+def test_sources_match_what_keras_itself_saved(tmp_path):
+    """The oracle is Keras' own save (numpy backend, its own process): a nested model with
+    every kind of weighted layer a port makes, each weight filled with its index; every
+    dataset the reader names by a checkpoint tensor holds that tensor's index. Our snake case
+    of class names is Keras' too."""
+    path = tmp_path / "saved.keras"
+    done = subprocess.run([sys.executable, "-c", KERAS_SAVE, str(path), *CLASS_NAMES],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "KERAS_BACKEND": "numpy"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {name: snake_case(name) for name in CLASS_NAMES} == saved["snake"]
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(tmp_path / "p.keras", "w") as target:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "metadata.json":
+                data = json.dumps({**json.loads(data), "ckptkit": {
+                    **ORIGIN, "weights": saved["weights"]}}).encode()
+            target.writestr(info, data)
+    with open_checkpoint(tmp_path / "p.keras") as reader:
+        assert reader.warnings == []
+        assert sorted(reader.sources.values()) == sorted(saved["weights"].values())
+        for name, source in reader.sources.items():
+            value = reader.read(name)
+            assert value.size and (value == int(source.split("/")[1])).all(), (name, source)

@@ -36,9 +36,12 @@ class PrintOptions(click.ParamType):
 
 
 def note(reader, verbose=False):
-    """How the path resolved, when that needed a fallback (and always with --verbose)."""
+    """How the path resolved, when that needed a fallback (and always with --verbose), and
+    what the reader set aside."""
     if reader.note:
         click.echo(f"note: {reader.note}", err=True)
+    for line in reader.warnings:
+        click.echo(f"note: {line}", err=True)
     if verbose:
         click.echo(f"resolved {reader.format}: " + ", ".join(reader.files), err=True)
 
@@ -102,8 +105,9 @@ def inspect(path, flat, depth, pattern, no_optimizer, as_json, tensor, printopti
         if as_json:
             render.emit_json(render.listing_json(reader, chosen))
             return 0
-        click.echo(f"{reader.path}  ({reader.format})")
-        lines = render.flat(chosen) if flat else render.tree(chosen, depth)
+        click.echo(render.header(reader))
+        lines = render.flat(chosen, reader.sources) if flat else \
+            render.tree(chosen, depth, reader.sources)
         click.echo("\n".join(lines))
         click.echo(render.summary(chosen))
         if hidden:

@@ -2,6 +2,8 @@
 import click
 
 from .. import render
+from ..errors import CkptError
+from ..paths import open_checkpoint
 from ..surgery import CAST_TARGETS, run_surgery
 from .options import bundle
 
@@ -84,8 +86,13 @@ def surgery(path, output, shards, dry_run, as_json, overwrite, in_place, **ops):
 @click.command()
 @click.argument("path")
 @click.argument("output")
+@click.option("--names", type=click.Choice(["stored", "source"]), default="stored",
+              show_default=True,
+              help="source: name the weights of a .keras that `ckptkit port` wrote by the "
+                   "checkpoint tensors they came from (a new head's keep their names), so "
+                   "a ported model converts back to a slim checkpoint.")
 @_output_options
-def convert(path, output, shards, dry_run, as_json, overwrite, in_place):
+def convert(path, output, names, shards, dry_run, as_json, overwrite, in_place):
     """Convert a checkpoint to the format OUTPUT's extension names.
 
     .npz, .safetensors, .h5 (Keras-style weights), anything else (or a directory) a TF V2
@@ -96,6 +103,20 @@ def convert(path, output, shards, dry_run, as_json, overwrite, in_place):
     Examples:
       ckptkit convert model.ckpt model.safetensors
       ckptkit convert old_v1.ckpt new/ --shards 4
+      ckptkit convert ported.keras slim/ --names source
     """
+    renames = _source_names(path) if names == "source" else ()
     return _run(path, output, dry_run, as_json, shards=shards, overwrite=overwrite,
-                in_place=in_place)
+                in_place=in_place, renames=renames)
+
+
+def _source_names(path):
+    """Rename rules (stored name, checkpoint tensor) for the weights `path` says it took
+    from a checkpoint."""
+    with open_checkpoint(path) as reader:
+        if not reader.sources:
+            why = reader.warnings[0] if reader.warnings else \
+                f"{reader.path} does not say which checkpoint tensors its weights came from"
+            raise CkptError(f"--names source: {why} (only a .keras that `ckptkit port` "
+                            "wrote says so)")
+        return list(reader.sources.items())

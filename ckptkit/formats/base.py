@@ -13,7 +13,11 @@ class Reader:
     """A checkpoint opened for reading; values are read only when asked for, one at a time.
 
     Subclasses fill `variables` (name -> Variable, in name order), `files`, and implement
-    `read`; `problems` (for `verify`) lists what is corrupt or missing.
+    `read`; `problems` (for `verify`) lists what is corrupt or missing. Where the file says
+    what it was made from (a `.keras` that `ckptkit port` wrote), `origin` holds the
+    checkpoint and net ({"checkpoint": str, "net": str}) and `sources` maps tensor names to
+    the checkpoint tensors they came from; `warnings` says, one line each, what the reader
+    set aside as unusable.
     """
 
     format = ""
@@ -23,6 +27,9 @@ class Reader:
         self.files = []
         self.variables = {}
         self.note = ""
+        self.origin = None
+        self.sources = {}
+        self.warnings = []
 
     def __iter__(self):
         return iter(self.variables.values())

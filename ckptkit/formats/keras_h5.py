@@ -16,7 +16,9 @@ and `.weights.h5`, and the `model.weights.h5` inside a Keras 3 `.keras` zip.
   `optimizer/vars/<i>`, `vars/<i>` for the model's own; bfloat16 is stored as 2-byte opaque
   data with attr `dtype = "bfloat16"`.
 - Keras 3 `.keras`: a zip of `config.json`, `metadata.json` and `model.weights.h5`, which
-  Keras stores uncompressed: it is read in place.
+  Keras stores uncompressed: it is read in place. One that `ckptkit port` wrote says in its
+  metadata which checkpoint tensor each weight came from (keras_meta.py): the reader's
+  `sources` and `origin`.
 Notes: listing walks every dataset, so all layouts read alike. Scalars have shape (); string
 datasets have dtype `string`; a dataset with a null dataspace is listed but has no value.
 Contiguous numeric datasets are read as views of a memory map; chunked, compressed and compact
@@ -24,7 +26,9 @@ ones through h5py.
 Only the file's own bytes are read: HDF5 can point outside it (a dataset's external raw
 storage, a virtual dataset's source files, an external link), and such a file is refused
 when it is opened, naming the dataset or link. Of a `.keras` zip only `model.weights.h5` is
-read; a deflated one (Keras stores it) is inflated a piece at a time into an unnamed temp
+read, and its metadata.json and config.json (regular members of at most 8 MiB, parsed
+only for a ckptkit port; anything amiss there is a warning, the weights still list); a
+deflated weights member (Keras stores it) is inflated a piece at a time into an unnamed temp
 file that is mapped instead, unless it would inflate past base.check_expansion's bound.
 A dataset decoded rather than mapped (chunked, compressed, compact, or never written: HDF5
 reads unwritten chunks, and a contiguous dataset without storage, as the fill value) may
@@ -32,7 +36,9 @@ decode to at most that bound of its stored bytes, so a 1 KB file declaring a 4 T
 is refused, not allocated. Shapes numpy cannot make are listed but not read.
 """
 import io
+import json
 import mmap
+import stat
 import tempfile
 import zipfile
 from math import prod
@@ -43,9 +49,12 @@ from ..errors import CkptError, Corrupt, FormatError, NotFound, Unsupported
 from ..fileio import map_file, unmap
 from ..variable import Variable, numpy_dtype
 from .base import Reader, Writer, check_expansion, numpy_shape
+from .keras_meta import SET_ASIDE, port_record, port_section
 from .npz import ZIP_ERRORS, data_start, member_bytes
 
 WEIGHTS_MEMBER = "model.weights.h5"
+METADATA, CONFIG = "metadata.json", "config.json"
+_DOCUMENT_LIMIT = 8 << 20   # bytes of metadata.json or config.json parsed, at most
 # what h5py raises on damaged metadata or data
 _H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
 _DECODED = "HDF5 reads unwritten chunks as the fill value, or a decompression bomb? If the " \
@@ -66,9 +75,10 @@ class KerasH5Reader(Reader):
         # the HDF5 image is bytes start..start+size of `_map` (all of it for a plain .h5)
         self._start, self._size = 0, len(self._map)
         self._h5 = None
+        documents = None
         try:
             if self._map[:2] == b"PK":
-                self._open_member()
+                documents = self._open_member()
                 self._h5 = h5py.File(_Window(self._map, self._start, self._size), "r")
             else:
                 self._h5 = h5py.File(path, "r")
@@ -82,6 +92,10 @@ class KerasH5Reader(Reader):
             self._refuse_outside_links()   # after the walk, HDF5 caches grow less
             for name in sorted(datasets):
                 self.variables[name] = _variable(path, name, datasets[name])
+            if documents:
+                self.origin, self.sources, warnings = port_record(path, *documents,
+                                                                  self.variables)
+                self.warnings.extend(warnings)
         except _H5_ERRORS as e:
             self.close()
             raise FormatError(f"{path} is not a readable HDF5 file: {e}") from None
@@ -91,14 +105,18 @@ class KerasH5Reader(Reader):
 
     def _open_member(self):
         """Point the image at the .keras zip's weights member: in place when stored, else
-        inflated into an unnamed temp file (gone with the process) that is mapped instead."""
+        inflated into an unnamed temp file (gone with the process) that is mapped instead.
+        Returns (the metadata's "ckptkit" object, parsed config.json) for an archive ckptkit
+        ported, else None."""
         try:
             with zipfile.ZipFile(self.path) as zf:
                 info = zf.getinfo(WEIGHTS_MEMBER)
+                section = port_section(self._document(zf, METADATA))
+                documents = section and (section, self._document(zf, CONFIG))
             if info.compress_type == zipfile.ZIP_STORED:
                 self._start, self._size = data_start(self._map, info, self.path), \
                     info.file_size
-                return
+                return documents
             pieces = member_bytes(self._map, info, self.path, "a decompression bomb? If the "
                                   f"model is real, re-zip it with {WEIGHTS_MEMBER} stored, "
                                   "as Keras writes it")
@@ -113,11 +131,35 @@ class KerasH5Reader(Reader):
                                 f"file in {tempfile.gettempdir()}: {e.strerror or e}") from None
             unmap(self._map)
             self._map, self._start, self._size = image, 0, len(image)
+            return documents
         except KeyError:
             raise FormatError(f"{self.path} holds no {WEIGHTS_MEMBER} (a .keras file saved "
                               "with weights_format='npz', or not a Keras file)") from None
         except ZIP_ERRORS as e:
             raise FormatError(f"{self.path} is not a readable .keras (zip) file: {e}") from None
+
+    def _document(self, zf, name):
+        """Member `name` of the archive parsed as JSON; None when it is absent, and also (with
+        a warning) when it is not a regular file, is over _DOCUMENT_LIMIT or is not JSON."""
+        try:
+            info = zf.getinfo(name)
+        except KeyError:
+            return None
+        # Keras writes permission bits without a file type; a link or device has one
+        if info.is_dir() or stat.S_IFMT(info.external_attr >> 16) not in (0, stat.S_IFREG):
+            why = "is not a regular file"
+        elif info.file_size > _DOCUMENT_LIMIT:
+            why = f"holds {info.file_size} bytes, over the {_DOCUMENT_LIMIT >> 20} MiB " \
+                "ckptkit reads of it"
+        else:
+            try:
+                return json.loads(b"".join(member_bytes(self._map, info, self.path, "")))
+            except CkptError as e:
+                why = f"cannot be read ({e})"
+            except ZIP_ERRORS as e:   # JSON and UTF-8 errors are ValueErrors, deep nesting
+                why = f"is not JSON ({e})"   # a RecursionError (a RuntimeError)
+        self.warnings.append(f"{self.path}: {name} {why}; {SET_ASIDE}")
+        return None
 
     def _refuse_outside_links(self):
         """External (and user-defined) links lead into other files; visititems would also
