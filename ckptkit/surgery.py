@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from math import prod
 
 from .errors import CkptError, NotFound, PlanError
-from .fileio import STATE_FILE, is_one_of, output_lock, write_state
+from .fileio import STATE_FILE, is_one_of, new_output, output_lock, write_state
 from .formats.base import no_cyclic_gc
 from .formats.tf_v1 import SHARD_SUFFIX
 from .scopes import RenameRule, closest_scopes, compile_pattern, role
@@ -333,12 +333,10 @@ def output_target(out, reader, inputs=(), *, overwrite=False, in_place=False):
         if not (os.path.exists(out) and is_one_of(out, reader.files)):
             raise CkptError(f"--in-place replaces the input, and {out} is not {reader.path}")
         return Target(os.path.realpath(out), kind)
-    if os.path.exists(out):
-        if is_one_of(out, inputs):
-            hint = " (add --in-place to replace it)" if is_one_of(out, reader.files) else ""
-            raise CkptError(f"{out} is a file this edit reads; write elsewhere{hint}")
-        if not overwrite:
-            raise CkptError(f"{out} exists; add --overwrite to replace it")
+    if os.path.exists(out) and is_one_of(out, inputs):   # not new_output's: --in-place hint
+        hint = " (add --in-place to replace it)" if is_one_of(out, reader.files) else ""
+        raise CkptError(f"{out} is a file this edit reads; write elsewhere{hint}")
+    new_output(out, overwrite=overwrite)
     return Target(out, kind)
 
 

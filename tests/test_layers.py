@@ -141,8 +141,8 @@ def test_tf_import_finder(source, found):
 # --- the import graph ------------------------------------------------------------------------
 
 # DESIGN.md's layers, bottom first; a unit is a module or a package of ckptkit
-LAYERS = [("errors",), ("variable",), ("fileio",), ("scopes",), ("formats",), ("zoo",),
-          ("paths",), ("plan", "surgery", "checks", "render"), ("download", "legacy"),
+LAYERS = [("errors",), ("variable",), ("fileio",), ("scopes", "images"), ("formats",),
+          ("zoo",), ("paths",), ("plan", "surgery", "checks", "render"), ("download", "legacy"),
           ("port",), ("tfcompat",), ("train",), ("cli",)]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 

@@ -10,6 +10,7 @@ import pytest
 from ckptkit.errors import CkptError, NotFound
 from ckptkit.train.nets import Model
 from ckptkit.train.rundir import RunDir
+from helpers.models import save_random
 
 pytestmark = pytest.mark.tf
 LABELS = ["a", "b", "c"]
@@ -21,15 +22,7 @@ def make_train_dir(tf, path, model, seed=0, step=0, prefix=None):
     """Save a randomly initialised `model` as a train dir at `path`; returns the prefix."""
     run = RunDir(path)
     path.mkdir(parents=True, exist_ok=True)
-    record = model.record
-    with tf.Graph().as_default():
-        tf.set_random_seed(seed)
-        images = tf.placeholder(tf.float32, [None, record.image_size, record.image_size,
-                                             record.channels])
-        model.build(images, is_training=False)
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            saved = tf.train.Saver().save(sess, prefix or run.prefix, global_step=step)
+    saved = save_random(tf, model, prefix or run.prefix, seed, step=step)
     run.write_json("run.json", {"model": model.to_json()})
     run.write_labels(LABELS)
     return saved

@@ -29,8 +29,8 @@ import numpy as np
 from ..errors import CkptError, Corrupt, FormatError, NotFound
 from ..formats.protos import decode, message, repeated_array
 from ..formats.sstable import mask_crc
+from ..images import IMAGE_EXTENSIONS, is_image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 VAL_FOLDERS = ("val", "validation")
 LABELS_FILE = "labels.txt"
 ENCODED, LABEL = "image/encoded", "image/class/label"
@@ -158,8 +158,7 @@ def _read_folder(root):
     for label, name in enumerate(classes):
         folder = os.path.join(root, name)
         with os.scandir(folder) as entries:
-            images = sorted(e.name for e in entries if not e.name.startswith(".") and
-                            e.name.lower().endswith(IMAGE_EXTENSIONS) and e.is_file())
+            images = sorted(e.name for e in entries if is_image(e.name) and e.is_file())
         if not images:
             raise CkptError(f"class folder {folder!r} has no images "
                             f"({' '.join(IMAGE_EXTENSIONS)})")

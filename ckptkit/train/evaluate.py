@@ -34,7 +34,7 @@ def evaluate(train_dir, *, data_path=None, best=True, batch_size=64, device="aut
         _numbered(dataset.val or dataset.train, dataset.classes, labels)
     if split.kind == "tfrecord" and engine == "onnx":
         raise CkptError(f"{source}: TFRecord data is evaluated on TensorFlow (--engine tf)")
-    folder = None if split.kind == "tfrecord" else onnx_export(run, engine, best, log)
+    folder = None if split.kind == "tfrecord" else onnx_export(run, engine, checkpoint, log)
     if folder is not None:
         logits, truth = _onnx_logits(folder, split, batch_size, log)
     else:

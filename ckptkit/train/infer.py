@@ -18,7 +18,8 @@ import os
 import numpy as np
 
 from ..errors import CkptError
-from .data import IMAGE_EXTENSIONS, undecodable
+from ..images import IMAGE_EXTENSIONS, images_in
+from .data import undecodable
 from .devices import session_config
 from .rundir import RunDir
 
@@ -308,12 +309,7 @@ def image_files(args):
     paths = []
     for arg in args:
         if os.path.isdir(arg):
-            found = []
-            for folder, dirs, files in os.walk(arg):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                found += [os.path.join(folder, f) for f in files
-                          if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
-            found.sort()
+            found = images_in(arg)
             if not found:
                 raise CkptError(f"{arg}: no images ({' '.join(IMAGE_EXTENSIONS)})")
             paths += found

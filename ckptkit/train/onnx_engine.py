@@ -92,22 +92,24 @@ class OnnxClassifier(ImageClassifier):
 def open_classifier(train_dir, *, engine="auto", best=True, log=lambda line: None):
     """The classifier `predict` uses: onnxruntime on the train dir's ONNX export when
     onnx_export picks it, else the TF Classifier."""
-    folder = onnx_export(RunDir(train_dir), engine, best, log)
+    run = RunDir(train_dir)
+    checkpoint = checkpoint_of(run, best=best)
+    folder = onnx_export(run, engine, checkpoint, log)
     if folder is not None:
         return OnnxClassifier(folder)
-    return Classifier(train_dir, best=best)
+    return Classifier(train_dir, checkpoint=checkpoint)
 
 
-def onnx_export(run, engine="auto", best=True, log=lambda line: None):
+def onnx_export(run, engine, checkpoint, log=lambda line: None):
     """The ONNX export dir (the train dir's onnx/) to run `run` on, or None for TensorFlow:
-    engine "onnx" needs it (else a CkptError says why); "auto" takes it when it is of the
-    checkpoint the TF engine would restore and onnxruntime is installed, and else says why
-    through `log` (unless the run has no ONNX export at all)."""
+    engine "onnx" needs it (else a CkptError says why); "auto" takes it when it is of
+    `checkpoint` (the one the TF engine would restore) and onnxruntime is installed, and else
+    says why through `log` (unless the run has no ONNX export at all)."""
     if engine not in ENGINES:
         raise CkptError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "tf":
         return None
-    why = _onnx_unusable(run, best)
+    why = _onnx_unusable(run, checkpoint)
     if why is None:
         return run.file(RUN_ONNX)
     if engine == "onnx":
@@ -117,13 +119,12 @@ def onnx_export(run, engine="auto", best=True, log=lambda line: None):
     return None
 
 
-def _onnx_unusable(run, best):
+def _onnx_unusable(run, checkpoint):
     """Why the ONNX engine cannot classify for `run` (None: it can)."""
     folder = run.file(RUN_ONNX)
     if not os.path.isdir(folder):
         return (f"no ONNX export (make one with `ckptkit export --train-dir {run.path} -o DIR "
                 "--format onnx`)")
-    checkpoint = checkpoint_of(run, best=best)
     try:
         exported = read_export(folder)["checkpoint"]
         runtime()
