@@ -99,10 +99,13 @@ class SurgeryPlan:
 
 def plan_surgery(variables, *, other=(), prefer=None, use_moving_averages=False,
                  strip_optimizer=False, keep_ema=False, drop=(), keep=(), strip_prefix=None,
-                 renames=(), add_prefix=None, set_values=None, slice_classes=(), cast=()):
+                 names=None, renames=(), add_prefix=None, set_values=None, slice_classes=(),
+                 cast=()):
     """The SurgeryPlan for the input's `variables` (Variables, any order) and the operations
-    (see the module docstring); `other` are the --merge checkpoint's variables, `set_values`
-    maps output names to (npy path, shape, dtype). Raises PlanError on anything ambiguous."""
+    (see the module docstring); `other` are the --merge checkpoint's variables, `names` maps
+    input names to new ones exactly (one lookup per tensor, before the rename rules: a
+    ported model's thousand weights are no thousand rules), `set_values` maps output names
+    to (npy path, shape, dtype). Raises PlanError on anything ambiguous."""
     entries = {v.name: Entry(v.name, v, "input", v.shape, v.dtype) for v in variables}
     dropped = []
 
@@ -147,6 +150,11 @@ def plan_surgery(variables, *, other=(), prefer=None, use_moving_averages=False,
         for name in [n for n in entries if not any(p.matches(n) for p in patterns)]:
             drop_entry(name, "not in --keep")
 
+    for e in entries.values():
+        new = (names or {}).get(e.var.name)
+        if new is not None and new != e.name:
+            e.name = new
+            e.notes.append("renamed")
     rules = ([f"{strip_prefix.strip('/')}/=" if strip_prefix else None]
              + list(renames) + [f"={add_prefix.strip('/')}" if add_prefix else None])
     for text in filter(None, rules):
@@ -224,6 +232,16 @@ def _apply_rule(entries, text):
         close = closest_scopes(rule.old, names) if names and rule.old else []
         hint = f"; closest: {', '.join(close)}" if close else ""
         raise PlanError(f"rename {rule.text!r} matches no tensor{hint}")
+
+
+def _source_names(reader):
+    """{tensor: the checkpoint tensor it came from} of a ported `.keras` (reader.sources)."""
+    if not reader.sources:
+        why = reader.warnings[0] if reader.warnings else \
+            f"{reader.path} does not say which checkpoint tensors its weights came from"
+        raise CkptError(f"--names source: {why} (only a .keras that `ckptkit port` wrote "
+                        "says so)")
+    return reader.sources
 
 
 def _split_spec(spec):
@@ -363,11 +381,14 @@ class Result:
     files: list = field(default_factory=list)
 
 
-def run_surgery(in_path, out_path, *, merge=None, set_values=(), shards=1, dry_run=False,
-                overwrite=False, in_place=False, progress=None, **ops):
+def run_surgery(in_path, out_path, *, merge=None, set_values=(), source_names=False,
+                shards=1, dry_run=False, overwrite=False, in_place=False, progress=None,
+                **ops):
     """Plan and (unless dry_run) write the edited checkpoint; returns a Result.
 
-    `set_values` are NAME=file.npy texts; `ops` are plan_surgery's keyword arguments. No input
+    `set_values` are NAME=file.npy texts; source_names=True names each tensor of a `.keras`
+    that `ckptkit port` wrote by the checkpoint tensor it came from (a new head's keep
+    theirs); `ops` are plan_surgery's keyword arguments. No input
     is ever written to (output_target says when one may be replaced, and how), one writer
     at a time writes an output (fileio.output_lock), and the output appears only once
     complete."""
@@ -379,6 +400,8 @@ def run_surgery(in_path, out_path, *, merge=None, set_values=(), shards=1, dry_r
             if merge:
                 readers["other"] = open_checkpoint(merge)
             values = _npy_specs(set_values)
+            if source_names:
+                ops["names"] = _source_names(readers["input"])
             plan = plan_surgery(list(readers["input"]),
                                 other=list(readers["other"]) if merge else (),
                                 set_values=values, **ops)

@@ -2,8 +2,6 @@
 import click
 
 from .. import render
-from ..errors import CkptError
-from ..paths import open_checkpoint
 from ..surgery import CAST_TARGETS, run_surgery
 from .options import bundle
 
@@ -105,18 +103,5 @@ def convert(path, output, names, shards, dry_run, as_json, overwrite, in_place):
       ckptkit convert old_v1.ckpt new/ --shards 4
       ckptkit convert ported.keras slim/ --names source
     """
-    renames = _source_names(path) if names == "source" else ()
     return _run(path, output, dry_run, as_json, shards=shards, overwrite=overwrite,
-                in_place=in_place, renames=renames)
-
-
-def _source_names(path):
-    """Rename rules (stored name, checkpoint tensor) for the weights `path` says it took
-    from a checkpoint."""
-    with open_checkpoint(path) as reader:
-        if not reader.sources:
-            why = reader.warnings[0] if reader.warnings else \
-                f"{reader.path} does not say which checkpoint tensors its weights came from"
-            raise CkptError(f"--names source: {why} (only a .keras that `ckptkit port` "
-                            "wrote says so)")
-        return list(reader.sources.items())
+                in_place=in_place, source_names=names == "source")
