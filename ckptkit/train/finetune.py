@@ -29,9 +29,10 @@ How a run goes
 - Ctrl-C / SIGTERM: the current step finishes, a checkpoint is saved, the run returns with
   stopped=True; the same command resumes it.
 - features mode: the backbone runs once over the data (feature cache, features.py) and the
-  head trains on the cached arrays in a graph of the head alone, the backbone's variables
-  declared and restored by the plan, so the checkpoints it saves are whole models for eval,
-  predict and export; they are written at the end, not after every epoch (loop.Checkpoints).
+  head trains on the cached arrays in a graph of the head alone; the checkpoints it saves are
+  still whole models for eval, predict and export, the backbone's tensors copied into them
+  from the checkpoint (trainers.FeatureTrainer); they are written at the end, not after every
+  epoch (loop.Checkpoints).
 """
 import dataclasses
 import os
@@ -157,6 +158,8 @@ def _train(s, run, model, dataset, note, resuming, restart, log, progress, on_ep
     session_config(s.device, s.gpus)        # the check that needs TF (--gpus)
     run_stages = stages(s, model)
     plans = [_plan(s, stage, model) for stage in run_stages]    # errors first
+    if s.mode == "features":
+        _check_backbone_restored(plans[0], model)
     if note:
         log(note)
     for line in plans[0].notes:                 # how the checkpoint resolved, the head
@@ -199,6 +202,19 @@ def _plan(s, stage, model):
                            model_shapes={m.name: m.shape for m in model_vars})
     return plan_model(s.checkpoint, model, dataclasses.replace(
         s.restore, train=stage.train, train_from=stage.train_from))
+
+
+def _check_backbone_restored(plan, model):
+    """features mode trains on what the checkpoint's backbone computes and copies that
+    backbone into its checkpoints: every backbone variable must come from the checkpoint."""
+    head = tuple(scope + "/" for scope in model.head_scopes)
+    restored = {r.model for r in plan.restore}
+    fresh = [m.name for m in model.variables()
+             if not m.name.startswith(head) and m.name not in restored]
+    if fresh:
+        raise CkptError(f"--mode features needs the whole backbone from the checkpoint; the "
+                        f"plan leaves {len(fresh)} of its variables fresh (first: {fresh[0]}): "
+                        "use --mode head or finetune, or a checkpoint that holds them")
 
 
 def _run_json(s, model, dataset):

@@ -4,13 +4,16 @@ starts from, best/, early stopping, and Ctrl-C / SIGTERM, which let the step in 
 finish, save a checkpoint and return stopped (the same command resumes).
 """
 import contextlib
+import glob
 import math
 import os
 import re
 import signal
 import time
 
-from ..fileio import link_or_copy, write_state
+from ..fileio import STATE_FILE, link_or_copy, write_atomic, write_state
+from ..formats.tf_v2_write import TFV2Writer
+from ..legacy import CheckpointState
 from ..paths import open_checkpoint
 from ..tfcompat import tf
 from .devices import session_config, strategy
@@ -41,7 +44,7 @@ def train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch, ar
         else:
             trainer = ImageTrainer(s, stage, model, dataset, plan, steps_per_epoch,
                                    strategy(s.device, s.gpus, s.devices))
-        checkpoints = Checkpoints(s, stage, run, trainer.fixed)
+        checkpoints = Checkpoints(s, stage, run, trainer)
         init = tf.group(tf.global_variables_initializer(), tf.local_variables_initializer())
     with tf.Session(graph=graph, config=session_config(s.device, s.gpus)) as sess:
         sess.run(init)
@@ -51,8 +54,12 @@ def train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch, ar
             seconds = None
         else:
             if s.checkpoint:
-                count = apply_plan(sess, plan, s.checkpoint)
-                log(f"restored {count} variables from {s.checkpoint}")
+                copied = {r.model for r in trainer.copied}
+                count = apply_plan(sess, plan, s.checkpoint,
+                                   [r for r in plan.restore if r.model not in copied])
+                also = f" (the backbone's {len(copied)} copied into each checkpoint as " \
+                    "stored)" if copied else ""
+                log(f"restored {count + len(copied)} variables from {s.checkpoint}{also}")
             run.write_json(PLAN, plan.to_json())
             seconds = time.perf_counter() - started
         checkpoints.sess = sess
@@ -79,29 +86,35 @@ class Checkpoints:
     seconds pass; and when the stage ends or stops (a signal, early stopping, an on_epoch hook
     raising). A killed run loses at most --save-every seconds: a resume drops the metrics of
     the epochs after its checkpoint and trains them again, in the same order.
-    Features mode saves no epoch's end: an epoch on cached features takes milliseconds while
-    every save rewrites the whole backbone, so the best epoch's changing variables (all but
-    the declared backbone) are kept in memory, and both are written when the stage ends or
-    stops and every --save-every seconds."""
 
-    def __init__(self, s, stage, run, fixed):
+    Features mode saves no epoch's end: an epoch on cached features takes milliseconds, so
+    the best epoch's variables (the head's, the step, the optimizer's) are kept in memory,
+    and both are written when the stage ends or stops and every --save-every seconds; best/
+    links the rolling checkpoint when the best epoch is the last. Its checkpoints are whole
+    models written without TF's Saver (_write): the graph's variables as fetched, and the
+    backbone tensors the plan restores (FeatureTrainer.copied) copied as stored from the
+    checkpoint under their model names; the state file is the one TF's Saver would write
+    (the --keep newest of this stage, older ones' files removed after it). Its graph is the
+    head alone: no .meta, which would be no model to import."""
+
+    def __init__(self, s, stage, run, trainer):
         self.s, self.run_dir, self.sess = s, run, None
-        self.saver = tf.train.Saver(max_to_keep=s.keep, save_relative_paths=True)
-        # the same save ops (no second set to build), keeping one checkpoint
-        best = tf.train.SaverDef()
-        best.CopyFrom(self.saver.as_saver_def())
-        best.max_to_keep = 1
-        self.best_saver = tf.train.Saver(saver_def=best, save_relative_paths=True)
         self.deferred = stage.mode == "features"
-        # features mode's graph is the head alone: its .meta would be no model to import
-        self.meta = not self.deferred
-        fixed = {v.op.name for v in fixed}
-        self.changing = [v for v in tf.global_variables() if v.op.name not in fixed]
+        self.copied = trainer.copied
+        if self.deferred:
+            self.variables = tf.global_variables()      # the head's, the step, the slots
+            self.kept, self.started = [], time.time()     # (name, time); what the Saver keeps
+        else:
+            self.saver = tf.train.Saver(max_to_keep=s.keep, save_relative_paths=True)
         self.best, self.saved_step, self.saved_at = None, None, time.monotonic()
 
     def save(self, step):
-        self.saver.save(self.sess, self.run_dir.prefix, global_step=step,
-                        write_meta_graph=self.meta)
+        if self.deferred:
+            name = self._name(step)
+            self._write(self.run_dir.file(name), self._values(self.sess.run(self.variables)))
+            self._point_rolling(name)
+        else:
+            self.saver.save(self.sess, self.run_dir.prefix, global_step=step)
         self.saved_step, self.saved_at = step, time.monotonic()
 
     def due(self):
@@ -115,7 +128,7 @@ class Checkpoints:
                 self._link_best(step)
             return
         if improved:
-            self.best = step, self.sess.run(self.changing)
+            self.best = step, self.sess.run(self.variables)
         if self.due():
             self.flush(step)
 
@@ -123,36 +136,70 @@ class Checkpoints:
         """Write what is not on disk yet: the rolling checkpoint of `step`, a deferred best."""
         if self.saved_step != step:
             self.save(step)
-        if self.best is not None:
-            best_step, values = self.best
-            now = self.sess.run(self.changing)
-            self._load(values)
-            self._save_best(best_step)
-            self._load(now)
-            self.best = None
+        if self.best is None:
+            return
+        best_step, values = self.best
+        self.best = None
+        if best_step == step:
+            self._link_best(step)
+            return
+        name = self._name(best_step)
+        self._write(os.path.join(self.run_dir.file(BEST), name), self._values(values))
+        self._point_best(name)
 
-    def _save_best(self, step):
-        self.best_saver.save(self.sess, self.run_dir.file(f"{BEST}/model.ckpt"),
-                             global_step=step, write_meta_graph=self.meta)
+    def _name(self, step):
+        return f"{os.path.basename(self.run_dir.prefix)}-{step}"
+
+    def _values(self, values):
+        return {v.op.name: value for v, value in zip(self.variables, values)}
+
+    def _write(self, prefix, values):
+        """The V2 checkpoint `prefix` of `values` ({name: array}) and the copied backbone: each
+        tensor's stored bytes (crc32c checked) where the checkpoint is a V2 bundle, else its
+        decoded value (with the plan's label offset)."""
+        with TFV2Writer(prefix) as writer:
+            if self.copied:
+                with open_checkpoint(self.s.checkpoint) as reader:
+                    for r in self.copied:
+                        if r.offset or not writer.copy(reader, reader.variable(r.ckpt),
+                                                       r.model):
+                            value = reader.read(r.ckpt)
+                            writer.add(r.model, value[..., r.offset:] if r.offset else value)
+            for name, value in values.items():
+                writer.add(name, value)
+            writer.commit()
+
+    def _point_rolling(self, name):
+        """The state file pointed at rolling checkpoint `name` as TF's Saver writes it (the
+        --keep newest this stage wrote, their times, the stage's start), then the files of
+        the one that fell out removed."""
+        self.kept = [k for k in self.kept if k[0] != name] + [(name, time.time())]
+        dropped, self.kept = self.kept[:-self.s.keep], self.kept[-self.s.keep:]
+        write_atomic(self.run_dir.file(STATE_FILE), str(CheckpointState(
+            name, [n for n, _ in self.kept], [t for _, t in self.kept], self.started)))
+        for old, _ in dropped:
+            for file in glob.glob(glob.escape(self.run_dir.file(old)) + ".*"):
+                os.remove(file)
 
     def _link_best(self, step):
-        """best/ as the rolling checkpoint of `step`: its files linked in, the state file
-        pointed at them (atomically), then the previous best's files removed."""
-        name = f"{os.path.basename(self.run_dir.prefix)}-{step}"
+        """best/ as the rolling checkpoint of `step`: its files linked in, then _point_best."""
+        name = self._name(step)
         best = self.run_dir.file(BEST)
         os.makedirs(best, exist_ok=True)
-        ours = re.compile(re.escape(os.path.basename(self.run_dir.prefix)) + r"-\d+\.")
         for file in os.listdir(self.run_dir.path):
             if file.startswith(name + "."):
                 link_or_copy(self.run_dir.file(file), os.path.join(best, file))
+        self._point_best(name)
+
+    def _point_best(self, name):
+        """best/'s state file pointed at its checkpoint `name` (atomically), then the previous
+        best's files removed."""
+        best = self.run_dir.file(BEST)
         write_state(best, name, keep_listed=False)
+        ours = re.compile(re.escape(os.path.basename(self.run_dir.prefix)) + r"-\d+\.")
         for file in os.listdir(best):
             if ours.match(file) and not file.startswith(name + "."):
                 os.remove(os.path.join(best, file))
-
-    def _load(self, values):
-        for var, value in zip(self.changing, values):
-            var.load(value, self.sess)
 
 
 class Loop:

@@ -33,21 +33,26 @@ def classifier_scopes(checkpoint, model):
     return model.record.classifier_scopes
 
 
-def apply_plan(session, plan, checkpoint):
+def apply_plan(session, plan, checkpoint, entries=None):
     """Restore the planned variables of the session's graph from `checkpoint` (any format
-    ckptkit reads) in one session run; each tensor is read once.
+    ckptkit reads) in one session run; each tensor is read once. `entries`: those of the
+    plan's restore entries to apply (default: all; features mode copies the backbone's into
+    its checkpoints instead of building it).
 
     A variable is set by feeding its own initializer's value (what TF1's Variable.load does),
     so restoring adds no ops to the graph; variables whose initializer is not one assignment
     (tf.distribute mirrors) get a placeholder and an assign op.
     Returns the number of variables restored.
     """
+    entries = plan.restore if entries is None else entries
+    if not entries:
+        return 0
     graph = session.graph
     by_name = {v.op.name: v for v in graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)}
     feeds, fetches = {}, []
     with open_checkpoint(checkpoint) as reader:
         values = {}
-        for item in plan.restore:
+        for item in entries:
             var = by_name.get(item.model)
             if var is None:
                 raise PlanError(f"the plan restores {item.model!r}, which this graph does not "

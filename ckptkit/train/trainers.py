@@ -2,8 +2,8 @@
 the validation pass. ImageTrainer trains on decoded images through tf.data (data-parallel
 under a tf.distribute strategy); FeatureTrainer trains the new head alone on cached backbone
 features (features mode). Both give the epoch loop (loop.py) one interface: train_epoch(sess,
-epoch, skip), evaluate(sess), `step` (the global step) and `fixed` (variables that never
-change, which deferred checkpoints need not keep in memory).
+epoch, skip), evaluate(sess), `step` (the global step) and `copied` (the plan's restore
+entries of model variables not in the graph, which checkpoints copy from the checkpoint).
 
 `loss` in the metrics is the cross-entropy (what val_loss also measures); the objective
 minimised adds the net's weight-decay terms of the trained variables.
@@ -101,7 +101,7 @@ class ImageTrainer:
     tf.distribute strategy, data-parallel over its devices (each replica takes its share of
     every batch, gradients are summed across replicas)."""
 
-    fixed = ()
+    copied = ()
 
     def __init__(self, s, stage, model, dataset, plan, steps_per_epoch, strategy=None):
         record = model.record
@@ -180,14 +180,16 @@ def _accumulate(sess, ops, steps, feeds=()):
 
 class FeatureTrainer:
     """Trains the head on cached backbone features (features mode) in a graph of the head
-    alone: the backbone's variables are declared, not built, so checkpoints hold the whole
-    model (restored by the plan, never trained) for eval, predict and export."""
+    alone; its checkpoints still hold the whole model, for eval, predict and export: nothing
+    of the backbone is in the graph, and each checkpoint copies the backbone's tensors from
+    the checkpoint (`copied`, loop.Checkpoints), the values the features were made with
+    (finetune refuses a features run whose plan leaves a backbone variable fresh)."""
 
     def __init__(self, s, stage, model, plan, steps_per_epoch, arrays, model_vars):
         self.s, self.arrays, self.batch_size = s, arrays, s.batch_size
         head = tuple(scope + "/" for scope in model.head_scopes)
-        self.fixed = [tf.Variable(tf.zeros(m.shape, m.dtype), trainable=False, name=m.name)
-                      for m in model_vars if not m.name.startswith(head)]
+        by_model = {r.model: r for r in plan.restore}
+        self.copied = [by_model[m.name] for m in model_vars if not m.name.startswith(head)]
         self.x = tf.placeholder(tf.float32, [None, *arrays["train_x"].shape[1:]], "features")
         self.y = tf.placeholder(tf.int64, [None], "labels")
         logits = model.head(self.x, is_training=True)
