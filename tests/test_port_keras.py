@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.images import digits_folder
 from helpers.port import random_checkpoint
 
 pytestmark = pytest.mark.tf
@@ -180,21 +181,23 @@ BREAKS = {
 BROKEN = """
 import json, sys, numpy as np, keras
 import ckptkit.port.layers, ckptkit.port.nets.resnet
+from ckptkit.paths import open_checkpoint
 from ckptkit.plan import RestoreOptions
 from ckptkit.port.certificate import certify, oracle_outputs
 from ckptkit.port.keras import port_keras
 checkpoint, photos, options = sys.argv[1], [sys.argv[2]], RestoreOptions()
-oracle = oracle_outputs(port_keras(checkpoint, "resnet_v1_50", options), checkpoint, options,
-                        photos)
 first = {}
-for kind, (before, after) in json.loads(sys.argv[3]).items():
-    saved = ckptkit.port.nets.resnet.EPSILON, ckptkit.port.layers.Slim.max_pool
-    exec(before)
-    ported = port_keras(checkpoint, "resnet_v1_50", options)
-    exec(after)
-    ckptkit.port.nets.resnet.EPSILON, ckptkit.port.layers.Slim.max_pool = saved
-    report = certify(ported, checkpoint, options, photos, oracle=oracle)
-    first[kind] = None if report["passed"] else report["first_divergence"]
+with open_checkpoint(checkpoint) as reader:
+    oracle = oracle_outputs(port_keras(reader, "resnet_v1_50", options), checkpoint, options,
+                            photos)
+    for kind, (before, after) in json.loads(sys.argv[3]).items():
+        saved = ckptkit.port.nets.resnet.EPSILON, ckptkit.port.layers.Slim.max_pool
+        exec(before)
+        ported = port_keras(reader, "resnet_v1_50", options)
+        exec(after)
+        ckptkit.port.nets.resnet.EPSILON, ckptkit.port.layers.Slim.max_pool = saved
+        report = certify(ported, checkpoint, options, photos, oracle=oracle)
+        first[kind] = None if report["passed"] else report["first_divergence"]
 print(json.dumps(first))
 """
 
@@ -316,3 +319,106 @@ def test_include_preprocessing_takes_uint8(checkpoints, tmp_path, net, scale, of
     assert got["dtype"] == "uint8"
     np.testing.assert_allclose(got["logits"], expected["logits"], rtol=1e-5,
                                atol=1e-5 * np.abs(expected["logits"]).max())
+
+
+# net -> (image size, colour, the last end point before the new head that TF names)
+RUNS = {"lenet": (32, False, "fc3"), "resnet_v1_50": (64, True, "resnet_v1_50/block4")}
+
+
+@pytest.fixture(scope="module")
+def finetuned(tf, tmp_path_factory):
+    """net -> (train dir, data folder) of a real `ckptkit finetune` run of `net` (RUNS) on
+    digits 5-7 (8 training and 4 validation PNGs each), one epoch from scratch, with a new
+    head in scope "Head" holding a hidden layer and dropout."""
+    from ckptkit.train.finetune import finetune
+    from ckptkit.train.settings import Settings
+
+    made = {}
+
+    def get(net):
+        if net not in made:
+            size, rgb, _ = RUNS[net]
+            root = tmp_path_factory.mktemp(f"finetuned_{net}")
+            digits_folder(root / "digits" / "train", range(5, 8), 8, size=size, rgb=rgb)
+            digits_folder(root / "digits" / "val", range(5, 8), 4, offset=8, size=size,
+                          rgb=rgb)
+            finetune(Settings(net=net, data=str(root / "digits"), train_dir=str(root / "run"),
+                              epochs=1, image_size=size, hidden=(16,), dropout=0.5,
+                              head_scope="Head", batch_size=8, optimizer="adam", lr=1e-3,
+                              augment=False))
+            made[net] = root / "run", root / "digits"
+        return made[net]
+    return get
+
+
+@pytest.mark.parametrize("net", sorted(RUNS))
+def test_a_finetune_run_ports_with_its_head(tf, finetuned, tmp_path, net):
+    """`port TRAIN_DIR`: the run's net, image size and head from run.json, certified end
+    point by end point and on the logits; the Keras logits are those `predict`'s TensorFlow
+    classifier gives for the same images; the class names are in the metadata."""
+    from PIL import Image
+
+    from ckptkit.train.infer import Classifier
+    from ckptkit.train.oracle import preprocessed
+    from ckptkit.train.rundir import RunDir
+
+    (run_dir, data), (size, rgb, features) = finetuned(net), RUNS[net]
+    out = tmp_path / "run.keras"
+    done = run("port", run_dir, "-o", out, "--check", data / "val", check=True)
+    assert f"wrote {out}: {net}, 3 classes" in done.stdout
+    report = certificate(out)
+    assert report["passed"] and report["logits"]["pass"] and report["top1_agreement"] == 1.0
+    assert report["inputs"] == [12, size, size, 3 if rgb else 1]
+    names = [f["name"] for f in report["end_points"]]
+    assert len(names) >= 4 and names[-2:] == [features, "PreLogits"]
+    with zipfile.ZipFile(out) as archive:
+        meta = json.loads(archive.read("metadata.json"))["ckptkit"]
+    assert (meta["class_names"], meta["num_classes"], meta["image_size"], meta["new_head"]) \
+        == (["5", "6", "7"], 3, size, False)
+    assert meta["run_model"]["head_scope"] == "Head" and meta["run_model"]["hidden"] == [16]
+    assert None not in meta["weights"].values()
+    assert {k: v for k, v in meta["weights"].items() if k.startswith("Head")} == {
+        "Head-hidden_1/kernel": "Head/hidden_1/weights",
+        "Head-hidden_1/bias": "Head/hidden_1/biases",
+        "Head/kernel": "Head/weights", "Head/bias": "Head/biases"}
+    files = sorted((data / "val").rglob("*.png"))
+    pixels = [np.asarray(Image.open(f)) for f in files]
+    pixels = [p if rgb else p[..., None] for p in pixels]
+    with Classifier(run_dir, best=False) as classifier:
+        expected = classifier.probabilities(np.stack(pixels), output="logits")
+    np.save(tmp_path / "x.npy", preprocessed(RunDir(run_dir).model().record, pixels))
+    got = np.array(python(LOAD, out, tmp_path / "x.npy"))
+    assert np.abs(got - expected).max() <= 1e-4 * max(np.abs(expected).max(), 1.0)
+    assert (got.argmax(-1) == expected.argmax(-1)).all()
+
+
+def test_a_run_port_takes_best_and_refuses_what_contradicts_the_run(finetuned, tmp_path):
+    """TRAIN_DIR/best ports the best checkpoint; --net or --num-classes against run.json,
+    and a run of the user's own net, are one-line errors."""
+    from ckptkit.train.rundir import RunDir
+
+    run_dir, _ = finetuned("lenet")
+    done = run("port", run_dir / "best", "-o", tmp_path / "best.keras", "--no-check",
+               check=True)
+    assert "lenet, 3 classes" in done.stdout
+    user = tmp_path / "user"
+    user.mkdir()
+    prefix = Path(RunDir(run_dir).latest_checkpoint())
+    for f in prefix.parent.glob(prefix.name + ".*"):
+        (user / f.name).write_bytes(f.read_bytes())
+    (user / "run.json").write_text(json.dumps(
+        {"model": {"net": f"{tmp_path}/mynet.py:net", "num_classes": 3}}))
+    (user / "labels.txt").write_text("0:a\n1:b\n2:c\n")
+    cases = [
+        (run_dir, ["--net", "cifarnet"],
+         f"--net cifarnet: {run_dir} trains lenet (its run.json); leave --net out"),
+        (run_dir, ["--num-classes", "4"],
+         f"{run_dir} trains 3 classes (its run.json); leave --num-classes out"),
+        (user / prefix.name, [], f"{user} trains your own net {tmp_path}/mynet.py:net, "
+                                 "which has no Keras builder: only the zoo's nets port"),
+    ]
+    for source, args, message in cases:
+        done = run("port", source, "-o", tmp_path / "n.keras", *args, "--no-check")
+        assert (done.returncode, done.stdout, done.stderr) == (
+            2, "", f"ckptkit: error: {message}\n")
+    assert not (tmp_path / "n.keras").exists()

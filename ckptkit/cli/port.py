@@ -16,8 +16,9 @@ TARGETS = ("keras", "torch")
 
 @click.command()
 @click.argument("checkpoint")
-@click.option("--net", required=True, metavar="NAME", callback=lambda c, p, v: net_name(v),
-              help="The net the checkpoint holds (a zoo name).")
+@click.option("--net", metavar="NAME", callback=lambda c, p, v: net_name(v),
+              help="The net the checkpoint holds (a zoo name) [default: a train dir's, from "
+                   "its run.json].")
 @click.option("--to", "target", type=click.Choice(TARGETS), default="keras", show_default=True)
 @click.option("-o", "--output", required=True, metavar="OUT.keras")
 @click.option("--num-classes", type=click.IntRange(1),
@@ -42,6 +43,10 @@ def port(checkpoint, net, target, output, num_classes, keep_head, drop_backgroun
          include_preprocessing, check, no_check, backend, overwrite, **restore):
     """Port a tf_slim checkpoint to a Keras 3 model that runs on TensorFlow, JAX or PyTorch.
 
+    CHECKPOINT may be a `ckptkit finetune` train dir (its latest checkpoint), its best/ or a
+    checkpoint in it: the model is then the run's (its net, image size and head, from
+    run.json), its class names (labels.txt) in the metadata.
+
     The model takes what the slim net takes (float32 NHWC after the net's preprocessing) and
     outputs its logits; each weight is named after the checkpoint tensor it came from (in
     the model's metadata.json). With TensorFlow installed, the tf_slim graph of the same
@@ -53,6 +58,7 @@ def port(checkpoint, net, target, output, num_classes, keep_head, drop_backgroun
       ckptkit port pretrained:resnet_v1_50 --net resnet_v1_50 -o resnet.keras
       ckptkit port model.ckpt --net inception_v3 --num-classes 5 -o v3.keras --check photos/
       ckptkit port model.ckpt --net mobilenet_v1 -o m.keras --backend jax
+      ckptkit port runs/flowers -o flowers.keras
     """
     if target == "torch":
         raise CkptError("--to torch (a state dict for timm's or torchvision's classes) is not "
@@ -70,13 +76,20 @@ def port(checkpoint, net, target, output, num_classes, keep_head, drop_backgroun
     if not output.endswith(".keras"):
         raise CkptError(f"{output}: a Keras 3 model is written as a .keras file")
     with open_checkpoint(checkpoint) as reader:
+        run = _run_of(reader.path, net, num_classes, drop_background)
+        if run:
+            net, num_classes = run["model"]["net"], None
+        elif net is None:
+            raise click.UsageError("Missing option '--net' (a train dir's run.json names it).")
         new_output(output, reader.files, overwrite=overwrite)
-    _use_backend(backend)
-    from ..port import certificate
-    from ..port.keras import port_keras, save, with_preprocessing
+        _use_backend(backend)
+        from ..port.keras import port_keras
 
-    ported = port_keras(checkpoint, net, options, num_classes=num_classes,
-                        drop_background=drop_background)
+        ported = port_keras(reader, net, options, num_classes=num_classes,
+                            drop_background=drop_background, run=run)
+    from ..port import certificate
+    from ..port.keras import save, with_preprocessing
+
     for note in ported.plan.notes:
         click.echo(f"note: {note}", err=True)
     unused = [name for name, role in ported.plan.unused if role == "model"]
@@ -85,7 +98,7 @@ def port(checkpoint, net, target, output, num_classes, keep_head, drop_backgroun
                    f"{', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}", err=True)
     if check is not None:
         images = [p for p in check.split(",") if p] or None
-        report = certificate.certify(ported, checkpoint, options, images)
+        report = certificate.certify(ported, ported.metadata["checkpoint"], options, images)
         where = certificate.write(report, output)
         if not report["passed"]:
             figure = next(f for f in report["end_points"] + [report["logits"]]
@@ -106,6 +119,35 @@ def port(checkpoint, net, target, output, num_classes, keep_head, drop_backgroun
                + (f"; parity certified on {report['inputs'][0]} images ({where})"
                   if check is not None else ""))
     return 0
+
+
+def _run_of(prefix, net, num_classes, drop_background):
+    """{"model": run.json's model entry, "class_names"} of the fine-tuning run whose
+    checkpoint `prefix` is (in its train dir or its best/), checked against the options
+    given; None for any other checkpoint."""
+    from ..train.rundir import BEST, RUN, RunDir
+    from ..zoo.nets import get_net
+
+    folder = os.path.dirname(os.path.abspath(prefix))
+    homes = [folder] + ([os.path.dirname(folder)] if os.path.basename(folder) == BEST else [])
+    home = next((h for h in homes if os.path.isfile(os.path.join(h, RUN))), None)
+    if home is None:
+        return None
+    run = RunDir(home)
+    model, labels = run.model(), run.labels()
+    if ":" in model.net:
+        raise CkptError(f"{home} trains your own net {model.net}, which has no Keras "
+                        "builder: only the zoo's nets port")
+    trained = get_net(model.net).name
+    if net and (":" in net or get_net(net).name != trained):
+        raise CkptError(f"--net {net}: {home} trains {trained} (its {RUN}); leave --net out")
+    if num_classes not in (None, model.num_classes) or drop_background:
+        raise CkptError(f"{home} trains {model.num_classes} classes (its {RUN}); leave "
+                        f"{'--drop-background' if drop_background else '--num-classes'} out")
+    if len(labels) != model.num_classes:
+        raise CkptError(f"{run.file('labels.txt')}: {len(labels)} labels, but the model has "
+                        f"{model.num_classes} classes")
+    return {"model": model.to_json(), "class_names": labels}
 
 
 def _use_backend(backend):

@@ -24,10 +24,10 @@ import numpy as np
 
 from ..errors import CkptError
 from ..fileio import write_atomic
+from ..images import images_in
 
 TOLERANCE = 1e-4
 BUILTIN_IMAGES = 4
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 def certify(ported, checkpoint, options, images=None, oracle=None):
@@ -48,7 +48,7 @@ def certify(ported, checkpoint, options, images=None, oracle=None):
     report = {"images": [os.path.abspath(p) for p in files] if files
               else f"built-in set of {len(inputs)} synthetic images",
               "inputs": list(inputs.shape), "end_points": figures}
-    if ported.new_head:
+    if ported.metadata["new_head"]:
         report["logits"] = "new head (random initialisation): not compared"
         passed = all(f["pass"] for f in figures)
     else:
@@ -69,7 +69,7 @@ def oracle_outputs(ported, checkpoint, options, files):
     process of its own)."""
     request = {"net": ported.record.name, "checkpoint": os.fspath(checkpoint),
                "options": options.to_json(), "num_classes": ported.checkpoint_classes,
-               "images": files}
+               "run_model": ported.metadata["run_model"], "images": files}
     with tempfile.TemporaryDirectory() as folder:
         path, out = os.path.join(folder, "request.json"), os.path.join(folder, "oracle.npz")
         with open(path, "w", encoding="utf-8") as f:
@@ -129,8 +129,7 @@ def _image_files(paths):
     files = []
     for path in paths:
         if os.path.isdir(path):
-            files += sorted(os.path.join(root, f) for root, _, names in os.walk(path)
-                            for f in names if f.lower().endswith(IMAGE_SUFFIXES))
+            files += images_in(path)
         elif os.path.isfile(path):
             files.append(path)
         else:

@@ -5,8 +5,13 @@ weights are copied in, TF-free.
 
 The saved `.keras` is a plain Keras 3 model (built-in layers only: it loads with
 `keras.saving.load_model` anywhere, without ckptkit). Its metadata.json gains a "ckptkit"
-object: the net, source checkpoint, classes, label offset, preprocessing, image size, and
-"weights": {Keras weight path: checkpoint tensor}, so every weight says where it came from.
+object: the net, source checkpoint, classes (and their names, for a run), label offset,
+preprocessing, image size, a run's model entry, and "weights": {Keras weight path:
+checkpoint tensor}, so every weight says where it came from.
+
+A fine-tuning run (`ckptkit finetune`) ports with its own head: the new head ckptkit put on
+the net's features (layers.NewHead), at the run's image size, its class names in the
+metadata.
 
 The model's input is what the slim net takes (float32 NHWC after the net's preprocessing) and
 its output the logits; `include_preprocessing` puts the value part of the preprocessing in
@@ -24,25 +29,25 @@ import keras
 
 from ..errors import CkptError, PlanError
 from ..fileio import atomic_file, new_output, output_lock
-from ..paths import open_checkpoint
 from ..plan import ModelVar, plan_for, renamed
 from ..scopes import compile_pattern, role
 from ..zoo.nets import VGG_MEANS, get_net, load_ref
-from .layers import Slim
+from .layers import NewHead, Slim
 
 METADATA = "metadata.json"
 
 
 @dataclasses.dataclass
 class Ported:
-    """A Keras model made from a checkpoint, with what the certificate and the report need."""
+    """A Keras model made from a checkpoint, with what the certificate and the report need;
+    `metadata` is what the saved model says of itself (its "new_head": a classifier of
+    Keras' initialisation, which the certificate cannot compare)."""
 
     model: object                 # keras.Model: preprocessed images -> logits
-    record: object                # the NetRecord (at the ported class count)
+    record: object                # the NetRecord (at the ported class count and image size)
     plan: object                  # the RestorePlan that filled it
     end_points: dict              # slim end point name -> Keras tensor of `model`'s graph
     metadata: dict
-    new_head: bool
     checkpoint_classes: int       # of the checkpoint's own classifier (the oracle's)
     files: list                   # the checkpoint's files, which the output may not replace
 
@@ -51,58 +56,69 @@ class Ported:
         return keras.Model(self.model.input, list(self.end_points.values()))
 
 
-def port_keras(checkpoint, net, options, *, num_classes=None, drop_background=False):
-    """Ported model of `net` with the weights of `checkpoint` under `options`
-    (plan.RestoreOptions). num_classes: a new classifier of that many classes (Keras'
-    initialisation) in place of the checkpoint's; drop_background: a 1001-class classifier
-    without its background class. Anything the net needs that the checkpoint lacks, or holds
-    in another shape, is an error."""
+def port_keras(reader, net, options, *, num_classes=None, drop_background=False, run=None):
+    """Ported model of `net` with the weights of the open checkpoint `reader`
+    (paths.open_checkpoint) under `options` (plan.RestoreOptions). num_classes: a new
+    classifier of that many classes (Keras' initialisation) in place of the checkpoint's;
+    drop_background: a 1001-class classifier without its background class. Anything the net
+    needs that the checkpoint lacks, or holds in another shape, is an error.
+
+    run: a fine-tuning run's {"model": its run.json "model" entry (net, num_classes,
+    image_size, head_scope, hidden, dropout, keep_head), "class_names": its labels}: the
+    model at the run's image size with the run's head (a new one as train/heads.py builds
+    it, or the net's own), every weight from the checkpoint."""
     record = get_net(net)
     if not record.keras:
         raise CkptError(f"{record.name} has no Keras builder yet; the nets that port: "
                         f"{', '.join(keras_nets())}")
-    with open_checkpoint(checkpoint) as reader:
-        variables = list(reader)
-        shapes = {name: v.shape for name, v in renamed(
-            [v for v in variables if role(v.name) == "model"], options.maps).items()}
-        classes, source_classes = num_classes, _checkpoint_classes(record, shapes)
-        if drop_background:
-            if num_classes is not None or record.label_offset != 1:
-                raise CkptError("--drop-background drops the background class of a 1001-class "
-                                f"classifier; {record.name} has none" if num_classes is None
-                                else "give either --num-classes or --drop-background")
-            classes = source_classes - 1
-        slim = Slim(shapes, classes=classes)
-        inputs = keras.Input((record.image_size, record.image_size, record.channels),
-                             name="images")
-        logits = load_ref(record.keras)(slim, record, inputs)
-        model = keras.Model(inputs, logits, name=record.name.rpartition(":")[2])
-        model_vars = [ModelVar(v.name, v.shape, "float32", v.trainable)
-                      for v in slim.variables]
-        new_head = num_classes is not None
-        plan = plan_for(variables, model_vars, options, label_offset=record.label_offset,
-                        classifier=record.classifier_scopes if new_head else ())
-        if reader.note:
-            plan.notes.append(reader.note)
-        _check_complete(plan, record, new_head)
-        weights = {v.name: v.weight for v in slim.variables}
-        for item in plan.restore:
-            value = reader.read(item.ckpt)
-            weights[item.model].assign(value[..., item.offset:] if item.offset else value)
+    head = None
+    if run:
+        entry = run["model"]
+        record = dataclasses.replace(record, image_size=entry["image_size"]
+                                     or record.image_size)
+        if not entry["keep_head"]:
+            head = NewHead(entry["head_scope"], len(entry["hidden"]), entry["dropout"])
+    variables = list(reader)
+    shapes = {name: v.shape for name, v in renamed(
+        [v for v in variables if role(v.name) == "model"], options.maps).items()}
+    classes, source_classes = num_classes, _checkpoint_classes(record, shapes)
+    if drop_background:
+        if num_classes is not None or record.label_offset != 1:
+            raise CkptError("--drop-background drops the background class of a 1001-class "
+                            f"classifier; {record.name} has none" if num_classes is None
+                            else "give either --num-classes or --drop-background")
+        classes = source_classes - 1
+    slim = Slim(shapes, classes=classes, head=head)
+    inputs = keras.Input((record.image_size, record.image_size, record.channels),
+                         name="images")
+    logits = load_ref(record.keras)(slim, record, inputs)
+    model = keras.Model(inputs, logits, name=record.name.rpartition(":")[2])
+    model_vars = [ModelVar(v.name, v.shape, "float32", v.trainable) for v in slim.variables]
+    new_head = num_classes is not None
+    plan = plan_for(variables, model_vars, options, label_offset=record.label_offset,
+                    classifier=record.classifier_scopes if new_head else ())
+    if reader.note:
+        plan.notes.append(reader.note)
+    _check_complete(plan, record, new_head)
+    weights = {v.name: v.weight for v in slim.variables}
+    for item in plan.restore:
+        value = reader.read(item.ckpt)
+        weights[item.model].assign(value[..., item.offset:] if item.offset else value)
     classes = int(model.output.shape[-1])
     record = dataclasses.replace(record, num_classes=classes,
                                  label_offset=record.label_offset
-                                 if classes == record.num_classes else 0)
+                                 if classes == record.num_classes and not head else 0)
     source = {item.model: item.ckpt for item in plan.restore}
     metadata = {
         "net": record.name, "checkpoint": os.path.abspath(reader.path),
         "num_classes": classes, "label_offset": record.label_offset,
+        "class_names": run["class_names"] if run else None,
         "image_size": record.image_size, "channels": record.channels,
         "preprocessing": record.preprocessing, "input": "float32 NHWC, preprocessed",
-        "output": "logits", "new_head": new_head,
+        "output": "logits", "new_head": new_head, "run_model": run["model"] if run else None,
         "weights": {v.weight.path: source.get(v.name) for v in slim.variables},
     }
-    return Ported(model, record, plan, slim.end_points, metadata, new_head, source_classes,
+    return Ported(model, record, plan, slim.end_points, metadata, source_classes,
                   list(reader.files))
 
 

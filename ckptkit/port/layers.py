@@ -15,6 +15,10 @@ slim's end points of the same names. Kernels keep TF's layout
 stay 1x1 convs), so checkpoint bytes are copied, never transposed. TF "SAME" padding (the
 extra pixel after, with stride 2) is Keras' "same" on every backend; slim's explicit
 `conv2d_same` padding is a ZeroPadding2D before a "valid" conv, as in slim.
+
+A fine-tuning run's new head (`NewHead`, ckptkit's train/heads.py) replaces the family's
+classifier: a builder hands `new_head` the features the head sits on, where it would build
+its own classifier.
 """
 from dataclasses import dataclass
 
@@ -23,6 +27,17 @@ import keras
 from ..errors import PlanError
 
 ACTIVATIONS = {"relu": "relu", "relu6": "relu6", None: None}
+
+
+@dataclass(frozen=True)
+class NewHead:
+    """The head `ckptkit finetune` puts on a net's features (train/heads.py): global average
+    pooling of spatial features, dropout at rate `dropout`, `hidden` ReLU layers
+    `scope/hidden_i`, the linear layer `scope`."""
+
+    scope: str
+    hidden: int
+    dropout: float
 
 
 @dataclass
@@ -42,12 +57,14 @@ class Slim:
     classes: the class count of the classifier layers (`conv(..., classes=True)`); None keeps
       the checkpoint's.
     epsilon: batch norm's epsilon in the family's arg_scope (slim's default 0.001).
+    head: a run's NewHead in place of the family's classifier, or None.
     """
 
-    def __init__(self, shapes, *, classes=None, epsilon=0.001):
+    def __init__(self, shapes, *, classes=None, epsilon=0.001, head=None):
         self.shapes = shapes
         self.classes = classes
         self.epsilon = epsilon
+        self.head = head
         self.variables = []
         self.end_points = {}
 
@@ -145,8 +162,17 @@ class Slim:
                                          name=_keras_name(scope))(x)
 
     def avg_pool(self, x, size, stride, *, padding="valid", scope=None):
-        return keras.layers.AveragePooling2D(size, stride, padding=padding,
-                                             name=_keras_name(scope))(x)
+        """TF's average pooling: "same" leaves the padding out of the mean. Strided "same"
+        pooling (odd `size`) is the stride-1 pooling, whose padding is symmetric, at the
+        centres of TF's windows: Keras' torch backend pads an asymmetric "same" pooling by
+        replicating the edge, which its mean would count."""
+        pool = keras.layers.AveragePooling2D(size, 1 if padding == "same" else stride,
+                                             padding=padding, name=_keras_name(scope))(x)
+        if padding != "same" or stride == 1:
+            return pool
+        crop = [(size - 1) // 2 - _padding_before(n, size, stride) for n in x.shape[1:3]]
+        pool = keras.layers.Cropping2D(((crop[0], 0), (crop[1], 0)))(pool)
+        return keras.layers.AveragePooling2D(1, stride)(pool)
 
     def global_pool(self, x, scope=None):
         """tf.reduce_mean over height and width, keeping them (slim's global pooling)."""
@@ -205,6 +231,24 @@ class Slim:
         base = keras.layers.Rescaling(alpha * window, offset=bias, name=f"{name}_base")(sums)
         return keras.layers.Multiply(name=name)([x, keras.ops.power(base, -beta)])
 
+    def new_head(self, features):
+        """The logits of `self.head` on the backbone's `features` (slim's "PreLogits"): 1x1
+        convs on pooled spatial features, fully connected layers on flat ones, as TF builds
+        them; Keras' Dropout, so the head drops out when it trains in Keras too."""
+        scope = self.head.scope
+        net = self.end_point("PreLogits", features)
+        spatial = len(net.shape) == 4
+        if spatial:
+            net = self.global_pool(net, f"{scope}/global_pool")
+        if self.head.dropout:
+            net = keras.layers.Dropout(self.head.dropout,
+                                       name=_keras_name(f"{scope}/dropout"))(net)
+        layer = self.conv if spatial else self.dense
+        for i in range(1, self.head.hidden + 1):
+            net = layer(net, f"{scope}/hidden_{i}")
+        logits = layer(net, scope, activation=None)
+        return self.squeeze(logits, f"{scope}/squeeze") if spatial else logits
+
     def layer_name(self, scope):
         """The Keras name of slim scope `scope`, for the layers a builder makes itself."""
         return _keras_name(scope)
@@ -216,6 +260,11 @@ class Slim:
     def _track(self, name, shape, weight, trainable=True):
         shape = tuple(weight.shape) if shape is None else tuple(shape)
         self.variables.append(PortedVariable(name, shape, weight, trainable))
+
+
+def _padding_before(size, kernel, stride):
+    """TF's "SAME" padding before a side of `size` (the extra pixel goes after)."""
+    return max(0, (-(-size // stride) - 1) * stride + kernel - size) // 2
 
 
 def _keras_name(scope):

@@ -5,9 +5,11 @@ the images after the net's eval preprocessing; its end points by name.
 It runs in a process of its own, `python -m ckptkit.train.oracle REQUEST OUT`: TF1's graph
 mode (tfcompat turns eager execution off for the whole process) and Keras 3 on TensorFlow
 (eager) cannot share one. REQUEST is JSON {"net", "checkpoint", "options" (RestoreOptions as
-JSON), "num_classes", "images": [files] or null for port.certificate's built-in set}; OUT gets
-an .npz of "inputs" (the preprocessed images both sides see), "names" and "end_point_<i>"
-(the last one is "logits"). A CkptError is one line on stderr and exit status 2.
+JSON), "num_classes", "run_model", "images": [files] or null for port.certificate's built-in
+set}: a port of a fine-tuning run gives "run_model" (its run.json "model" entry), and the
+oracle is that Model; else the net with the checkpoint's own classifier of "num_classes"
+classes. OUT gets an .npz of "inputs" (the preprocessed images both sides see), "names" and
+"end_point_<i>" (the last one is "logits"). A CkptError is one line on stderr and exit status 2.
 """
 import dataclasses
 import json
@@ -67,13 +69,9 @@ def slim_end_points(model, checkpoint, options, inputs):
 def run(request, out):
     """Answer one REQUEST (see the module notes) into `out`."""
     from ..port.certificate import builtin_images
-    from ..zoo.nets import get_net
-    from .nets import Model
 
-    record, classes = get_net(request["net"]), request["num_classes"]
-    if classes != record.num_classes:     # a checkpoint of the net with its own classifier
-        record = dataclasses.replace(record, num_classes=classes, label_offset=0)
-    model = Model(record, classes, keep_head=True)
+    model = _model(request)
+    record = model.record
     files = request["images"]
     images = [open(f, "rb").read() for f in files] if files else \
         builtin_images(record.image_size, record.channels)
@@ -83,6 +81,19 @@ def run(request, out):
     names = list(outputs)
     np.savez(out, inputs=inputs, names=np.array(names),
              **{f"end_point_{i}": outputs[name] for i, name in enumerate(names)})
+
+
+def _model(request):
+    """The nets.Model the port mirrors: the run's, else the net keeping its classifier."""
+    from ..zoo.nets import get_net
+    from .nets import Model
+
+    if request.get("run_model"):
+        return Model.from_json(request["run_model"])
+    record, classes = get_net(request["net"]), request["num_classes"]
+    if classes != record.num_classes:     # a checkpoint of the net with its own classifier
+        record = dataclasses.replace(record, num_classes=classes, label_offset=0)
+    return Model(record, classes, keep_head=True)
 
 
 if __name__ == "__main__":

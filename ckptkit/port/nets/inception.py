@@ -88,6 +88,8 @@ def _inception(slim, record, inputs, layers, *, reduce, pool, classifier, prelog
         else:
             net = _layer(slim, net, scope, *spec)
         slim.end_point(name, net)
+    if slim.head:
+        return slim.new_head(net)
     net = slim.avg_pool(net, min(pool[1], net.shape[1]), 1,
                         scope=f"{record.scope}/Logits/{pool[0]}")
     if prelogits:

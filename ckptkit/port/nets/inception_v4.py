@@ -137,6 +137,8 @@ def _residual(slim, net, scope, table, scale, relu=True):
 def _logits(slim, net, scope, flatten):
     """The Logits scope: global mean, (dropout,) flatten (scope `flatten`), fully connected;
     slim's "Logits" end point is the output, which the certificate compares as "logits"."""
+    if slim.head:
+        return slim.new_head(net)
     net = slim.end_point("global_pool", slim.global_pool(net, f"{scope}/Logits/global_pool"))
     net = slim.squeeze(net, f"{scope}/Logits/{flatten}")
     net = slim.end_point("PreLogitsFlatten", net)

@@ -104,5 +104,7 @@ def _conv(slim, net, scope, activation, stride=1):
 def _logits(slim, net, scope):
     """The classifier `Logits/Conv2d_1c_1x1` (dropout is the identity here), squeezed; not an
     end point: the certificate compares the logits itself, and not those of a new head."""
+    if slim.head:
+        return slim.new_head(net)
     logits = slim.conv(net, f"{scope}/Logits/Conv2d_1c_1x1", activation=None, classes=True)
     return slim.squeeze(logits, f"{scope}/Logits/squeeze")

@@ -47,6 +47,8 @@ def _net(slim, inputs, cell, reduction):
         if end_point:
             slim.end_point(end_point, net)
     net = slim.activation(net, "relu", "final_layer")
+    if slim.head:
+        return slim.new_head(net)
     net = slim.squeeze(slim.global_pool(net, "final_layer/global_pool"), "final_layer/flatten")
     slim.end_point("global_pool", net)
     return slim.dense(net, "final_layer/FC", activation=None, classes=True)
@@ -118,22 +120,10 @@ def _operation(slim, x, op, stride, scope):
     if op == "max":
         x, stride = slim.max_pool(x, 3, stride, padding="same", scope=f"{scope}/max_pool"), 1
     elif op == "avg":
-        x, stride = _avg_pool(slim, x, stride, f"{scope}/avg_pool"), 1
+        x, stride = slim.avg_pool(x, 3, stride, padding="same", scope=f"{scope}/avg_pool"), 1
     if not slim.has(f"{scope}/1x1/weights"):
         return x
     return _conv_bn(slim, x, f"{scope}/1x1", f"{scope}/bn_1", stride=stride, relu=op == "none")
-
-
-def _avg_pool(slim, x, stride, scope):
-    """3x3 "same" average pooling, the padding left out of the mean. Strided, it is the
-    stride-1 pooling at the centres of TF's windows: Keras' torch backend pads an asymmetric
-    "same" pooling by replicating the edge, which the mean would count."""
-    x = slim.avg_pool(x, 3, 1, padding="same", scope=scope)
-    if stride == 1:
-        return x
-    h, w = x.shape[1:3]     # TF pads an even side 0 before (centres 1, 3...), an odd one 1
-    x = keras.layers.Cropping2D(((1 - h % 2, 0), (1 - w % 2, 0)))(x)
-    return slim.avg_pool(x, 1, 2)
 
 
 def _conv_bn(slim, x, scope, bn, *, stride=1, padding="same", relu=True):

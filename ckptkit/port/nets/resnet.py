@@ -29,6 +29,8 @@ def resnet(slim, record, inputs):
     if v2:
         net = slim.batch_norm(net, f"{scope}/postnorm")
     net = slim.end_point("global_pool", slim.global_pool(net))
+    if slim.head:
+        return slim.new_head(net)
     logits = slim.conv(net, f"{scope}/logits", activation=None, classes=True)
     return slim.squeeze(logits)
 

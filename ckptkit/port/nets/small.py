@@ -37,4 +37,6 @@ def _net(slim, scope, net, layers, classifier):
         else:
             net = slim.dense(net, layer_scope)
         slim.end_point(name, net)
+    if slim.head:
+        return slim.new_head(net)
     return slim.dense(net, f"{scope}/{classifier}", activation=None, classes=True)

@@ -45,5 +45,7 @@ def _net(slim, scope, net, layers):
         slim.end_point(layer_scope, net)
     net = slim.end_point(f"{scope}/fc6", slim.conv(net, f"{scope}/fc6", padding="valid"))
     net = slim.end_point(f"{scope}/fc7", slim.conv(net, f"{scope}/fc7"))
+    if slim.head:
+        return slim.new_head(net)
     logits = slim.conv(net, f"{scope}/fc8", activation=None, classes=True)
     return slim.squeeze(logits, f"{scope}/fc8/squeezed")
