@@ -33,14 +33,13 @@ import re
 import shutil
 import socket
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
 from .checks import verify
 from .errors import CkptError, Corrupt, FormatError, NotFound
-from .fileio import output_lock, write_atomic
+from .fileio import output_lock, temp_folder, write_atomic
 from .paths import open_checkpoint, resolve, resolve_pretrained
 from .zoo.nets import get_net
 from .zoo.pretrained import (ADDED, CHUNK, GET_COMMAND, MANIFEST, NAME, check_folder,
@@ -312,9 +311,8 @@ def _install(base, folder, name, label, fill, header, after=""):
     checkpoint's relative path, or None to find it)), check the checkpoint, record every
     file's sha256 under the `header` lines, then rename the folder to `folder`; the
     checkpoint path."""
-    tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".unpacking", dir=base)
+    tmp = temp_folder(base, f".{name}.", ".unpacking")
     try:
-        os.chmod(tmp, 0o777 & ~_umask())    # a folder like any other, not mkdtemp's 0700
         hashes, member = fill(tmp)
         shown = ", ".join(sorted(hashes)[:8]) or "nothing"
         try:
@@ -426,12 +424,6 @@ def _register(base, fields):
         data = _read_json(path)
         items = [e for e in data.get("entries", []) if e.get("name") != fields["name"]]
         write_atomic(path, json.dumps({"entries": items + [fields]}, indent=1) + "\n")
-
-
-def _umask():
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
 
 
 def _extract(archive, target, label):

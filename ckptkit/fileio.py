@@ -203,6 +203,16 @@ def _temp_name(final):
                                 f"{secrets.token_hex(4)}")
 
 
+def temp_folder(parent, prefix, suffix=""):
+    """A new empty folder in `parent`, to fill and rename into place, with the permissions
+    mkdir gives (mkdtemp's are 0700: a folder renamed from it would be its owner's alone)."""
+    folder = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent)
+    mask = os.umask(0o22)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)
+    return folder
+
+
 def is_one_of(path, files):
     """Whether `path` is one of `files`, by name or as the same file (a link, a hard link)."""
     for f in files:

@@ -74,3 +74,15 @@ def test_a_lock_file_left_by_a_killed_writer_does_not_block(tmp_path, dead_pid):
     with fileio.output_lock(out):
         pass
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o755), (0o077, 0o700), (0o002, 0o775)])
+def test_temp_folders_get_mkdirs_permissions_not_mkdtemps(tmp_path, mask, mode):
+    old = os.umask(mask)
+    try:
+        folder = fileio.temp_folder(str(tmp_path), ".out.tmp-")
+    finally:
+        os.umask(old)
+    assert os.path.dirname(folder) == str(tmp_path)
+    assert os.path.basename(folder).startswith(".out.tmp-") and os.listdir(folder) == []
+    assert os.stat(folder).st_mode & 0o777 == mode

@@ -37,6 +37,9 @@ def test_layout_and_export_json(exported):
     assert sorted(os.listdir(out)) == ["export.json", "frozen_graph.pb", "labels.txt",
                                        "saved_model"]
     assert not [n for n in os.listdir(out.parent) if n.startswith(".out.tmp")]
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~mask      # mkdir's, not mkdtemp's 0700
     assert (out / "saved_model" / "assets" / "labels.txt").read_text() == \
         (out / "labels.txt").read_text() == "0:a\n1:b\n2:c\n"
     written = json.loads((out / "export.json").read_text())

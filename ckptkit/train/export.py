@@ -32,7 +32,7 @@ import tempfile
 import numpy as np
 
 from ..errors import CkptError
-from ..fileio import link_or_copy, quiet_stderr
+from ..fileio import link_or_copy, quiet_stderr, temp_folder
 from ..zoo.pretrained import PREFIX
 from .devices import session_config
 from .infer import checkpoint_of, inference_graph, restore
@@ -106,7 +106,7 @@ def write_export(model, labels, checkpoint, out_dir, *, format, restorer):
 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    tmp = temp_folder(parent, f".{os.path.basename(out_dir)}.tmp-")
     try:
         RunDir(tmp).write_labels(labels)
         record = model.record
@@ -151,7 +151,7 @@ def _share(out_dir, run_onnx):
     system allows, else copies): built beside it, the old one renamed aside, the new one
     renamed in, the old one removed (between the renames predict finds none: TF runs)."""
     parent = os.path.dirname(run_onnx)
-    tmp = tempfile.mkdtemp(prefix=f".{RUN_ONNX}.tmp-", dir=parent)
+    tmp = temp_folder(parent, f".{RUN_ONNX}.tmp-")
     old = None
     try:
         for name in (ONNX, LABELS, EXPORT_JSON):
