@@ -93,6 +93,7 @@ def open_classifier(train_dir, *, engine="auto", best=True, log=lambda line: Non
     """The classifier `predict` uses: onnxruntime on the train dir's ONNX export when
     onnx_export picks it, else the TF Classifier."""
     run = RunDir(train_dir)
+    run.model()         # "not a train dir" (or a bad run.json) says more than "no checkpoint"
     checkpoint = checkpoint_of(run, best=best)
     folder = onnx_export(run, engine, checkpoint, log)
     if folder is not None:
