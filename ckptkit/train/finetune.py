@@ -207,10 +207,8 @@ def _plan(s, stage, model):
 def _check_backbone_restored(plan, model):
     """features mode trains on what the checkpoint's backbone computes and copies that
     backbone into its checkpoints: every backbone variable must come from the checkpoint."""
-    head = tuple(scope + "/" for scope in model.head_scopes)
     restored = {r.model for r in plan.restore}
-    fresh = [m.name for m in model.variables()
-             if not m.name.startswith(head) and m.name not in restored]
+    fresh = [m.name for m in model.backbone_variables() if m.name not in restored]
     if fresh:
         raise CkptError(f"--mode features needs the whole backbone from the checkpoint; the "
                         f"plan leaves {len(fresh)} of its variables fresh (first: {fresh[0]}): "

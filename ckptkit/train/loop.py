@@ -39,8 +39,7 @@ def train_stage(s, stage, plan, run, model, dataset, log, progress, on_epoch, ar
     with graph.as_default():
         tf.set_random_seed(s.seed)
         if stage.mode == "features":
-            trainer = FeatureTrainer(s, stage, model, plan, steps_per_epoch, arrays,
-                                     model.variables())
+            trainer = FeatureTrainer(s, stage, model, plan, steps_per_epoch, arrays)
         else:
             trainer = ImageTrainer(s, stage, model, dataset, plan, steps_per_epoch,
                                    strategy(s.device, s.gpus, s.devices))

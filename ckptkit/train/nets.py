@@ -316,6 +316,11 @@ class Model:
                                head="keep" if self.keep_head else "new",
                                head_scope=self.head_scope, hidden=self.hidden)
 
+    def backbone_variables(self):
+        """The model's variables outside its head scopes: what features mode never builds."""
+        head = tuple(scope + "/" for scope in self.head_scopes)
+        return [m for m in self.variables() if not m.name.startswith(head)]
+
     def head(self, features, *, is_training):
         """The new head alone on pooled features; its variables are shared with a build."""
         from .heads import head_only

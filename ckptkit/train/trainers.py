@@ -185,11 +185,10 @@ class FeatureTrainer:
     the checkpoint (`copied`, loop.Checkpoints), the values the features were made with
     (finetune refuses a features run whose plan leaves a backbone variable fresh)."""
 
-    def __init__(self, s, stage, model, plan, steps_per_epoch, arrays, model_vars):
+    def __init__(self, s, stage, model, plan, steps_per_epoch, arrays):
         self.s, self.arrays, self.batch_size = s, arrays, s.batch_size
-        head = tuple(scope + "/" for scope in model.head_scopes)
         by_model = {r.model: r for r in plan.restore}
-        self.copied = [by_model[m.name] for m in model_vars if not m.name.startswith(head)]
+        self.copied = [by_model[m.name] for m in model.backbone_variables()]
         self.x = tf.placeholder(tf.float32, [None, *arrays["train_x"].shape[1:]], "features")
         self.y = tf.placeholder(tf.int64, [None], "labels")
         logits = model.head(self.x, is_training=True)
