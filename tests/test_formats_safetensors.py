@@ -160,3 +160,24 @@ def test_writer_refuses_a_header_readers_would_refuse(tmp_path, monkeypatch):
                                               "bytes; readers take at most 1000"):
             writer.begin([("x" * 2000, (1,), "float32")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_metadata_reaches_the_safetensors_package(tmp_path):
+    """The writer's `metadata` is the header's __metadata__, as safetensors' own reader and
+    ours see it."""
+    from safetensors import safe_open
+
+    from ckptkit.formats.safetensors import SafetensorsWriter
+
+    out = tmp_path / "out.safetensors"
+    meta = {"ckptkit": json.dumps({"net": "vgg_16"}), "format": "pt"}
+    with SafetensorsWriter(str(out), metadata=meta) as writer:
+        writer.begin([("b", (2,), "float32"), ("a", (), "int64")])
+        writer.add("b", np.ones(2, np.float32))
+        writer.add("a", np.zeros((), np.int64))
+        writer.commit()
+    with safe_open(str(out), "numpy") as f:
+        assert f.metadata() == meta and sorted(f.keys()) == ["a", "b"]
+        assert f.get_tensor("a").dtype == np.int64 and f.get_tensor("b").tolist() == [1, 1]
+    with SafetensorsReader(str(out)) as reader:
+        assert reader.metadata == meta

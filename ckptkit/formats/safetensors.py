@@ -134,17 +134,19 @@ SAFETENSORS_CODES = {name: code for code, name in DTYPES.items()}
 class SafetensorsWriter(Writer):
     """The header from `begin` (every name, dtype, shape and offset is known before any
     byte is written), then the tensors in that order, little-endian, in chunks. Names are
-    sorted as safetensors' own writer does; strings and other dtypes it lacks are refused."""
+    sorted as safetensors' own writer does; strings and other dtypes it lacks are refused.
+    `metadata` ({str: str}) is the header's `__metadata__`."""
 
     format = "safetensors"
 
-    def __init__(self, path):
+    def __init__(self, path, metadata=None):
         super().__init__(path)
         self._f = self.temp(path)
         self._expect = []
+        self._metadata = dict(metadata or {})
 
     def begin(self, specs):
-        header, offset = {}, 0
+        header, offset = ({"__metadata__": self._metadata} if self._metadata else {}), 0
         for name, shape, dtype in specs:
             if dtype not in SAFETENSORS_CODES:
                 raise Unsupported(f"tensor {name!r} is {dtype}, which safetensors cannot hold "
