@@ -29,8 +29,9 @@ setup(
         "onnx": ["tf2onnx>=1.16", "onnx>=1.14", "onnxruntime>=1.16", "Pillow>=9"],
         "dev": ["pytest>=7", "hypothesis>=6", "safetensors>=0.4", "scikit-learn>=1.2",
                 "mlxtend>=0.22", "optuna>=3.6", "pgserver>=0.1", "psycopg[binary]>=3.1",
-                # Keras 3's other backends, for the port tests (torch: the CPU build)
-                "jax>=0.4", "torch==2.13.0"],
+                # Keras 3's other backends, for the port tests; torchvision and timm hold
+                # the classes `port --to torch` writes for (torchvision needs this torch)
+                "jax>=0.4", "torch==2.14.1", "torchvision==0.29.1", "timm>=1.0"],
     },
     entry_points={"console_scripts": ["ckptkit=ckptkit.cli:main"]},
 )

@@ -25,3 +25,8 @@ class Unsupported(FormatError):
 
 class PlanError(CkptError):
     """A restore plan that cannot be made as asked."""
+
+
+class MissingPackage(CkptError):
+    """An optional package a feature needs is not installed; the message says what to
+    install."""

@@ -147,3 +147,39 @@ def quick_demo(tmp_path_factory):
     demo.done = subprocess.run(["bash", str(ROOT / "tools" / "demo"), "--quick"], env=env,
                                capture_output=True, text=True, timeout=600)
     return demo
+
+
+# --- porting: real photos, random-init checkpoints --------------------------------------------
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Six PNG crops (400x400 and 380x360) of the real photos installed packages ship."""
+    import matplotlib
+    import numpy as np
+    import sklearn.datasets
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("photos")
+    sources = [Path(sklearn.datasets.__file__).parent / "images" / "china.jpg",
+               Path(sklearn.datasets.__file__).parent / "images" / "flower.jpg",
+               Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
+    for i, source in enumerate(sources):
+        photo = np.asarray(Image.open(source).convert("RGB"))
+        Image.fromarray(photo[:400, :400]).save(folder / f"photo{i}.png")
+        Image.fromarray(photo[-380:, -360:]).save(folder / f"crop{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tf, tmp_path_factory):
+    """net -> prefix of its random-init checkpoint (made once per module)."""
+    from helpers.port import random_checkpoint
+
+    made = {}
+
+    def get(net):
+        if net not in made:
+            folder = tmp_path_factory.mktemp(net)
+            made[net] = random_checkpoint(tf, net, folder / "model.ckpt", seed=1)
+        return made[net]
+    return get

@@ -14,6 +14,7 @@ import pytest
 
 import ckptkit
 from helpers.bundle_writer import write_bundle, write_v1
+from helpers.port import tiny_vgg
 
 PACKAGE = Path(ckptkit.__file__).parent
 TF_MODULES = {"tensorflow", "tf_keras", "keras", "tf_slim", "ckptkit.tfcompat", "ckptkit.train"}
@@ -50,15 +51,21 @@ COMMANDS = {   # id -> (args, modules that must stay out, modules that must be i
                        {"numpy"}),
     "verify": (["verify", "{v2}"], TF_MODULES | {"h5py"}, set()),
     "diff": (["diff", "{v2}", "{v1}"], TF_MODULES | {"h5py"}, {"numpy"}),
+    # a state dict for torchvision's VGG needs neither TensorFlow nor torch
+    "port-torch": (["port", "{vgg}", "--net", "vgg_16", "--to", "torch", "-o", "{out}",
+                    "--no-check"],
+                   TF_ROOTS | {"ckptkit.tfcompat", "torch", "torchvision", "h5py"},
+                   {"ckptkit.port.state_dict"}),
 }
 
 
 @pytest.fixture(scope="module")
 def probes(tmp_path_factory):
     """Every command's probe, all started at once; id -> {"code", "modules"}."""
-    d = tmp_path_factory.mktemp("layers")
+    d, vgg = tmp_path_factory.mktemp("layers"), tmp_path_factory.mktemp("vgg")
     paths = {"v2": write_bundle(d / "model.ckpt", TENSORS).prefix, "dir": d,
-             "v1": d / "model.v1"}
+             "v1": d / "model.v1", "vgg": write_bundle(vgg / "vgg.ckpt", tiny_vgg()).prefix,
+             "out": vgg / "vgg.safetensors"}
     write_v1(paths["v1"], TENSORS)
     started = {
         key: subprocess.Popen(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from helpers.images import digits_folder
-from helpers.port import random_checkpoint
+from helpers.port import certificate, run
 
 pytestmark = pytest.mark.tf
 
@@ -30,21 +30,6 @@ OTHER_BACKENDS = [(backend, net) for backend in ("jax", "torch")
     ("torch", "nasnet_mobile")]       # strided "same" average pools: Slim.avg_pool's case
 
 
-def run(*args, backend=None, check=False):
-    """`ckptkit ARGS` in a fresh process -> CompletedProcess (text)."""
-    env = dict(os.environ)
-    env.pop("KERAS_BACKEND", None)
-    if backend:
-        env["KERAS_BACKEND"] = backend
-    done = subprocess.run([sys.executable, "-c", "from ckptkit.cli import main; main()",
-                           *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=900)
-    assert "Traceback" not in done.stderr, done.stderr
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
-
-
 def python(code, *args, backend="tensorflow"):
     """Run `code` in a fresh process on a Keras backend; its stdout parsed as JSON."""
     env = {**os.environ, "KERAS_BACKEND": backend}
@@ -52,41 +37,6 @@ def python(code, *args, backend="tensorflow"):
                           text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    """Six PNG crops (400x400 and 380x360) of the real photos installed packages ship."""
-    import matplotlib
-    import sklearn.datasets
-    from PIL import Image
-
-    folder = tmp_path_factory.mktemp("photos")
-    sources = [Path(sklearn.datasets.__file__).parent / "images" / "china.jpg",
-               Path(sklearn.datasets.__file__).parent / "images" / "flower.jpg",
-               Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"]
-    for i, source in enumerate(sources):
-        photo = np.asarray(Image.open(source).convert("RGB"))
-        Image.fromarray(photo[:400, :400]).save(folder / f"photo{i}.png")
-        Image.fromarray(photo[-380:, -360:]).save(folder / f"crop{i}.png")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def checkpoints(tf, tmp_path_factory):
-    """net -> prefix of its random-init checkpoint (made once per module)."""
-    made = {}
-
-    def get(net):
-        if net not in made:
-            folder = tmp_path_factory.mktemp(net)
-            made[net] = random_checkpoint(tf, net, folder / "model.ckpt", seed=1)
-        return made[net]
-    return get
-
-
-def certificate(out):
-    return json.loads(Path(f"{out}.parity.json").read_text())
 
 
 @pytest.mark.parametrize("net", FAMILIES)
@@ -189,8 +139,8 @@ from ckptkit.port.keras import port_keras
 checkpoint, photos, options = sys.argv[1], [sys.argv[2]], RestoreOptions()
 first = {}
 with open_checkpoint(checkpoint) as reader:
-    oracle = oracle_outputs(port_keras(reader, "resnet_v1_50", options), checkpoint, options,
-                            photos)
+    classes = port_keras(reader, "resnet_v1_50", options).checkpoint_classes
+    oracle = oracle_outputs("resnet_v1_50", classes, checkpoint, options, photos)
     for kind, (before, after) in json.loads(sys.argv[3]).items():
         saved = ckptkit.port.nets.resnet.EPSILON, ckptkit.port.layers.Slim.max_pool
         exec(before)
@@ -273,7 +223,6 @@ def test_errors_are_one_line_and_write_nothing(checkpoints, tmp_path, without):
         (["-o", tmp_path / "n.keras", "--net", f"{user}:net"], "has no Keras builder yet"),
         (["-o", tmp_path / "n.keras", "--num-classes", "3", "--keep-head"],
          "give either --keep-head or --num-classes"),
-        (["-o", tmp_path / "n.keras", "--to", "torch"], "--to keras --backend torch"),
         (["-o", tmp_path / "n.keras", "--include-preprocessing", "--net", "cifarnet"],
          "cifarnet's preprocessing (per-image standardisation) has no built-in Keras layer"),
     ]

@@ -37,21 +37,47 @@ def certify(ported, checkpoint, options, images=None, oracle=None):
     import keras
 
     files = _image_files(images) if images else None
-    inputs, oracle = oracle or oracle_outputs(ported, checkpoint, options, files)
+    inputs, oracle = oracle or oracle_outputs(
+        ported.record.name, ported.checkpoint_classes, checkpoint, options, files,
+        run_model=ported.metadata["run_model"])
     names = [n for n in ported.end_points if n in oracle]
     outputs = ported.end_point_model()(inputs) if names else []
     ours = dict(zip(ported.end_points, [keras.ops.convert_to_numpy(o) for o in outputs]))
     logits = keras.ops.convert_to_numpy(ported.model(inputs))
     figures = [_figure(name, ours[name], oracle[name]) for name in names]
-    expected = oracle["logits"]
-    expected = expected[..., expected.shape[-1] - logits.shape[-1]:]   # --drop-background
+    return _report(files, inputs, figures, None if ported.metadata["new_head"] else logits,
+                   oracle["logits"], keras.backend.backend(), "keras")
+
+
+def certify_torch(state, checkpoint, options, images=None):
+    """The certificate of `state` (port.state_dict.StateDict) loaded with strict=True into
+    its PyTorch class: the logits against the tf_slim graph's (the class has no slim end
+    points to compare)."""
+    from .state_dict import torch_model
+
+    files = _image_files(images) if images else None
+    meta = state.metadata
+    model = torch_model(state)
+    inputs, oracle = oracle_outputs(meta["net"], meta["checkpoint_classes"], checkpoint,
+                                    options, files)
+    import torch
+
+    with torch.no_grad():
+        logits = model(torch.from_numpy(inputs.transpose(0, 3, 1, 2).copy())).numpy()
+    return _report(files, inputs, [], logits, oracle["logits"], "torch", meta["package"])
+
+
+def _report(files, inputs, figures, logits, expected, backend, package):
+    """The certificate of end point `figures` and `logits` (None: a new head, not compared)
+    against the oracle's `expected` logits."""
     report = {"images": [os.path.abspath(p) for p in files] if files
               else f"built-in set of {len(inputs)} synthetic images",
               "inputs": list(inputs.shape), "end_points": figures}
-    if ported.metadata["new_head"]:
+    if logits is None:
         report["logits"] = "new head (random initialisation): not compared"
         passed = all(f["pass"] for f in figures)
     else:
+        expected = expected[..., expected.shape[-1] - logits.shape[-1]:]  # --drop-background
         report["logits"] = _figure("logits", logits, expected)
         top1 = float((logits.argmax(-1) == expected.argmax(-1)).mean())
         report["top1_agreement"] = top1
@@ -60,22 +86,27 @@ def certify(ported, checkpoint, options, images=None, oracle=None):
     first = next((f["name"] for f in figures + [report["logits"]]
                   if isinstance(f, dict) and not f["pass"]), None)
     report.update(passed=bool(passed), first_divergence=first, tolerance=TOLERANCE,
-                  backend=keras.backend.backend(), versions=_versions())
+                  backend=backend, versions=_versions(package))
     return report
 
 
-def oracle_outputs(ported, checkpoint, options, files):
-    """(preprocessed inputs, {end point: array}) of the tf_slim graph (train/oracle.py, in a
-    process of its own)."""
-    request = {"net": ported.record.name, "checkpoint": os.fspath(checkpoint),
-               "options": options.to_json(), "num_classes": ported.checkpoint_classes,
-               "run_model": ported.metadata["run_model"], "images": files}
+def oracle_outputs(net, num_classes, checkpoint, options, files, run_model=None):
+    """(preprocessed inputs, {end point: array}) of the tf_slim graph of `net` with a
+    `num_classes` classifier (or a run's model entry) (train/oracle.py, in a process of its
+    own)."""
+    request = {"net": net, "checkpoint": os.fspath(checkpoint),
+               "options": options.to_json(), "num_classes": num_classes,
+               "run_model": run_model, "images": files}
     with tempfile.TemporaryDirectory() as folder:
         path, out = os.path.join(folder, "request.json"), os.path.join(folder, "oracle.npz")
         with open(path, "w", encoding="utf-8") as f:
             json.dump(request, f)
+        # Keras, where TensorFlow loads it, on TensorFlow: TF beside torch's CUDA build in
+        # one process crashes
+        env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
         done = subprocess.run([sys.executable, "-m", "ckptkit.train.oracle", path, out],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=env)
         if done.returncode:
             lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
             error = next((l for l in lines if l.startswith("ckptkit: error: ")), lines[-1])
@@ -139,12 +170,11 @@ def _image_files(paths):
     return files
 
 
-def _versions():
-    import keras
-
-    versions = {"python": platform.python_version(), "keras": keras.__version__,
-                "numpy": np.__version__}
-    for package in ("tensorflow", "tf_slim", "jax", "torch"):
+def _versions(porter):
+    """Versions of what made the certificate: Python, numpy, the porting package (keras,
+    timm or torchvision), TensorFlow and tf_slim (the oracle), and the backends."""
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    for package in (porter, "tensorflow", "tf_slim", "jax", "torch"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[package] = importlib.metadata.version(package)
     return versions
