@@ -151,7 +151,7 @@ def quick_demo(tmp_path_factory):
 
 # --- porting: real photos, random-init checkpoints --------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def photos(tmp_path_factory):
     """Six PNG crops (400x400 and 380x360) of the real photos installed packages ship."""
     import matplotlib
@@ -170,9 +170,10 @@ def photos(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def checkpoints(tf, tmp_path_factory):
-    """net -> prefix of its random-init checkpoint (made once per module)."""
+    """net -> prefix of its random-init checkpoint (made once per session: the Keras and the
+    PyTorch port tests share them; nothing may write there)."""
     from helpers.port import random_checkpoint
 
     made = {}
