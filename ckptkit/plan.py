@@ -110,6 +110,10 @@ class Restore:
     shape: tuple
     offset: int = 0
 
+    def sliced(self, value):
+        """`value`, the checkpoint tensor's, as the model variable takes it."""
+        return value[..., self.offset:] if self.offset else value
+
     def to_json(self):
         """The model name when the checkpoint name is the same and nothing is sliced, else
         {"model", "ckpt"} plus "offset" when there is one."""

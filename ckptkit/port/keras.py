@@ -102,8 +102,7 @@ def port_keras(reader, net, options, *, num_classes=None, drop_background=False,
     _check_complete(plan, record, new_head)
     weights = {v.name: v.weight for v in slim.variables}
     for item in plan.restore:
-        value = reader.read(item.ckpt)
-        weights[item.model].assign(value[..., item.offset:] if item.offset else value)
+        weights[item.model].assign(item.sliced(reader.read(item.ckpt)))
     classes = int(model.output.shape[-1])
     record = dataclasses.replace(record, num_classes=classes,
                                  label_offset=record.label_offset

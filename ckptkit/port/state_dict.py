@@ -172,8 +172,7 @@ class StateDict:
 
         def read(source):
             item = restore[source]
-            value = self.reader.read(item.ckpt)
-            return value[..., item.offset:] if item.offset else value
+            return item.sliced(self.reader.read(item.ckpt))
         for entry in sorted(self.entries, key=lambda e: e.key) if by_key else self.entries:
             yield entry.key, entry.value(read)
 

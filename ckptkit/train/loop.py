@@ -162,8 +162,7 @@ class Checkpoints:
                     for r in self.copied:
                         if r.offset or not writer.copy(reader, reader.variable(r.ckpt),
                                                        r.model):
-                            value = reader.read(r.ckpt)
-                            writer.add(r.model, value[..., r.offset:] if r.offset else value)
+                            writer.add(r.model, r.sliced(reader.read(r.ckpt)))
             for name, value in values.items():
                 writer.add(name, value)
             writer.commit()

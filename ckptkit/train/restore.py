@@ -59,9 +59,7 @@ def apply_plan(session, plan, checkpoint, entries=None):
                                 "have (was the plan made for another model?)")
             if item.ckpt not in values:
                 values[item.ckpt] = reader.read(item.ckpt)
-            value = values[item.ckpt]
-            if item.offset:
-                value = value[..., item.offset:]
+            value = item.sliced(values[item.ckpt])
             if tuple(value.shape) != tuple(var.shape.as_list()):
                 raise PlanError(f"{item.ckpt!r} has shape {list(value.shape)} but "
                                 f"{item.model!r} needs {var.shape.as_list()}")
