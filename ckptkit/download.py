@@ -311,8 +311,7 @@ def _install(base, folder, name, label, fill, header, after=""):
     checkpoint's relative path, or None to find it)), check the checkpoint, record every
     file's sha256 under the `header` lines, then rename the folder to `folder`; the
     checkpoint path."""
-    tmp = temp_folder(base, f".{name}.", ".unpacking")
-    try:
+    with temp_folder(base, f".{name}.", ".unpacking") as tmp:
         hashes, member = fill(tmp)
         shown = ", ".join(sorted(hashes)[:8]) or "nothing"
         try:
@@ -337,9 +336,6 @@ def _install(base, folder, name, label, fill, header, after=""):
         if os.path.lexists(folder):
             shutil.rmtree(folder)
         os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return os.path.join(folder, *member.split("/"))
 
 

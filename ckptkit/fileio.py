@@ -203,14 +203,19 @@ def _temp_name(final):
                                 f"{secrets.token_hex(4)}")
 
 
+@contextlib.contextmanager
 def temp_folder(parent, prefix, suffix=""):
-    """A new empty folder in `parent`, to fill and rename into place, with the permissions
-    mkdir gives (mkdtemp's are 0700: a folder renamed from it would be its owner's alone)."""
+    """A new empty folder in `parent` for the block to fill and rename into place, removed
+    when the block leaves it there (an error, an interrupt). Its permissions are those mkdir
+    gives (mkdtemp's are 0700: a folder renamed from it would be its owner's alone)."""
     folder = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent)
     mask = os.umask(0o22)
     os.umask(mask)
-    os.chmod(folder, 0o777 & ~mask)
-    return folder
+    try:
+        os.chmod(folder, 0o777 & ~mask)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def is_one_of(path, files):

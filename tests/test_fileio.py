@@ -80,9 +80,23 @@ def test_a_lock_file_left_by_a_killed_writer_does_not_block(tmp_path, dead_pid):
 def test_temp_folders_get_mkdirs_permissions_not_mkdtemps(tmp_path, mask, mode):
     old = os.umask(mask)
     try:
-        folder = fileio.temp_folder(str(tmp_path), ".out.tmp-")
+        with fileio.temp_folder(str(tmp_path), ".out.tmp-") as folder:
+            assert os.path.dirname(folder) == str(tmp_path)
+            assert os.path.basename(folder).startswith(".out.tmp-")
+            assert os.listdir(folder) == []
+            assert os.stat(folder).st_mode & 0o777 == mode
     finally:
         os.umask(old)
-    assert os.path.dirname(folder) == str(tmp_path)
-    assert os.path.basename(folder).startswith(".out.tmp-") and os.listdir(folder) == []
-    assert os.stat(folder).st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize("renamed", [True, False])
+def test_a_temp_folder_is_gone_unless_renamed_into_place(tmp_path, renamed):
+    with pytest.raises(KeyboardInterrupt):
+        with fileio.temp_folder(str(tmp_path), ".out.tmp-") as folder:
+            open(os.path.join(folder, "part"), "w").close()
+            if renamed:
+                os.rename(folder, tmp_path / "out")
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == (["out"] if renamed else [])
+    if renamed:
+        assert os.listdir(tmp_path / "out") == ["part"]

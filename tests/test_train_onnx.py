@@ -337,3 +337,18 @@ def test_a_missing_extra_is_named(without, runs, photo_folder, tmp_path):
     assert done.stderr == "ckptkit: error: ONNX export needs tf2onnx: pip install " \
                           "'ckptkit[onnx]'\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_new_export_replaces_the_run_copy_and_leaves_no_temp(tmp_path):
+    from ckptkit.train.export import _share
+
+    run_onnx = tmp_path / "run" / "onnx"
+    run_onnx.parent.mkdir()
+    for generation in ("old", "new"):
+        out = tmp_path / generation
+        out.mkdir()
+        for name in ("model.onnx", "labels.txt", "export.json"):
+            (out / name).write_text(generation)
+        _share(str(out), str(run_onnx))
+        assert (run_onnx / "model.onnx").read_text() == generation
+        assert os.listdir(tmp_path / "run") == ["onnx"]

@@ -26,8 +26,6 @@ do the checks of the train dir and of out_dir, which run first.
 """
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
@@ -106,8 +104,7 @@ def write_export(model, labels, checkpoint, out_dir, *, format, restorer):
 
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
-    tmp = temp_folder(parent, f".{os.path.basename(out_dir)}.tmp-")
-    try:
+    with temp_folder(parent, f".{os.path.basename(out_dir)}.tmp-") as tmp:
         RunDir(tmp).write_labels(labels)
         record = model.record
         info = {
@@ -139,9 +136,6 @@ def write_export(model, labels, checkpoint, out_dir, *, format, restorer):
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)
         os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     files = [os.path.join(out_dir, name) for name in (*files, LABELS, EXPORT_JSON)]
     return {**info, "out_dir": out_dir, "files": files}
 
@@ -151,21 +145,13 @@ def _share(out_dir, run_onnx):
     system allows, else copies): built beside it, the old one renamed aside, the new one
     renamed in, the old one removed (between the renames predict finds none: TF runs)."""
     parent = os.path.dirname(run_onnx)
-    tmp = temp_folder(parent, f".{RUN_ONNX}.tmp-")
-    old = None
-    try:
+    with temp_folder(parent, f".{RUN_ONNX}.tmp-") as tmp, \
+            temp_folder(parent, f".{RUN_ONNX}.old-") as old:
         for name in (ONNX, LABELS, EXPORT_JSON):
             link_or_copy(os.path.join(out_dir, name), os.path.join(tmp, name))
         if os.path.isdir(run_onnx):
-            old = tempfile.mkdtemp(prefix=f".{RUN_ONNX}.old-", dir=parent)
             os.rename(run_onnx, os.path.join(old, RUN_ONNX))
         os.rename(tmp, run_onnx)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _onnx_modules():
