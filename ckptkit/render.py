@@ -83,11 +83,13 @@ _TF2_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def header(reader):
-    """`inspect`'s first line: the path, its format and, for a ported .keras, its origin."""
-    origin = reader.origin
+    """`inspect`'s first line: the path, its format and, for a ported file, its origin (and
+    the PyTorch class a state dict loads into)."""
+    origin = reader.origin or {}
     ported = f"; ported by ckptkit from {origin['checkpoint']} for {origin['net']}" \
         if origin else ""
-    return f"{reader.path}  ({reader.format}{ported})"
+    load = f"; loads into {origin['class']}" if "class" in origin else ""
+    return f"{reader.path}  ({reader.format}{ported}{load})"
 
 
 def tree(variables, depth=None, sources=None):
@@ -277,7 +279,7 @@ def plan_table(plan, verbose=False):
 
 def listing_json(reader, variables):
     """`inspect --json` (DESIGN.md's contract); total_params counts model variables only. A
-    ported .keras adds "ported_from" ({"checkpoint", "net"}) and each weight's "source"."""
+    ported file adds "ported_from" (reader.origin) and each weight's "source"."""
     listed = [v.to_json() for v in variables]
     for item in listed:
         if item["name"] in reader.sources:

@@ -235,7 +235,12 @@ def _apply_rule(entries, text):
 
 
 def _source_names(reader):
-    """{tensor: the checkpoint tensor it came from} of a ported `.keras` (reader.sources)."""
+    """{tensor: the checkpoint tensor it came from} of a ported `.keras` (reader.sources),
+    whose weights are laid out as the checkpoint's; a state dict's are PyTorch's."""
+    if reader.sources and reader.format != "keras-h5":
+        raise CkptError(f"--names source: {reader.path} holds its weights as PyTorch lays "
+                        f"them out (OIHW kernels, Linear matrices), not as "
+                        f"{reader.origin['checkpoint']} does; use that checkpoint itself")
     if not reader.sources:
         why = reader.warnings[0] if reader.warnings else \
             f"{reader.path} does not say which checkpoint tensors its weights came from"

@@ -7,6 +7,7 @@ TensorFlow and torch's CUDA build crash when they share a process, so every torc
 in a process of its own (the oracle always does)."""
 import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -239,17 +240,22 @@ print(json.dumps(list(model.state_dict())))
 """
 
 
+def narrow_vgg(folder, net):
+    """(tensors, prefix) of a narrow `net` checkpoint in `folder`, written TF-free."""
+    from helpers.bundle_writer import write_bundle
+    from helpers.port import tiny_vgg
+
+    tensors = tiny_vgg(net)
+    return tensors, write_bundle(folder / "vgg.ckpt", tensors).prefix
+
+
 @pytest.mark.parametrize("net, model", [("vgg_16", "vgg16"), ("vgg_19", "vgg19")])
 def test_vgg_names_are_torchvisions_without_tensorflow(ckptkit, tmp_path, net, model):
     """A (narrow) VGG checkpoint ports TF-free to exactly torchvision's keys, each laid out
     from its slim tensor; the input is left as it was."""
     if importlib.util.find_spec("torchvision") is None:     # not imported: see the notes
         pytest.skip("torchvision is not installed")
-    from helpers.bundle_writer import write_bundle
-    from helpers.port import tiny_vgg
-
-    tensors = tiny_vgg(net)
-    prefix = write_bundle(tmp_path / "vgg.ckpt", tensors).prefix
+    tensors, prefix = narrow_vgg(tmp_path, net)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     out = tmp_path / "vgg.safetensors"
     code, stdout, stderr = ckptkit("port", prefix, "--net", net, "--to", "torch", "-o", out,
@@ -268,3 +274,52 @@ def test_vgg_names_are_torchvisions_without_tensorflow(ckptkit, tmp_path, net, m
     np.testing.assert_array_equal(written["classifier.6.bias"], tensors[f"{net}/fc8/biases"])
     assert written["classifier.0.weight"].shape == (2, 2 * 49)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p != out} == before
+
+
+def test_inspect_shows_the_class_and_each_keys_source(ckptkit, tmp_path):
+    """inspect: the checkpoint, the net and the class to load into on the first line, each
+    key's checkpoint tensor (and in --json); --names source refuses: the layouts are
+    PyTorch's."""
+    _, prefix = narrow_vgg(tmp_path, "vgg_16")
+    out = tmp_path / "vgg.safetensors"
+    ckptkit("port", prefix, "--net", "vgg_16", "--to", "torch", "-o", out, "--no-check")
+    code, stdout, stderr = ckptkit("inspect", out, "--flat")
+    assert (code, stderr) == (0, "")
+    lines = stdout.splitlines()
+    assert lines[0] == (f"{out}  (safetensors; ported by ckptkit from {prefix} for vgg_16; "
+                        "loads into torchvision.models.vgg16(num_classes=5))")
+    assert re.search(r"^features\.2\.weight +\[2,2,3,3\] .* <- vgg_16/conv1/conv1_2/weights$",
+                     stdout, re.M), stdout
+    listed = json.loads(ckptkit("inspect", out, "--json")[1])
+    assert listed["ported_from"] == {"checkpoint": str(prefix), "net": "vgg_16",
+                                     "class": "torchvision.models.vgg16(num_classes=5)"}
+    sources = {v["name"]: v.get("source") for v in listed["variables"]}
+    assert sources["classifier.6.bias"] == "vgg_16/fc8/biases"
+    assert all(sources.values()) and len(set(sources.values())) == len(sources)
+    assert ckptkit("convert", out, tmp_path / "back.npz", "--names", "source") == (
+        2, "", f"ckptkit: error: --names source: {out} holds its weights as PyTorch lays them "
+               f"out (OIHW kernels, Linear matrices), not as {prefix} does; use that "
+               "checkpoint itself\n")
+    assert not (tmp_path / "back.npz").exists()
+
+
+@pytest.mark.parametrize("record, why", [
+    ("{not json", "its ckptkit metadata is not the JSON object `ckptkit port --to torch` "
+                  "writes"),
+    ("[" * 100_000, "is not the JSON object"),
+    (json.dumps({"checkpoint": "c", "net": "n"}), "is not the JSON object"),
+    (json.dumps({"checkpoint": "c", "net": "n", "class": "k", "weights": ["a"]}),
+     "weights are not a mapping of keys to checkpoint tensor names"),
+    (json.dumps({"checkpoint": "c", "net": "n", "class": "k", "weights": {"zz": "t"}}),
+     "names 1 key(s) the file lacks (first 'zz')"),
+])
+def test_a_record_not_shaped_as_ours_is_set_aside(ckptkit, tmp_path, record, why):
+    """The listing as for any safetensors file, one note saying why."""
+    from safetensors.numpy import save_file
+
+    out = tmp_path / "w.safetensors"
+    save_file({"a": np.ones(2, np.float32)}, str(out), metadata={"ckptkit": record})
+    code, stdout, stderr = ckptkit("inspect", out, "--flat")
+    assert code == 0 and stdout.splitlines()[0] == f"{out}  (safetensors)"
+    assert "<-" not in stdout and stderr.startswith(f"note: {out}: ") and why in stderr
+    assert stderr.endswith("the checkpoint tensors of its weights are unknown\n")

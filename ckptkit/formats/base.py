@@ -14,9 +14,10 @@ class Reader:
 
     Subclasses fill `variables` (name -> Variable, in name order), `files`, and implement
     `read`; `problems` (for `verify`) lists what is corrupt or missing. Where the file says
-    what it was made from (a `.keras` that `ckptkit port` wrote), `origin` holds the
-    checkpoint and net ({"checkpoint": str, "net": str}) and `sources` maps tensor names to
-    the checkpoint tensors they came from; `warnings` says, one line each, what the reader
+    what it was made from (a `.keras` or a PyTorch state dict that `ckptkit port` wrote),
+    `origin` holds the checkpoint and net ({"checkpoint": str, "net": str}, and "class": the
+    PyTorch class a state dict loads into) and `sources` maps tensor names to the checkpoint
+    tensors they came from; `warnings` says, one line each, what the reader
     set aside as unusable.
     """
 

@@ -8,7 +8,10 @@
 - dtypes: BOOL U8 I8 U16 I16 F16 BF16 U32 I32 F32 C64 U64 I64 F64, F8_E4M3 (float8_e4m3fn),
   F8_E5M2 (float8_e5m2).
 Notes: scalars have shape [] and empty tensors BEGIN == END; tensors may not overlap; the
-optional `__metadata__` is free text (kept as `metadata`). Sub-byte and other newer dtypes
+optional `__metadata__` is free text (kept as `metadata`); where `ckptkit port --to torch`
+wrote the file, its "ckptkit" entry is a JSON object naming the checkpoint, the net, the
+PyTorch class to load into and each key's checkpoint tensor (`origin` and `sources`; one not
+shaped so is set aside with a warning). Sub-byte and other newer dtypes
 (F4, F6_*, F8_E8M0) are refused. A shape numpy cannot make (over 64 dimensions; [0, 2**62],
 which has no elements but passes numpy's byte limit) lists, but reading it is refused. N is
 at most 100 MiB (MAX_HEADER, as safetensors' own reader): the writer refuses a larger header
@@ -22,6 +25,7 @@ from ..errors import FormatError, NotFound, Unsupported
 from ..fileio import map_file, unmap
 from ..variable import ITEMSIZE, Variable, numpy_dtype
 from .base import Reader, Writer, numpy_shape
+from .keras_meta import SET_ASIDE
 
 
 DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16",
@@ -59,6 +63,12 @@ class SafetensorsReader(Reader):
         _check_overlaps(path, found)
         for var in sorted(found, key=lambda v: v.name):
             self.variables[var.name] = var
+        if "ckptkit" in self.metadata:
+            try:
+                self.origin, self.sources = _port_record(self.metadata["ckptkit"],
+                                                         self.variables)
+            except ValueError as e:
+                self.warnings.append(f"{path}: {e}; {SET_ASIDE}")
         self._map = map_file(path)
 
     def _header(self, raw):
@@ -113,6 +123,30 @@ class SafetensorsReader(Reader):
 
     def close(self):
         unmap(self._map)
+
+
+def _port_record(text, variables):
+    """(origin {"checkpoint", "net", "class"}, sources {key: checkpoint tensor}) of the
+    "ckptkit" metadata entry `text`; ValueError saying why it cannot be used."""
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        record = None
+    fields = ("checkpoint", "net", "class")
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in fields):
+        raise ValueError("its ckptkit metadata is not the JSON object `ckptkit port --to "
+                         "torch` writes")
+    weights = record.get("weights")
+    if not isinstance(weights, dict) or not all(
+            isinstance(source, (str, type(None))) for source in weights.values()):
+        raise ValueError("its ckptkit metadata's weights are not a mapping of keys to "
+                         "checkpoint tensor names")
+    lacking = [key for key in weights if key not in variables]
+    if lacking:
+        raise ValueError(f"its ckptkit metadata names {len(lacking)} key(s) the file lacks "
+                         f"(first {lacking[0]!r})")
+    return ({k: record[k] for k in fields},
+            {key: source for key, source in weights.items() if source is not None})
 
 
 def _ints(values):
