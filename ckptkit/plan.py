@@ -28,6 +28,13 @@ How a plan is made
 - Only checkpoint tensors whose role is "model" are restored, plus, with use_moving_averages,
   the EMA shadow `<var>/ExponentialMovingAverage` of a paired variable (taken instead of it).
   Everything else is `unused`, with its role.
+- Learning-rate multipliers: `lr_mults` patterns (the innermost scope wins), times the layer
+  decay: with layer_decay d < 1 the trainable variables fall into layers in creation order,
+  a layer being a scope one level below the net's (resnet_v1_50/block3, InceptionV3/Mixed_6c,
+  vgg_16/conv4) or a scope of its own beside it (a new head's Logits; NASNet's cells, which
+  have no net scope), the net's scope being the first scope of the first model variable; the
+  last layer trains at the full rate and each earlier one at d times the next (timm's
+  --layer-decay, over slim's blocks).
 - label_offset: a checkpoint tensor whose last axis is `label_offset` longer than the model's
   (1001-class checkpoints into 1000-class heads), all else equal, restores `ckpt[..., offset:]`.
 
@@ -66,6 +73,7 @@ class RestoreOptions:
     train: tuple = ()
     train_from: str = None
     lr_mults: tuple = ()
+    layer_decay: float = 1.0
     maps: tuple = ()
     match: str = "component"
     use_moving_averages: bool = False
@@ -272,11 +280,12 @@ class RestorePlan:
 def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=(),
                  match="component", use_moving_averages=False, label_offset=0, strict=False,
                  allow_mismatch=False, train=None, train_from=None, lr_mults=(),
-                 classifier=()):
+                 layer_decay=1.0, classifier=()):
     """Plan restoring `model_vars` (ModelVar, creation order) from `checkpoint_vars`
     (Variable records); see the module notes. `lr_mults`: "SCOPE=MULT" texts or (pattern,
     multiplier) pairs scaling the learning rate of trainable variables (the 10x head; the
-    pattern matching the innermost scope wins, the later one on a tie). Raises PlanError for
+    pattern matching the innermost scope wins, the later one on a tie), each multiplied by
+    `layer_decay` once per layer built after the variable's. Raises PlanError for
     patterns or rename rules that match nothing, ambiguous pairings, restoring nothing, and
     (strict) any missing or mismatched variable."""
     if match not in MATCH_MODES:
@@ -302,6 +311,8 @@ def plan_restore(checkpoint_vars, model_vars, *, exclude=(), include=(), maps=()
     incl = _patterns(include, kind, names)
     trainable = _trainable(models, names, train, train_from, kind)
     multipliers = _lr_mults(lr_mults, trainable, names, kind)
+    for name, decay in _layer_decay(trainable, names, layer_decay).items():
+        multipliers[name] = multipliers.get(name, 1.0) * decay
     excluded, candidates = [], []
     for m in models:
         hit = next((p.text for p in excl if p.matches(m.name)), None)
@@ -375,7 +386,7 @@ def plan_for(checkpoint_vars, model_vars, options, *, label_offset=0, classifier
                         match=options.match, use_moving_averages=options.use_moving_averages,
                         strict=options.strict, allow_mismatch=options.allow_mismatch,
                         train=options.train or None, train_from=options.train_from,
-                        lr_mults=options.lr_mults)
+                        lr_mults=options.lr_mults, layer_decay=options.layer_decay)
     plan.check(strict=options.strict)
     return plan
 
@@ -504,6 +515,24 @@ def _lr_mults(specs, trainable, names, kind):
         if mult != 1.0:
             out[name] = mult
     return out
+
+
+def _layer_decay(trainable, names, decay):
+    """{trainable name: decay ** (layers built after its own)} for decay < 1 (see the module
+    notes; `names`: every model variable, in creation order)."""
+    if not (isinstance(decay, (int, float)) and 0 < decay <= 1):
+        raise PlanError(f"--layer-decay takes a factor in (0, 1], not {decay!r}")
+    if decay == 1 or not trainable:
+        return {}
+    net = names[0].split("/")[0] if "/" in names[0] else None
+
+    def layer(name):
+        scope = name.split("/")[:-1]
+        return "/".join(scope[:2] if scope[:1] == [net] else scope[:1]) or name
+    layers = list(dict.fromkeys(layer(name) for name in trainable))
+    above = {key: len(layers) - 1 - i for i, key in enumerate(layers)}
+    return {name: decay ** above[layer(name)] for name in trainable
+            if above[layer(name)]}
 
 
 def renamed(variables, maps):

@@ -115,6 +115,9 @@ def test_json_contract(ckptkit, files):
     (["--train", "net/logits", "--train-from", "net/conv1"], "train"),
     (["--map", "nope/=x/"], "nope/"),
     (["--exclude", "re:("], "invalid regular expression 're:\\('"),
+    (["--layer-decay", "0.5"], r"--layer-decay follows the order a net builds its layers in: "
+                               r"give --net, not --target$"),
+    (["--layer-decay", "0"], r"--layer-decay.*0<x<=1"),
 ])
 def test_errors_are_one_line(ckptkit, files, args, message):
     ckpt, target = files
@@ -193,3 +196,12 @@ def test_net_resnet_v1_50_new_head(ckptkit, tmp_path):
                              "--exclude", "resnet_v1_50/logits", "--json")
     assert code == 0 and sorted(json.loads(out)["excluded_tensors"]) == \
         sorted(plan["excluded_tensors"])
+    # --layer-decay over the real graph's blocks: conv1, block1-4, then the new head at 1x
+    code, out, err = ckptkit("plan", prefix, "--net", "resnet_v1_50", "--num-classes", "5",
+                             "--layer-decay", "0.5", "--json")
+    plan = json.loads(out)
+    below = {"conv1": 5, "block1": 4, "block2": 3, "block3": 2, "block4": 1}
+    assert code == 0 and plan["lr_mults"] == {
+        name: 0.5 ** below[name.split("/")[1]] for name in plan["trainable"]
+        if not name.startswith("Logits/")}
+    assert len(plan["lr_mults"]) == len(plan["trainable"]) - 2

@@ -594,6 +594,58 @@ def test_lr_multiplier_errors(specs, train, message):
                      lr_mults=specs)
 
 
+def _block(name):
+    """The layer a test expects: the net's block, or a scope of its own beside the net."""
+    parts = name.split("/")
+    return "/".join(parts[:2]) if parts[0] in ("resnet_v1_50", "InceptionV3") else parts[0]
+
+
+@pytest.mark.parametrize("model, blocks", [
+    (resnet_v1_50(5), ["resnet_v1_50/conv1", "resnet_v1_50/block1", "resnet_v1_50/block2",
+                       "resnet_v1_50/block3", "resnet_v1_50/block4", "resnet_v1_50/logits"]),
+    ([m for m in resnet_v1_50(5) if "/logits/" not in m.name] + [    # a new head, beside
+        ModelVar("Head/fc_1/weights", (2048, 8), "float32"),
+        ModelVar("Head/logits/weights", (8, 5), "float32")],
+     ["resnet_v1_50/conv1", "resnet_v1_50/block1", "resnet_v1_50/block2",
+      "resnet_v1_50/block3", "resnet_v1_50/block4", "Head"]),
+    (inception_v3(), ["InceptionV3/Conv2d_1a_3x3", "InceptionV3/Conv2d_2a_3x3",
+                      "InceptionV3/Mixed_5b", "InceptionV3/Mixed_5c", "InceptionV3/Mixed_5d",
+                      "InceptionV3/Mixed_6a", "InceptionV3/AuxLogits", "InceptionV3/Logits"]),
+    ([ModelVar(n, (1,), "float32") for n in (    # NASNet's scopes: no net scope around them
+        "conv0/weights", "cell_stem_0/1x1/weights", "cell_0/comb_iter_0/left/weights",
+        "cell_0/comb_iter_1/left/weights", "final_layer/FC/weights")],
+     ["conv0", "cell_stem_0", "cell_0", "final_layer"]),
+])
+def test_layer_decay_scales_each_block_by_the_blocks_above(model, blocks):
+    """Blocks in creation order; the last at the full rate (left out of the map), each
+    earlier one at 0.5 times the next, whatever the block's depth of scopes."""
+    plan = plan_restore(checkpoint(model), model, layer_decay=0.5)
+    assert set(plan.trainable) == {m.name for m in model if m.trainable}
+    assert list(dict.fromkeys(_block(n) for n in plan.trainable)) == blocks
+    below = {block: len(blocks) - 1 - i for i, block in enumerate(blocks)}
+    assert plan.lr_mults == {n: 0.5 ** below[_block(n)] for n in plan.trainable
+                             if _block(n) != blocks[-1]}
+
+
+def test_layer_decay_counts_trained_blocks_and_multiplies_lr_mult():
+    """Frozen blocks are no layers: block4 trains at 0.5 under the head; Logits=10 is
+    multiplied in; a factor of 1 is no decay."""
+    model = resnet_v1_50(5)
+    plan = plan_restore(RESNET_CKPT, model, exclude=["logits"], layer_decay=0.5,
+                        train_from="resnet_v1_50/block4", lr_mults=["logits=10"])
+    assert plan.lr_mults == {**{n: 0.5 for n in plan.trainable if "/block4/" in n},
+                             **dict.fromkeys(LOGITS, 10.0)}
+    same = plan_restore(RESNET_CKPT, model, exclude=["logits"], layer_decay=1,
+                        lr_mults=["logits=10"])
+    assert same.lr_mults == dict.fromkeys(LOGITS, 10.0)
+
+
+@pytest.mark.parametrize("decay", [0, -0.5, 1.5, "0.5", float("nan")])
+def test_layer_decay_refuses_a_factor_outside_0_1(decay):
+    with pytest.raises(PlanError, match=r"^--layer-decay takes a factor in \(0, 1\], not "):
+        plan_restore(RESNET_CKPT, resnet_v1_50(5), exclude=["logits"], layer_decay=decay)
+
+
 # --- records drive the defaults: the classifier a new head replaces ---------------------------
 
 NEW_HEAD = [m for m in RESNET if "/logits/" not in m.name] + \

@@ -108,6 +108,24 @@ def test_lr_mult_gives_the_head_ten_times_the_step_even_with_adam(
                                                for kind in ("weights", "biases")])
 
 
+def test_layer_decay_gives_each_block_its_step_even_with_adam(
+        tf, finetune, tmp_path, target, pretrained):
+    """--layer-decay 0.5 under a Logits=10 head: Adam's first step is 1e-3 x 0.5 per block
+    below the head (fc3, conv2, conv1), 1e-2 for the head."""
+    summary = finetune.finetune(_settings(
+        tmp_path, target, pretrained, epochs=1, batch_size=150,
+        restore=RestoreOptions(exclude=("Logits",), lr_mults=("Logits=10",),
+                               layer_decay=0.5)))
+    before = _values(tf, tf.train.latest_checkpoint(str(pretrained)))
+    after = _values(tf, summary["checkpoint"])
+    for layer, mult in (("fc3", 0.5), ("conv2", 0.25), ("conv1", 0.125)):
+        for kind in ("weights", "biases"):
+            name = f"LeNet/{layer}/{kind}"
+            step = np.abs(after[name] - before[name]).max()
+            assert step == pytest.approx(1e-3 * mult, rel=1e-3), name
+    assert np.abs(after["Logits/biases"]).max() == pytest.approx(1e-2, rel=1e-3)
+
+
 def test_resume_continues_global_step_and_matches_an_uninterrupted_run(
         tf, finetune, tmp_path, target, pretrained):
     whole = finetune.finetune(_settings(tmp_path / "a", target, pretrained, epochs=2))

@@ -192,18 +192,21 @@ def test_pruning_stops_an_absurd_learning_rate_early(tf, tmp_path, target, pretr
 
 def test_sampled_restore_choices_go_into_the_trial_s_restore_options(tf, tmp_path, target,
                                                                      pretrained):
-    """train and lr-mult are restore options: a sample lands in Settings.restore, and --train
-    naming only the model's head scope makes the trial a cached-features one."""
+    """train, lr-mult and layer-decay are restore options: a sample lands in
+    Settings.restore, and --train naming only the model's head scope makes the trial a
+    cached-features one (where one layer trains: no decay)."""
     from ckptkit.train.search.study import search
 
     cfg = _config(tmp_path, target, pretrained, ["train=choice:Logits",
-                                                 "lr_mult=choice:Logits=10"],
+                                                 "lr_mult=choice:Logits=10",
+                                                 "layer-decay=choice:0.5"],
                   trials=1, prune=False, settings=dict(mode="finetune", epochs=1))
     row, = search(cfg)["trials"]
     assert (row["state"], row["mode"]) == ("complete", "features")
     with open(os.path.join(row["train_dir"], "run.json")) as f:
         restore = json.load(f)["settings"]["restore"]
     assert (restore["exclude"], restore["lr_mults"]) == (["Logits"], ["Logits=10"])
+    assert restore["layer_decay"] == 1.0
     with open(os.path.join(row["train_dir"], "plan.json")) as f:
         assert json.load(f)["lr_mults"] == {"Logits/weights": 10.0, "Logits/biases": 10.0}
 

@@ -33,15 +33,15 @@ def test_the_issue_s_parameters_parse_and_convert_to_settings():
         "dropout=uniform:0:0.6", "head=choice:none,128,256x128",
         "train_from=choice:Logits,resnet_v1_50/block4", "batch-size=logint:8:64",
         "--epochs=int:2:5", "train=choice:Logits,Logits+LeNet/fc3", "augment=choice:true,false",
-        "lr-mult=choice:Logits=10"])
+        "lr-mult=choice:Logits=10", "layer-decay=uniform:0.6:0.9"])
     assert space.names == ["lr", "optimizer", "dropout", "head", "train_from", "batch_size",
-                           "epochs", "train", "augment", "lr_mult"]
+                           "epochs", "train", "augment", "lr_mult", "layer_decay"]
     trial = FakeTrial()
     values = space.suggest(trial)
     assert values == {"lr": 1e-5, "optimizer": "adam", "dropout": 0.0, "hidden": (256, 128),
                       "train_from": "resnet_v1_50/block4", "batch_size": 64, "epochs": 5,
                       "train": ("Logits", "LeNet/fc3"), "augment": False,
-                      "lr_mults": ("Logits=10",)}
+                      "lr_mults": ("Logits=10",), "layer_decay": 0.6}
     assert trial.asked["lr"] == ("float", 1e-5, 1e-1, True)
     assert trial.asked["batch_size"] == ("int", 8, 64, True)
     assert trial.asked["head"] == ("categorical", ("none", "128", "256x128"))

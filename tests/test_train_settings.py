@@ -23,6 +23,9 @@ def _settings(**kwargs):
     (dict(mode="fast"), r"^unknown mode 'fast'; use one of head, features"),
     (dict(mode="head", restore=RestoreOptions(train=("Logits",))),
      r"^--mode head trains the new head only"),
+    (dict(mode="features", restore=RestoreOptions(layer_decay=0.7)),
+     r"^--mode features trains the new head only; --train, --train-from and --layer-decay "
+     r"belong to --mode finetune or two-stage$"),
     (dict(mode="two-stage"), r"^--mode two-stage needs --train-from"),
     (dict(mode="head", checkpoint=None), r"^--mode head needs --checkpoint"),
     (dict(mode="features", keep_head=True),

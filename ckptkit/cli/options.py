@@ -61,6 +61,10 @@ restore_options = bundle(
     click.option("--lr-mult", "lr_mults", multiple=True, metavar="SCOPE=MULT",
                  callback=lambda ctx, param, values: tuple(values),
                  help="Learning-rate multiplier for trainable scopes, e.g. Logits=10."),
+    click.option("--layer-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0,
+                 metavar="FACTOR",
+                 help="Layer-wise learning-rate decay: the last trained layer (block) at the "
+                      "full rate, each earlier one at FACTOR times the next, e.g. 0.7."),
     click.option("--map", "maps", multiple=True, metavar="OLD=NEW",
                  callback=lambda ctx, param, values: tuple(values),
                  help="Rename checkpoint scopes, in order: 'InceptionV3/=v3/', "

@@ -38,6 +38,9 @@ def plan(checkpoint, net, num_classes, hidden, head_scope, keep_head, target, as
     if bool(net) == bool(target):
         raise CkptError("give the model as exactly one of --net NAME or --target PATH")
     if target:
+        if options.layer_decay != 1:    # a listing's order is its names', not the build's
+            raise CkptError("--layer-decay follows the order a net builds its layers in: "
+                            "give --net, not --target")
         result = plan_checkpoint(checkpoint, target_variables(target), options)
     else:
         from ..train.nets import Model

@@ -115,9 +115,9 @@ def check(s):
     train, train_from = s.restore.train, s.restore.train_from
     if s.mode not in MODES:
         raise CkptError(f"unknown mode {s.mode!r}; use one of {', '.join(MODES)}")
-    if s.mode in ("head", "features") and (train or train_from):
-        raise CkptError(f"--mode {s.mode} trains the new head only; --train/--train-from "
-                        "belong to --mode finetune or two-stage")
+    if s.mode in ("head", "features") and (train or train_from or s.restore.layer_decay != 1):
+        raise CkptError(f"--mode {s.mode} trains the new head only; --train, --train-from "
+                        "and --layer-decay belong to --mode finetune or two-stage")
     if s.mode == "two-stage" and not train_from:
         raise CkptError("--mode two-stage needs --train-from SCOPE: where the second stage "
                         "unfreezes the backbone (e.g. resnet_v1_50/block4)")

@@ -4,8 +4,8 @@ Pure Python: no TensorFlow, and Optuna only inside Space.suggest (parsing never 
 
 A parameter is `NAME=DIST`, from `--param` or a TOML file (`--space`):
 - NAME is a finetune option, spelt as the flag (`train-from`, `--lr`) or the setting
-  (`train_from`); `head` is the head's hidden layers. `train`, `train-from` and `lr-mult`
-  are restore options: a trial puts them into its Settings.restore (study.py).
+  (`train_from`); `head` is the head's hidden layers. `train`, `train-from`, `lr-mult` and
+  `layer-decay` are restore options: a trial puts them into its Settings.restore (study.py).
 - DIST is one of
     uniform:LO:HI        a float in [LO, HI]
     loguniform:LO:HI     a float in [LO, HI], log scale (LO > 0)
@@ -55,6 +55,7 @@ SEARCHABLE = {
     "hidden": (_SIZES, None, None),
     "train": (_SCOPES, None, None),
     "lr_mults": (_SCOPES, None, None),
+    "layer_decay": (_FLOAT, lambda v: 0 < v <= 1, "in (0, 1]"),
 }
 ALIASES = {"head": "hidden", "lr_mult": "lr_mults", "no_augment": None}
 # what other tools call a searchable setting (tf-slim's train_image_classifier flags, Keras):

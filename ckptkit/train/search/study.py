@@ -264,7 +264,7 @@ def _trial_settings(cfg, values, train_dir):
         ((train_from,) == heads and not train) or (train == heads and not train_from)))
     if cfg.feature_cache and frozen and s.checkpoint and not s.keep_head:
         return dataclasses.replace(s, mode="features", restore=dataclasses.replace(
-            s.restore, train=(), train_from=None)), True
+            s.restore, train=(), train_from=None, layer_decay=1.0)), True
     return s, False
 
 
