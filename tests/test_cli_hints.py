@@ -67,7 +67,7 @@ CASES = {   # id -> (args with {placeholders}, a fragment of the error line)
 TF_CASES = {
     "head-mode-train": (["finetune", "--net", "lenet", "--checkpoint", "{a}", "--data", "{out}",
                          "--train-dir", "{out}/t", "--mode", "head", "--train", "Logits"],
-                        "--train/--train-from"),
+                        "--train, --train-from and --layer-decay"),
     "two-stage": (["finetune", "--net", "lenet", "--checkpoint", "{a}", "--data", "{out}",
                    "--train-dir", "{out}/t", "--mode", "two-stage"], "--train-from SCOPE"),
     "not-a-train-dir": (["eval", "--train-dir", "{out}"], "ckptkit finetune"),
