@@ -296,6 +296,28 @@ def test_bad_fixed_settings_are_one_line_errors_and_no_search(ckptkit, tmp_path,
         assert [t.state.name for t in _study(tmp_path / "study").get_trials()] == ["FAIL"]
 
 
+@pytest.mark.parametrize("sampler", ["tpe", "random"])
+def test_processes_joining_a_server_at_once_draw_apart(tmp_path, monkeypatch, sampler):
+    """Two processes (machines a and b) open the same --storage study before either has a
+    trial, as machines started together do: their samplers are seeded apart, so their first
+    samples differ; local studies stay reproducible from --seed."""
+    import optuna
+    from ckptkit.train.search import study
+
+    def joined(machine, **kwargs):
+        monkeypatch.setattr(study, "_worker_id", lambda: f"{machine}:4242")
+        return study._study(_config(tmp_path, "data", "ckpt", ["lr=loguniform:1e-3:1e-1"],
+                                    sampler=sampler, **kwargs), optuna)
+    lr = {"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)}
+    url = f"sqlite:///{tmp_path / 'server.db'}"
+    a, b = joined("a", storage=url), joined("b", storage=url)     # neither has a trial yet
+    assert a.ask(lr).params != b.ask(lr).params
+    for name in ("local_a", "local_b"):
+        (tmp_path / name).mkdir()
+    a, b = joined("a", study="local_a"), joined("b", study="local_b")
+    assert a.ask(lr).params == b.ask(lr).params
+
+
 def test_two_machines_share_one_postgresql_study(tmp_path, target, pretrained):
     """Optuna's distributed mode as documented: two processes, each standing for a machine
     with its own --study-dir, on one --storage postgresql:// URL of a real PostgreSQL server

@@ -33,7 +33,9 @@ How it goes
   checkpoint; finished trials are kept. --trials counts finished (complete + pruned) trials.
 - --jobs N: N worker processes share the study through its storage; the database hands
   every trial number to one worker only. Several machines join one study with the same
-  --storage URL of a PostgreSQL/MySQL server (Optuna's distributed mode).
+  --storage URL of a PostgreSQL/MySQL server (Optuna's distributed mode); there each
+  process's sampler is seeded with its machine and process id as well, since machines that
+  join at the same moment see the same study and would otherwise draw the same samples.
 """
 import dataclasses
 import json
@@ -42,6 +44,7 @@ import signal
 import socket
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 
 from ...errors import CkptError
@@ -180,9 +183,10 @@ def _sampler(cfg, optuna, seed):
 
 
 def _study(cfg, optuna, worker=0):
-    """The study, its sampler seeded by --seed, the trials it holds and the worker's index:
-    reproducible for one process, and no two processes (--jobs, a resumed study) repeating
-    each other's random samples."""
+    """The study, its sampler seeded by --seed, the trials it holds, the worker's index and,
+    on a --storage server, the process: reproducible for one local process, and no two
+    processes (--jobs, a resumed study, machines sharing a server) repeating each other's
+    random samples."""
     pruner = optuna.pruners.MedianPruner(n_startup_trials=cfg.prune_startup) if cfg.prune \
         else optuna.pruners.NopPruner()
     url = cfg.storage or sqlite_url(cfg.study_dir)
@@ -197,9 +201,10 @@ def _study(cfg, optuna, worker=0):
         raise CkptError(f"cannot open the study storage {url}: {str(e).splitlines()[0]}") \
             from None
     held = len(study.get_trials(deepcopy=False))
-    if held or worker:
+    machine = zlib.crc32(_worker_id().encode()) if cfg.storage else 0
+    if held or worker or machine:
         study.sampler = _sampler(cfg, optuna, (cfg.base.seed * 1000003 + held * 7919
-                                               + worker * 104729) % 2**32)
+                                               + worker * 104729 + machine) % 2**32)
     return study
 
 
