@@ -529,10 +529,10 @@ def _layer_decay(trainable, names, decay):
     def layer(name):
         scope = name.split("/")[:-1]
         return "/".join(scope[:2] if scope[:1] == [net] else scope[:1]) or name
-    layers = list(dict.fromkeys(layer(name) for name in trainable))
-    above = {key: len(layers) - 1 - i for i, key in enumerate(layers)}
-    return {name: decay ** above[layer(name)] for name in trainable
-            if above[layer(name)]}
+    layers = {name: layer(name) for name in trainable}
+    order = list(dict.fromkeys(layers.values()))
+    above = {key: len(order) - 1 - i for i, key in enumerate(order)}
+    return {name: decay ** above[key] for name, key in layers.items() if above[key]}
 
 
 def renamed(variables, maps):
