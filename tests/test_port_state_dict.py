@@ -282,7 +282,8 @@ def test_inspect_shows_the_class_and_each_keys_source(ckptkit, tmp_path):
     PyTorch's."""
     _, prefix = narrow_vgg(tmp_path, "vgg_16")
     out = tmp_path / "vgg.safetensors"
-    ckptkit("port", prefix, "--net", "vgg_16", "--to", "torch", "-o", out, "--no-check")
+    assert ckptkit("port", prefix, "--net", "vgg_16", "--to", "torch", "-o", out,
+                   "--no-check")[0] == 0
     code, stdout, stderr = ckptkit("inspect", out, "--flat")
     assert (code, stderr) == (0, "")
     lines = stdout.splitlines()
